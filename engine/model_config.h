@@ -1,0 +1,45 @@
+// The model's sizes and MoE options: one struct, read from a recipe's [model] section.
+// docs/model.md writes out the math each field controls.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "engine/backend.h"
+
+namespace sy {
+
+struct ModelConfig {
+  int64_t vocab_size = 256;
+  int64_t d_model = 256;
+  int64_t n_layers = 4;
+  int64_t n_heads = 8;
+  int64_t n_kv_heads = 4;
+  int64_t head_dim = 0;  // 0: d_model / n_heads
+  double rope_theta = 10000.0;
+  int64_t seq_len = 256;
+  double norm_eps = 1e-5;
+  bool tie_embeddings = false;
+  double init_std = 0.02;
+
+  // FFN: dense SwiGLU of width d_ff for the first `first_dense_layers` layers, MoE after.
+  int64_t d_ff = 1024;
+  int64_t first_dense_layers = 0;
+  int64_t n_experts = 8;  // 0: every layer dense
+  int64_t top_k = 2;
+  int64_t expert_ffn_dim = 512;
+  int64_t n_shared_experts = 0;  // each of width expert_ffn_dim
+  ScoreFn score_fn = ScoreFn::Softmax;
+  bool norm_topk_prob = true;
+  double capacity_factor = 0.0;  // 0: dropless
+  double aux_loss_coef = 0.01;
+  double z_loss_coef = 0.001;
+  double router_bias_update_rate = 0.0;  // aux-loss-free balancing (DeepSeek-V3); 0 = off
+
+  int64_t resolved_head_dim() const { return head_dim > 0 ? head_dim : d_model / n_heads; }
+  bool layer_is_moe(int64_t layer) const { return n_experts > 0 && layer >= first_dense_layers; }
+  // Throws ConfigError naming the offending key and the fix.
+  void validate() const;
+};
+
+}  // namespace sy

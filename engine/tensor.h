@@ -1,0 +1,77 @@
+// Tensor: a typed, contiguous, row-major view into a buffer owned by a backend.
+// Tensors are cheap handles (shared ownership of the storage); a view shares storage
+// with its parent. There is no autograd: layers call forward and backward ops explicitly.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace sy {
+
+enum class DType : uint8_t { F32, F64, I32 };
+
+size_t dtype_size(DType dt);
+const char* dtype_name(DType dt);
+
+template <class T> constexpr DType dtype_of();
+template <> constexpr DType dtype_of<float>() { return DType::F32; }
+template <> constexpr DType dtype_of<double>() { return DType::F64; }
+template <> constexpr DType dtype_of<int32_t>() { return DType::I32; }
+
+enum class DeviceKind : uint8_t { Host, Cuda };
+
+using Shape = std::vector<int64_t>;
+std::string shape_str(const Shape& s);
+int64_t shape_numel(const Shape& s);
+
+struct Storage {
+  std::shared_ptr<std::byte> bytes;  // owner; the deleter belongs to the allocating backend
+  size_t size = 0;                   // bytes
+  DeviceKind device = DeviceKind::Host;
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+  Tensor(std::shared_ptr<Storage> storage, size_t offset_bytes, Shape shape, DType dtype);
+
+  bool defined() const { return storage_ != nullptr; }
+  const Shape& shape() const { return shape_; }
+  int64_t dim(int i) const { return shape_.at(i < 0 ? shape_.size() + i : i); }
+  int rank() const { return static_cast<int>(shape_.size()); }
+  int64_t numel() const { return numel_; }
+  DType dtype() const { return dtype_; }
+  DeviceKind device() const { return storage_ ? storage_->device : DeviceKind::Host; }
+  size_t nbytes() const { return static_cast<size_t>(numel_) * dtype_size(dtype_); }
+
+  void* raw() const { return storage_->bytes.get() + offset_; }
+  template <class T> T* data() const {
+    check_dtype(dtype_of<T>());
+    return reinterpret_cast<T*>(raw());
+  }
+
+  // A contiguous view of `shape` starting `elem_offset` elements into this tensor.
+  Tensor view(int64_t elem_offset, Shape shape) const;
+  // Same elements, another shape (numel must match).
+  Tensor reshape(Shape shape) const { return view(0, std::move(shape)); }
+  // Rows [begin, end) along the leading dimension.
+  Tensor rows(int64_t begin, int64_t end) const;
+
+  const std::shared_ptr<Storage>& storage() const { return storage_; }
+  size_t offset_bytes() const { return offset_; }
+
+ private:
+  void check_dtype(DType want) const;
+  std::shared_ptr<Storage> storage_;
+  size_t offset_ = 0;
+  Shape shape_;
+  int64_t numel_ = 0;
+  DType dtype_ = DType::F32;
+};
+
+}  // namespace sy

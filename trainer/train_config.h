@@ -1,0 +1,25 @@
+// Training-loop settings: the recipe's [train] section.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace sy {
+
+struct TrainConfig {
+  int64_t steps = 1000;
+  uint64_t seed = 1234;
+  int64_t micro_batch = 8;   // sequences per micro-batch
+  int64_t grad_accum = 1;    // micro-batches per optimizer step
+  int64_t log_every = 10;
+  int64_t eval_every = 100;  // 0: only at the end
+  int64_t eval_batches = 16; // validation micro-batches per evaluation, read in order
+  double max_minutes = 0;    // 0: no time budget
+  std::string out_dir;       // default runs/<recipe name>
+  std::string save_weights;  // HDF5 path for the final weights; empty: none
+  double peak_gflops = 530;  // the machine's measured fp32 GEMM peak (bench/gemm_peak), for MFU
+  std::string dtype = "float32";  // float32 | float64
+  std::string device = "cpu";
+};
+
+}  // namespace sy
