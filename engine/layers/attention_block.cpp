@@ -1,0 +1,87 @@
+#include "engine/layers/attention_block.h"
+
+#include <cmath>
+#include <string>
+
+namespace sy {
+
+AttentionBlock::AttentionBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer)
+    : ps_(ps), cfg_(cfg), heads_(cfg.n_heads), kv_heads_(cfg.n_kv_heads), head_dim_(cfg.resolved_head_dim()) {
+  const std::string p = "layers." + std::to_string(layer);
+  const int64_t d = cfg.d_model;
+  // Output projections start smaller so the residual stream's variance does not grow with depth.
+  const double out_std = cfg.init_std / std::sqrt(2.0 * double(cfg.n_layers));
+  norm_ = ps.add(p + ".attn_norm.weight", {d}, ParamKind::Norm, 0);
+  wq_ = ps.add(p + ".attn.wq", {heads_ * head_dim_, d}, ParamKind::Matrix, cfg.init_std);
+  wk_ = ps.add(p + ".attn.wk", {kv_heads_ * head_dim_, d}, ParamKind::Matrix, cfg.init_std);
+  wv_ = ps.add(p + ".attn.wv", {kv_heads_ * head_dim_, d}, ParamKind::Matrix, cfg.init_std);
+  wo_ = ps.add(p + ".attn.wo", {d, heads_ * head_dim_}, ParamKind::Matrix, out_std);
+}
+
+void AttentionBlock::ensure(Backend& be, int64_t batch, int64_t seq, DType dt) {
+  const int64_t n = batch * seq;
+  if (xn_.defined() && xn_.dim(0) == n && q_.dim(1) == seq && xn_.dtype() == dt) return;
+  const int64_t d = cfg_.d_model;
+  xn_ = be.empty({n, d}, dt);
+  rstd_ = be.empty({n}, dt);
+  q_ = be.empty({batch, seq, heads_, head_dim_}, dt);
+  k_ = be.empty({batch, seq, kv_heads_, head_dim_}, dt);
+  v_ = be.empty({batch, seq, kv_heads_, head_dim_}, dt);
+  o_ = be.empty({batch, seq, heads_, head_dim_}, dt);
+  lse_ = be.empty({batch, heads_, seq}, dt);
+  do_ = be.empty(o_.shape(), dt);
+  dq_ = be.empty(q_.shape(), dt);
+  dk_ = be.empty(k_.shape(), dt);
+  dv_ = be.empty(v_.shape(), dt);
+  dq_pre_ = be.empty(q_.shape(), dt);
+  dk_pre_ = be.empty(k_.shape(), dt);
+  dxn_ = be.empty({n, d}, dt);
+}
+
+void AttentionBlock::forward(Backend& be, const Tensor& x, const Tensor& out, const RopeInputs& rope,
+                             int64_t batch, int64_t seq) {
+  ensure(be, batch, seq, x.dtype());
+  const int64_t n = batch * seq;
+  be.rmsnorm_forward(x, ps_.value(norm_), cfg_.norm_eps, xn_, rstd_);
+  const Tensor q2 = q_.reshape({n, heads_ * head_dim_}), k2 = k_.reshape({n, kv_heads_ * head_dim_});
+  be.gemm(xn_, false, ps_.value(wq_), true, q2, 1, 0);
+  be.gemm(xn_, false, ps_.value(wk_), true, k2, 1, 0);
+  be.gemm(xn_, false, ps_.value(wv_), true, v_.reshape({n, kv_heads_ * head_dim_}), 1, 0);
+  const Tensor q3 = q_.reshape({n, heads_, head_dim_}), k3 = k_.reshape({n, kv_heads_, head_dim_});
+  be.rope_forward(q3, rope.positions, rope.cos, rope.sin, q3);
+  be.rope_forward(k3, rope.positions, rope.cos, rope.sin, k3);
+  be.attention_forward(q_, k_, v_, o_, lse_);
+  be.copy(x, out);
+  be.gemm(o_.reshape({n, heads_ * head_dim_}), false, ps_.value(wo_), true, out, 1, 1);
+}
+
+void AttentionBlock::backward(Backend& be, const Tensor& x, const Tensor& dresid, const RopeInputs& rope) {
+  const int64_t n = x.dim(0);
+  const Tensor o2 = o_.reshape({n, heads_ * head_dim_}), do2 = do_.reshape({n, heads_ * head_dim_});
+  be.gemm(dresid, true, o2, false, ps_.grad(wo_), 1, 1);
+  be.gemm(dresid, false, ps_.value(wo_), false, do2, 1, 0);
+
+  be.fill(dq_, 0);
+  be.fill(dk_, 0);
+  be.fill(dv_, 0);
+  be.attention_backward(do_, q_, k_, v_, o_, lse_, dq_, dk_, dv_);
+  be.fill(dq_pre_, 0);
+  be.fill(dk_pre_, 0);
+  be.rope_backward(dq_.reshape({n, heads_, head_dim_}), rope.positions, rope.cos, rope.sin,
+                   dq_pre_.reshape({n, heads_, head_dim_}));
+  be.rope_backward(dk_.reshape({n, kv_heads_, head_dim_}), rope.positions, rope.cos, rope.sin,
+                   dk_pre_.reshape({n, kv_heads_, head_dim_}));
+
+  const Tensor dq2 = dq_pre_.reshape({n, heads_ * head_dim_});
+  const Tensor dk2 = dk_pre_.reshape({n, kv_heads_ * head_dim_});
+  const Tensor dv2 = dv_.reshape({n, kv_heads_ * head_dim_});
+  be.gemm(dq2, true, xn_, false, ps_.grad(wq_), 1, 1);
+  be.gemm(dk2, true, xn_, false, ps_.grad(wk_), 1, 1);
+  be.gemm(dv2, true, xn_, false, ps_.grad(wv_), 1, 1);
+  be.gemm(dq2, false, ps_.value(wq_), false, dxn_, 1, 0);
+  be.gemm(dk2, false, ps_.value(wk_), false, dxn_, 1, 1);
+  be.gemm(dv2, false, ps_.value(wv_), false, dxn_, 1, 1);
+  be.rmsnorm_backward(dxn_, x, ps_.value(norm_), rstd_, dresid, ps_.grad(norm_));
+}
+
+}  // namespace sy

@@ -1,0 +1,37 @@
+// The attention half of a transformer block: out = x + Attn(RMSNorm(x)), with grouped-query
+// attention and rotary embeddings on q and k.
+#pragma once
+
+#include "engine/model_config.h"
+#include "engine/params.h"
+
+namespace sy {
+
+// Inputs every attention layer shares: positions [N] and the RoPE cos/sin tables [T, hd/2].
+struct RopeInputs {
+  Tensor positions, cos, sin;
+};
+
+class AttentionBlock {
+ public:
+  AttentionBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer);
+  // out = x + attn(norm(x)); x, out [B*T, D].
+  void forward(Backend& be, const Tensor& x, const Tensor& out, const RopeInputs& rope, int64_t batch,
+               int64_t seq);
+  // dresid holds d(out) on entry; the branch's gradient w.r.t. x is added to it in place
+  // (the identity path's gradient is already there).
+  void backward(Backend& be, const Tensor& x, const Tensor& dresid, const RopeInputs& rope);
+
+ private:
+  void ensure(Backend& be, int64_t batch, int64_t seq, DType dt);
+  ParamStore& ps_;
+  const ModelConfig& cfg_;
+  int norm_, wq_, wk_, wv_, wo_;
+  int64_t heads_, kv_heads_, head_dim_;
+  // Saved for backward: normed input, its rstd, rotated q and k, v, attention output, row lse.
+  Tensor xn_, rstd_, q_, k_, v_, o_, lse_;
+  // Backward scratch.
+  Tensor do_, dq_, dk_, dv_, dq_pre_, dk_pre_, dxn_;
+};
+
+}  // namespace sy

@@ -1,0 +1,199 @@
+#include "engine/layers/moe_layer.h"
+
+#include <cmath>
+#include <string>
+
+#include "engine/host_io.h"
+
+namespace sy {
+
+MoeLayer::MoeLayer(ParamStore& ps, const ModelConfig& cfg, int64_t layer) : ps_(ps), cfg_(cfg) {
+  const std::string p = "layers." + std::to_string(layer) + ".moe";
+  const double out_std = cfg.init_std / std::sqrt(2.0 * double(cfg.n_layers));
+  router_ = ps.add(p + ".router.weight", {cfg.n_experts, cfg.d_model}, ParamKind::Matrix, cfg.init_std);
+  for (int64_t e = 0; e < cfg.n_experts; ++e) {
+    const std::string q = p + ".experts." + std::to_string(e);
+    // w1 and w3 back to back: they form the fused [2F, D] gate|up matrix of the grouped op.
+    expert_w1_.push_back(ps.add(q + ".w1", {cfg.expert_ffn_dim, cfg.d_model}, ParamKind::Matrix, cfg.init_std, true));
+    ps.add(q + ".w3", {cfg.expert_ffn_dim, cfg.d_model}, ParamKind::Matrix, cfg.init_std, true);
+    ps.add(q + ".w2", {cfg.d_model, cfg.expert_ffn_dim}, ParamKind::Matrix, out_std, true);
+  }
+  for (int64_t s = 0; s < cfg.n_shared_experts; ++s)
+    shared_.push_back(std::make_unique<SwiGluMlp>(ps, p + ".shared." + std::to_string(s), cfg.d_model,
+                                                  cfg.expert_ffn_dim, cfg.init_std, out_std));
+  load_since_update_.assign(cfg.n_experts, 0);
+}
+
+void MoeLayer::allocate_buffers(Backend& be, DType dt) { bias_ = be.zeros({cfg_.n_experts}, dt); }
+
+void MoeLayer::ensure(Backend& be, int64_t n, DType dt) {
+  if (logits_.defined() && logits_.dim(0) == n && logits_.dtype() == dt) return;
+  const int64_t e = cfg_.n_experts, k = cfg_.top_k;
+  logits_ = be.empty({n, e}, dt);
+  scores_ = be.empty({n, e}, dt);
+  dlogits_ = be.empty({n, e}, dt);
+  idx_ = be.empty({n, k}, DType::I32);
+  slot_rows_ = be.empty({n, k}, DType::I32);
+  w_ = be.empty({n, k}, dt);
+  dw_ = be.empty({n, k}, dt);
+  aux_coef_ = be.empty({e}, dt);
+  // Permuted rows never exceed N * k, so these are allocated once at that size and viewed.
+  const int64_t cap = n * k, d = cfg_.d_model, f = cfg_.expert_ffn_dim;
+  src_rows_ = be.empty({cap}, DType::I32);
+  xp_ = be.empty({cap, d}, dt);
+  h13_ = be.empty({cap, 2 * f}, dt);
+  a_ = be.empty({cap, f}, dt);
+  yp_ = be.empty({cap, d}, dt);
+  dyp_ = be.empty({cap, d}, dt);
+  dxp_ = be.empty({cap, d}, dt);
+}
+
+std::vector<Tensor> MoeLayer::expert_w13(bool grad) const {
+  std::vector<Tensor> v;
+  for (int id : expert_w1_) v.push_back(grad ? ps_.fused_grad(id, 2) : ps_.fused_value(id, 2));
+  return v;
+}
+
+std::vector<Tensor> MoeLayer::expert_w2(bool grad) const {
+  std::vector<Tensor> v;
+  for (int id : expert_w1_) v.push_back(grad ? ps_.grad(id + 2) : ps_.value(id + 2));
+  return v;
+}
+
+MoeForwardStats MoeLayer::forward(Backend& be, const Tensor& xn, const Tensor& out) {
+  const int64_t n = xn.dim(0), e = cfg_.n_experts, k = cfg_.top_k;
+  ensure(be, n, xn.dtype());
+
+  // Route.
+  be.gemm(xn, false, ps_.value(router_), true, logits_, 1, 0);
+  const bool use_bias = cfg_.router_bias_update_rate > 0;
+  be.router_forward(logits_, use_bias ? bias_ : Tensor(), cfg_.score_fn, int(k), cfg_.norm_topk_prob, scores_, idx_,
+                    w_);
+
+  // Plan the permutation on the host, then gather token rows grouped by expert.
+  std::vector<int32_t> idx_host(n * k);
+  be.download(idx_, idx_host.data());
+  plan_ = make_dispatch_plan(idx_host.data(), n, k, e, cfg_.capacity_factor);
+  rows_ = plan_.rows();
+  be.upload(plan_.slot_rows.data(), slot_rows_);
+  if (rows_ > 0) {
+    be.upload(plan_.src_rows.data(), src_rows_.rows(0, rows_));
+    be.gather_rows(xn, src_rows_.rows(0, rows_), xp_.rows(0, rows_));
+  }
+  experts_forward(be);
+  if (rows_ > 0) be.combine_forward(yp_.rows(0, rows_), slot_rows_, w_, out);
+  for (auto& s : shared_) s->forward(be, xn, out);
+
+  // Losses. f_e (the routed share) is a constant of the step; P_e is the mean balancing probability.
+  MoeForwardStats st;
+  st.routed = plan_.routed;
+  st.dropped = plan_.dropped;
+  st.assignments = n * k;
+  for (int64_t i = 0; i < e; ++i) load_since_update_[i] += plan_.routed[i];
+  aux_coef_host_.assign(e, 0.0);
+  if (cfg_.aux_loss_coef > 0) {
+    const std::vector<double> scores = download_f64(be, scores_);
+    std::vector<double> mean_p(e, 0.0);
+    for (int64_t t = 0; t < n; ++t) {
+      double row = 0;
+      for (int64_t i = 0; i < e; ++i) row += scores[t * e + i];
+      for (int64_t i = 0; i < e; ++i) mean_p[i] += scores[t * e + i] / row;
+    }
+    for (int64_t i = 0; i < e; ++i) {
+      const double f_e = double(plan_.routed[i]) / double(n * k);
+      mean_p[i] /= double(n);
+      st.aux_loss += cfg_.aux_loss_coef * double(e) * f_e * mean_p[i];
+      // d aux / d p[t, i] = coef * E * f_i / N
+      aux_coef_host_[i] = cfg_.aux_loss_coef * double(e) * f_e / double(n);
+    }
+  }
+  if (cfg_.z_loss_coef > 0) st.z_loss = cfg_.z_loss_coef * be.zloss_forward(logits_) / double(n);
+  return st;
+}
+
+void MoeLayer::backward(Backend& be, const Tensor& dout, const Tensor& xn, const Tensor& dxn, double loss_scale) {
+  const int64_t n = xn.dim(0);
+  for (auto& s : shared_) s->backward(be, dout, xn, dxn);
+
+  be.fill(dw_, 0);
+  if (rows_ > 0) {
+    be.fill(dyp_.rows(0, rows_), 0);
+    be.combine_backward(dout, yp_.rows(0, rows_), slot_rows_, w_, dyp_.rows(0, rows_), dw_);
+    be.fill(dxp_.rows(0, rows_), 0);
+    experts_backward(be);
+    be.gather_rows_backward(dxp_.rows(0, rows_), slot_rows_, dxn);
+  }
+
+  be.fill(dlogits_, 0);
+  Tensor aux_coef;
+  if (cfg_.aux_loss_coef > 0) {
+    std::vector<double> scaled(aux_coef_host_);
+    for (double& c : scaled) c *= loss_scale;
+    upload_f64(be, scaled, aux_coef_);
+    aux_coef = aux_coef_;
+  }
+  be.router_backward(dw_, aux_coef, logits_, scores_, idx_, cfg_.score_fn, cfg_.norm_topk_prob, dlogits_);
+  if (cfg_.z_loss_coef > 0) be.zloss_backward(logits_, cfg_.z_loss_coef * loss_scale / double(n), dlogits_);
+  be.gemm(dlogits_, true, xn, false, ps_.grad(router_), 1, 1);
+  be.gemm(dlogits_, false, ps_.value(router_), false, dxn, 1, 1);
+}
+
+void MoeLayer::experts_forward(Backend& be) {
+  if (rows_ == 0) return;
+  const auto w13 = expert_w13(false), w2 = expert_w2(false);
+  const Tensor x = xp_.rows(0, rows_), h13 = h13_.rows(0, rows_), a = a_.rows(0, rows_), y = yp_.rows(0, rows_);
+  if (impl_ == ExpertsImpl::Grouped) {
+    be.grouped_swiglu_forward(x, plan_.offsets, w13, w2, h13, a, y);
+    return;
+  }
+  // Sequential reference: one expert at a time through the plain dense ops.
+  for (int64_t e = 0; e < cfg_.n_experts; ++e) {
+    const int64_t lo = plan_.offsets[e], hi = plan_.offsets[e + 1];
+    if (lo == hi) continue;
+    be.gemm(x.rows(lo, hi), false, w13[e], true, h13.rows(lo, hi), 1, 0);
+    be.swiglu_forward(h13.rows(lo, hi), a.rows(lo, hi));
+    be.gemm(a.rows(lo, hi), false, w2[e], true, y.rows(lo, hi), 1, 0);
+  }
+}
+
+void MoeLayer::experts_backward(Backend& be) {
+  const auto w13 = expert_w13(false), w2 = expert_w2(false);
+  const auto dw13 = expert_w13(true), dw2 = expert_w2(true);
+  const Tensor x = xp_.rows(0, rows_), h13 = h13_.rows(0, rows_), a = a_.rows(0, rows_);
+  const Tensor dy = dyp_.rows(0, rows_), dx = dxp_.rows(0, rows_);
+  if (impl_ == ExpertsImpl::Grouped) {
+    be.grouped_swiglu_backward(dy, x, plan_.offsets, w13, w2, h13, a, dx, dw13, dw2);
+    return;
+  }
+  for (int64_t e = 0; e < cfg_.n_experts; ++e) {
+    const int64_t lo = plan_.offsets[e], hi = plan_.offsets[e + 1];
+    if (lo == hi) continue;
+    Tensor da = be.empty({hi - lo, cfg_.expert_ffn_dim}, x.dtype());
+    Tensor dh13 = be.zeros({hi - lo, 2 * cfg_.expert_ffn_dim}, x.dtype());
+    be.gemm(dy.rows(lo, hi), true, a.rows(lo, hi), false, dw2[e], 1, 1);
+    be.gemm(dy.rows(lo, hi), false, w2[e], false, da, 1, 0);
+    be.swiglu_backward(da, h13.rows(lo, hi), dh13);
+    be.gemm(dh13, true, x.rows(lo, hi), false, dw13[e], 1, 1);
+    be.gemm(dh13, false, w13[e], false, dx.rows(lo, hi), 1, 1);
+  }
+}
+
+void MoeLayer::update_bias(Backend& be) {
+  const int64_t e = cfg_.n_experts;
+  if (cfg_.router_bias_update_rate <= 0) {
+    load_since_update_.assign(e, 0);
+    return;
+  }
+  double mean = 0;
+  for (int64_t c : load_since_update_) mean += double(c);
+  mean /= double(e);
+  std::vector<double> b = download_f64(be, bias_);
+  for (int64_t i = 0; i < e; ++i) {
+    const double diff = mean - double(load_since_update_[i]);
+    b[i] += cfg_.router_bias_update_rate * double((diff > 0) - (diff < 0));
+  }
+  upload_f64(be, b, bias_);
+  load_since_update_.assign(e, 0);
+}
+
+}  // namespace sy

@@ -1,0 +1,77 @@
+// A Mixture-of-Experts feed-forward layer, composed of its parts:
+//   router   : logits = xn Wr^T -> scores -> top-k selection (+ balancing bias) -> weights
+//   dispatch : DispatchPlan (who goes where, capacity drops) + gather of token rows by expert
+//   experts  : grouped SwiGLU over the per-expert row groups (or the sequential reference)
+//   combine  : weighted scatter of expert outputs back to their tokens
+// plus always-on shared experts, and the load-balance aux loss and router z-loss.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "engine/layers/dispatch_plan.h"
+#include "engine/layers/swiglu_mlp.h"
+#include "engine/model_config.h"
+#include "engine/params.h"
+
+namespace sy {
+
+enum class ExpertsImpl : uint8_t { Grouped, Sequential };
+
+// What one forward pass of the layer reports.
+struct MoeForwardStats {
+  double aux_loss = 0;  // coefficient applied
+  double z_loss = 0;    // coefficient applied
+  std::vector<int64_t> routed;  // [E] assignments chosen by the router (before drops)
+  int64_t dropped = 0;
+  int64_t assignments = 0;  // N * k
+};
+
+class MoeLayer {
+ public:
+  MoeLayer(ParamStore& ps, const ModelConfig& cfg, int64_t layer);
+  // The router's balancing bias (not trained; changed by update_bias). Allocated by the model.
+  void allocate_buffers(Backend& be, DType dt);
+
+  // out += moe(xn); xn [N, D].
+  MoeForwardStats forward(Backend& be, const Tensor& xn, const Tensor& out);
+  // dxn += d/dxn of (out-branch . dout) + loss_scale * (aux + z); parameter gradients +=.
+  void backward(Backend& be, const Tensor& dout, const Tensor& xn, const Tensor& dxn, double loss_scale);
+
+  // Aux-loss-free balancing (DeepSeek-V3): bias[e] += rate * sign(mean load - load[e]) over the
+  // loads accumulated since the last call; then the accumulator is cleared.
+  void update_bias(Backend& be);
+  const Tensor& bias() const { return bias_; }
+  const std::vector<int64_t>& pending_load() const { return load_since_update_; }
+
+  void set_experts_impl(ExpertsImpl impl) { impl_ = impl; }
+  const DispatchPlan& last_plan() const { return plan_; }
+  const Tensor& last_topk_idx() const { return idx_; }
+
+ private:
+  void ensure(Backend& be, int64_t n, DType dt);
+  void ensure_rows(Backend& be, int64_t m, DType dt);
+  void experts_forward(Backend& be);
+  void experts_backward(Backend& be);
+  std::vector<Tensor> expert_w13(bool grad) const;
+  std::vector<Tensor> expert_w2(bool grad) const;
+
+  ParamStore& ps_;
+  const ModelConfig& cfg_;
+  int router_;
+  std::vector<int> expert_w1_;  // per expert: w1 id (w3 = +1, w2 = +2)
+  std::vector<std::unique_ptr<SwiGluMlp>> shared_;
+  ExpertsImpl impl_ = ExpertsImpl::Grouped;
+
+  Tensor bias_;
+  std::vector<int64_t> load_since_update_;
+  DispatchPlan plan_;
+  std::vector<double> aux_coef_host_;
+  // Per-token tensors [N, ...].
+  Tensor logits_, scores_, idx_, w_, slot_rows_, dlogits_, dw_, aux_coef_;
+  // Per-permuted-row tensors [M, ...] (M = kept assignments; capacity N * k).
+  Tensor src_rows_, xp_, h13_, a_, yp_, dyp_, dxp_;
+  int64_t rows_ = 0;
+};
+
+}  // namespace sy

@@ -1,0 +1,166 @@
+#include "engine/model.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "engine/host_io.h"
+
+namespace sy {
+
+Model::Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed) : cfg_(cfg), be_(be), dtype_(dtype) {
+  cfg_.validate();
+  embed_ = ps_.add("embed.weight", {cfg_.vocab_size, cfg_.d_model}, ParamKind::Embedding, cfg_.init_std);
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    attn_.push_back(std::make_unique<AttentionBlock>(ps_, cfg_, l));
+    ffn_.push_back(std::make_unique<FfnBlock>(ps_, cfg_, l));
+  }
+  final_norm_ = ps_.add("final_norm.weight", {cfg_.d_model}, ParamKind::Norm, 0);
+  lm_head_ = cfg_.tie_embeddings
+                 ? embed_
+                 : ps_.add("lm_head.weight", {cfg_.vocab_size, cfg_.d_model}, ParamKind::Matrix, cfg_.init_std);
+  ps_.allocate(be_, dtype_);
+  ps_.initialize(be_, seed);
+  for (auto& f : ffn_) f->allocate_buffers(be_, dtype_);
+}
+
+void Model::ensure(int64_t batch, int64_t seq) {
+  if (batch == batch_ && seq == seq_) return;
+  if (seq > cfg_.seq_len)
+    throw std::invalid_argument("sequence of " + std::to_string(seq) + " tokens exceeds model.seq_len=" +
+                                std::to_string(cfg_.seq_len));
+  batch_ = batch;
+  seq_ = seq;
+  const int64_t n = batch * seq, d = cfg_.d_model, v = cfg_.vocab_size, hd = cfg_.resolved_head_dim();
+
+  // RoPE tables in double on the host, so float32 and float64 models rotate by the same angles.
+  std::vector<double> c(seq * (hd / 2)), s(seq * (hd / 2));
+  for (int64_t t = 0; t < seq; ++t)
+    for (int64_t i = 0; i < hd / 2; ++i) {
+      const double angle = double(t) * std::pow(cfg_.rope_theta, -2.0 * double(i) / double(hd));
+      c[t * (hd / 2) + i] = std::cos(angle);
+      s[t * (hd / 2) + i] = std::sin(angle);
+    }
+  rope_.cos = be_.empty({seq, hd / 2}, dtype_);
+  rope_.sin = be_.empty({seq, hd / 2}, dtype_);
+  upload_f64(be_, c, rope_.cos);
+  upload_f64(be_, s, rope_.sin);
+  std::vector<int32_t> pos(n);
+  for (int64_t i = 0; i < n; ++i) pos[i] = int32_t(i % seq);
+  rope_.positions = be_.empty({n}, DType::I32);
+  be_.upload(pos.data(), rope_.positions);
+
+  ids_ = be_.empty({n}, DType::I32);
+  targets_ = be_.empty({n}, DType::I32);
+  resid_.clear();
+  for (int64_t i = 0; i < 2 * cfg_.n_layers + 1; ++i) resid_.push_back(be_.empty({n, d}, dtype_));
+  xf_ = be_.empty({n, d}, dtype_);
+  rstd_f_ = be_.empty({n}, dtype_);
+  logits_ = be_.empty({n, v}, dtype_);
+  lse_ = be_.empty({n}, dtype_);
+  dlogits_ = be_.empty({n, v}, dtype_);
+  dxf_ = be_.empty({n, d}, dtype_);
+  dresid_ = be_.empty({n, d}, dtype_);
+}
+
+void Model::upload_batch(const HostBatch& b) {
+  const int64_t n = b.batch * b.seq;
+  if (int64_t(b.inputs.size()) != n || int64_t(b.targets.size()) != n)
+    throw std::invalid_argument("batch holds " + std::to_string(b.inputs.size()) + " inputs for " +
+                                std::to_string(b.batch) + " x " + std::to_string(b.seq) + " tokens");
+  for (int32_t t : b.inputs)
+    if (t < 0 || t >= cfg_.vocab_size) throw std::out_of_range("token id " + std::to_string(t) + " outside the vocabulary");
+  for (int32_t t : b.targets)
+    if (t < 0 || t >= cfg_.vocab_size) throw std::out_of_range("target id " + std::to_string(t) + " outside the vocabulary");
+  ensure(b.batch, b.seq);
+  be_.upload(b.inputs.data(), ids_);
+  be_.upload(b.targets.data(), targets_);
+}
+
+LossParts Model::run_forward() {
+  LossParts parts;
+  be_.embedding_forward(ps_.value(embed_), ids_, resid_[0]);
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    attn_[l]->forward(be_, resid_[2 * l], resid_[2 * l + 1], rope_, batch_, seq_);
+    MoeForwardStats st = ffn_[l]->forward(be_, resid_[2 * l + 1], resid_[2 * l + 2]);
+    if (ffn_[l]->moe()) {
+      parts.aux += st.aux_loss;
+      parts.z += st.z_loss;
+      parts.moe.push_back(std::move(st));
+    }
+  }
+  be_.rmsnorm_forward(resid_.back(), ps_.value(final_norm_), cfg_.norm_eps, xf_, rstd_f_);
+  be_.gemm(xf_, false, ps_.value(lm_head_), true, logits_, 1, 0);
+  parts.ce = be_.cross_entropy_forward(logits_, targets_, lse_) / double(batch_ * seq_);
+  return parts;
+}
+
+void Model::run_backward(const LossParts&, double loss_scale) {
+  const double n = double(batch_ * seq_);
+  be_.fill(dlogits_, 0);
+  be_.cross_entropy_backward(logits_, targets_, lse_, loss_scale / n, dlogits_);
+  be_.gemm(dlogits_, true, xf_, false, ps_.grad(lm_head_), 1, 1);
+  be_.gemm(dlogits_, false, ps_.value(lm_head_), false, dxf_, 1, 0);
+  be_.fill(dresid_, 0);
+  be_.rmsnorm_backward(dxf_, resid_.back(), ps_.value(final_norm_), rstd_f_, dresid_, ps_.grad(final_norm_));
+  // Each block adds its branch's input gradient into dresid_ in place, walking the residual
+  // stream backwards.
+  for (int64_t l = cfg_.n_layers - 1; l >= 0; --l) {
+    ffn_[l]->backward(be_, resid_[2 * l + 1], dresid_, loss_scale);
+    attn_[l]->backward(be_, resid_[2 * l], dresid_, rope_);
+  }
+  be_.embedding_backward(dresid_, ids_, ps_.grad(embed_));
+}
+
+LossParts Model::forward(const HostBatch& b) {
+  upload_batch(b);
+  return run_forward();
+}
+
+LossParts Model::forward_backward(const HostBatch& b, double loss_scale) {
+  upload_batch(b);
+  LossParts parts = run_forward();
+  run_backward(parts, loss_scale);
+  return parts;
+}
+
+void Model::update_router_biases() {
+  for (auto* m : moe_layers()) m->update_bias(be_);
+}
+
+std::vector<MoeLayer*> Model::moe_layers() {
+  std::vector<MoeLayer*> out;
+  for (auto& f : ffn_)
+    if (f->moe()) out.push_back(f->moe());
+  return out;
+}
+
+void Model::set_experts_impl(ExpertsImpl impl) {
+  for (auto* m : moe_layers()) m->set_experts_impl(impl);
+}
+
+std::vector<std::pair<std::string, Tensor>> Model::buffers() {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (int64_t l = 0; l < cfg_.n_layers; ++l)
+    if (auto* m = ffn_[l]->moe()) out.emplace_back("layers." + std::to_string(l) + ".moe.router.bias", m->bias());
+  return out;
+}
+
+int64_t Model::active_params_per_token() const {
+  const int64_t d = cfg_.d_model, hd = cfg_.resolved_head_dim();
+  int64_t n = cfg_.vocab_size * d;  // LM head (tied or not, it is a matmul per token)
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    n += d * hd * (2 * cfg_.n_heads + 2 * cfg_.n_kv_heads);
+    if (cfg_.layer_is_moe(l))
+      n += cfg_.n_experts * d + (cfg_.top_k + cfg_.n_shared_experts) * 3 * d * cfg_.expert_ffn_dim;
+    else
+      n += 3 * d * cfg_.d_ff;
+  }
+  return n;
+}
+
+double Model::train_flops_per_token() const {
+  return 6.0 * double(active_params_per_token()) +
+         12.0 * double(cfg_.n_layers * cfg_.n_heads * cfg_.resolved_head_dim() * cfg_.seq_len);
+}
+
+}  // namespace sy

@@ -1,0 +1,82 @@
+// The decoder-only MoE transformer: embedding, n_layers blocks (attention + dense or MoE FFN),
+// final RMSNorm, LM head, mean cross-entropy. Forward and backward are written out by hand over
+// the backend's ops; activations live in buffers the layers keep between steps.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/layers/attention_block.h"
+#include "engine/layers/ffn_block.h"
+#include "engine/model_config.h"
+#include "engine/params.h"
+
+namespace sy {
+
+// One micro-batch of token windows on the host: inputs and next-token targets, [batch * seq].
+struct HostBatch {
+  int64_t batch = 0, seq = 0;
+  std::vector<int32_t> inputs, targets;
+};
+
+struct LossParts {
+  double ce = 0;   // mean cross-entropy over the micro-batch's tokens (nats)
+  double aux = 0;  // load-balance loss, summed over MoE layers, coefficient applied
+  double z = 0;    // router z-loss, summed over MoE layers, coefficient applied
+  std::vector<MoeForwardStats> moe;  // one per MoE layer, in layer order
+  double total() const { return ce + aux + z; }
+};
+
+class Model {
+ public:
+  Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed);
+
+  // Forward only (evaluation); the logits stay available through logits().
+  LossParts forward(const HostBatch& b);
+  // Forward and backward: parameter gradients += loss_scale * d(total loss)/d(parameter).
+  LossParts forward_backward(const HostBatch& b, double loss_scale);
+  // Aux-loss-free balancing: moves every MoE layer's router bias (no-op when the rate is 0).
+  void update_router_biases();
+
+  const ModelConfig& config() const { return cfg_; }
+  ParamStore& params() { return ps_; }
+  const ParamStore& params() const { return ps_; }
+  Backend& backend() { return be_; }
+  DType dtype() const { return dtype_; }
+  const Tensor& logits() const { return logits_; }
+  std::vector<MoeLayer*> moe_layers();
+  void set_experts_impl(ExpertsImpl impl);
+  // Non-trained state that belongs with the weights: the router biases, by name.
+  std::vector<std::pair<std::string, Tensor>> buffers();
+
+  // Parameters one token multiplies by (attention, router, top_k + shared experts, dense FFNs,
+  // LM head; not the embedding lookup or norms), and the training FLOPs per token:
+  // 6 * active + 12 * n_layers * n_heads * head_dim * seq_len (docs/model.md).
+  int64_t active_params_per_token() const;
+  double train_flops_per_token() const;
+
+ private:
+  void ensure(int64_t batch, int64_t seq);
+  void upload_batch(const HostBatch& b);
+  LossParts run_forward();
+  void run_backward(const LossParts& parts, double loss_scale);
+
+  ModelConfig cfg_;
+  Backend& be_;
+  DType dtype_;
+  ParamStore ps_;
+  int embed_, final_norm_, lm_head_;
+  std::vector<std::unique_ptr<AttentionBlock>> attn_;
+  std::vector<std::unique_ptr<FfnBlock>> ffn_;
+
+  int64_t batch_ = 0, seq_ = 0;
+  RopeInputs rope_;
+  Tensor ids_, targets_;
+  std::vector<Tensor> resid_;  // 2 * n_layers + 1 residual-stream states, [N, D] each
+  Tensor xf_, rstd_f_, logits_, lse_, dlogits_, dxf_, dresid_;
+};
+
+}  // namespace sy

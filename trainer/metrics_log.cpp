@@ -1,0 +1,75 @@
+#include "trainer/metrics_log.h"
+
+#include <cerrno>
+#include <cstring>
+#include <sstream>
+
+#include "engine/config_error.h"
+
+namespace sy {
+
+namespace {
+std::string num(double x) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.17g", x);
+  return buf;
+}
+std::string duration(double s) {
+  char buf[32];
+  const int64_t t = int64_t(s + 0.5);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", long(t / 3600), long(t / 60 % 60));
+  else
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", long(t / 60), long(t % 60));
+  return buf;
+}
+}  // namespace
+
+MetricsLog::MetricsLog(const std::string& path) {
+  f_ = std::fopen(path.c_str(), "a");
+  if (!f_)
+    throw ConfigError(path + ": cannot write metrics (" + std::strerror(errno) +
+                      "); set train.out_dir to a writable directory");
+}
+
+MetricsLog::~MetricsLog() {
+  if (f_) std::fclose(f_);
+}
+
+void MetricsLog::write(const StepRecord& r) {
+  std::ostringstream o;
+  o << "{\"step\":" << r.step << ",\"loss\":" << num(r.loss) << ",\"aux_loss\":" << num(r.aux_loss)
+    << ",\"z_loss\":" << num(r.z_loss) << ",\"lr\":" << num(r.lr) << ",\"grad_norm\":" << num(r.grad_norm)
+    << ",\"tokens_per_s\":" << num(r.tokens_per_s) << ",\"mfu\":" << num(r.mfu)
+    << ",\"expert_share_min\":" << num(r.expert_share_min) << ",\"expert_share_max\":" << num(r.expert_share_max)
+    << ",\"dropped_share\":" << num(r.dropped_share);
+  if (!r.expert_tokens.empty()) {
+    o << ",\"expert_tokens\":[";
+    for (size_t l = 0; l < r.expert_tokens.size(); ++l) {
+      o << (l ? ",[" : "[");
+      for (size_t e = 0; e < r.expert_tokens[l].size(); ++e) o << (e ? "," : "") << r.expert_tokens[l][e];
+      o << "]";
+    }
+    o << "]";
+  }
+  if (r.val_loss) o << ",\"val_loss\":" << num(*r.val_loss);
+  o << "}\n";
+  const std::string s = o.str();
+  std::fwrite(s.data(), 1, s.size(), f_);
+  std::fflush(f_);
+}
+
+std::string progress_line(const StepRecord& r) {
+  char buf[512];
+  int n = std::snprintf(buf, sizeof buf,
+                        "step %ld/%ld | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %.1f%%",
+                        long(r.step), long(r.total_steps), r.loss, r.lr, r.grad_norm, r.tokens_per_s, 100 * r.mfu);
+  if (!r.expert_tokens.empty())
+    n += std::snprintf(buf + n, sizeof buf - n, " | experts min %.3f max %.3f drop %.1f%%", r.expert_share_min,
+                       r.expert_share_max, 100 * r.dropped_share);
+  if (r.val_loss) n += std::snprintf(buf + n, sizeof buf - n, " | val %.4f", *r.val_loss);
+  std::snprintf(buf + n, sizeof buf - n, " | ETA %s", duration(r.eta_s).c_str());
+  return buf;
+}
+
+}  // namespace sy

@@ -1,0 +1,41 @@
+// What a step reports: the progress line on stdout and one JSON object per logged step in
+// <out_dir>/metrics.jsonl. Doubles are written with 17 significant digits so they read back
+// bit for bit.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sy {
+
+struct StepRecord {
+  int64_t step = 0, total_steps = 0;
+  double loss = 0;  // mean cross-entropy of the step's micro-batches (nats/token)
+  double aux_loss = 0, z_loss = 0;
+  double lr = 0, grad_norm = 0;
+  double tokens_per_s = 0, mfu = 0;
+  double expert_share_min = 0, expert_share_max = 0;  // share of a layer's assignments per expert
+  double dropped_share = 0;
+  std::vector<std::vector<int64_t>> expert_tokens;  // per MoE layer, per expert
+  double eta_s = 0;
+  std::optional<double> val_loss;
+};
+
+class MetricsLog {
+ public:
+  explicit MetricsLog(const std::string& path);  // appends; the directory must exist
+  ~MetricsLog();
+  MetricsLog(const MetricsLog&) = delete;
+  MetricsLog& operator=(const MetricsLog&) = delete;
+  void write(const StepRecord& r);
+
+ private:
+  std::FILE* f_ = nullptr;
+};
+
+std::string progress_line(const StepRecord& r);
+
+}  // namespace sy
