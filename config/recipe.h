@@ -1,4 +1,4 @@
-// A recipe: a TOML file with [model], [optim], [data] and [train] sections, plus command-line
+// A recipe: a TOML file with [model], [optim], [data], [train] and [parallel] sections, plus command-line
 // overrides `section.key=value`. Unknown keys, wrong types and inconsistent sizes are ConfigErrors.
 #pragma once
 
@@ -8,6 +8,7 @@
 #include "data/data_config.h"
 #include "engine/model_config.h"
 #include "optim/optim_config.h"
+#include "parallel/parallel_config.h"
 #include "trainer/train_config.h"
 
 namespace sy {
@@ -19,6 +20,7 @@ struct Recipe {
   OptimConfig optim;
   DataConfig data;
   TrainConfig train;
+  ParallelConfig parallel;
   std::string resolved_toml;  // the recipe after overrides, for provenance
 };
 

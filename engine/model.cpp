@@ -7,7 +7,8 @@
 
 namespace sy {
 
-Model::Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed) : cfg_(cfg), be_(be), dtype_(dtype) {
+Model::Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed, int64_t pad_multiple)
+    : cfg_(cfg), be_(be), dtype_(dtype) {
   cfg_.validate();
   embed_ = ps_.add("embed.weight", {cfg_.vocab_size, cfg_.d_model}, ParamKind::Embedding, cfg_.init_std);
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
@@ -18,7 +19,7 @@ Model::Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed) : 
   lm_head_ = cfg_.tie_embeddings
                  ? embed_
                  : ps_.add("lm_head.weight", {cfg_.vocab_size, cfg_.d_model}, ParamKind::Matrix, cfg_.init_std);
-  ps_.allocate(be_, dtype_);
+  ps_.allocate(be_, dtype_, pad_multiple);
   ps_.initialize(be_, seed);
   for (auto& f : ffn_) f->allocate_buffers(be_, dtype_);
 }

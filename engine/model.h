@@ -32,7 +32,8 @@ struct LossParts {
 
 class Model {
  public:
-  Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed);
+  // pad_multiple: the flat parameter buffers are padded to a multiple of it (ZeRO shards).
+  Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed, int64_t pad_multiple = 1);
 
   // Forward only (evaluation); the logits stay available through logits().
   LossParts forward(const HostBatch& b);

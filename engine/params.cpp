@@ -24,9 +24,10 @@ int ParamStore::add(const std::string& name, Shape shape, ParamKind kind, double
   return static_cast<int>(infos_.size()) - 1;
 }
 
-void ParamStore::allocate(Backend& be, DType dtype) {
-  values_ = be.zeros({total_}, dtype);
-  grads_ = be.zeros({total_}, dtype);
+void ParamStore::allocate(Backend& be, DType dtype, int64_t pad_multiple) {
+  const int64_t padded = (total_ + pad_multiple - 1) / pad_multiple * pad_multiple;
+  values_ = be.zeros({padded}, dtype);
+  grads_ = be.zeros({padded}, dtype);
 }
 
 void ParamStore::initialize(Backend& be, uint64_t seed) {

@@ -29,12 +29,14 @@ struct ParamInfo {
 class ParamStore {
  public:
   int add(const std::string& name, Shape shape, ParamKind kind, double init_std, bool expert = false);
-  // Allocates the flat value and gradient buffers (gradients zeroed).
-  void allocate(Backend& be, DType dtype);
+  // Allocates the flat value and gradient buffers (zeroed), padded to a multiple of
+  // `pad_multiple` elements so that they split into equal shards (ZeRO).
+  void allocate(Backend& be, DType dtype, int64_t pad_multiple = 1);
   // Deterministic initialisation from the seed (independent of the backend and thread count).
   void initialize(Backend& be, uint64_t seed);
 
   int64_t total_numel() const { return total_; }
+  int64_t padded_numel() const { return values_.numel(); }
   const std::vector<ParamInfo>& infos() const { return infos_; }
   const ParamInfo& info(int id) const { return infos_.at(id); }
   int find(const std::string& name) const;  // -1 if absent
@@ -44,6 +46,7 @@ class ParamStore {
   // the column count): e.g. an expert's w1 and w3 as the fused [2F, D] gate|up weight.
   Tensor fused_value(int first, int count) const { return fused(values_, first, count); }
   Tensor fused_grad(int first, int count) const { return fused(grads_, first, count); }
+  // The whole flat buffers, padding included (the padding stays zero).
   const Tensor& values() const { return values_; }
   const Tensor& grads() const { return grads_; }
 

@@ -1,0 +1,169 @@
+// SwiGLU activation, cross-entropy loss and the AdamW update.
+#include <cmath>
+#include <vector>
+
+#include "engine/cpu/cpu_backend.h"
+#include "engine/cpu/cpu_kernels.h"
+
+namespace sy {
+namespace cpu {
+
+template <class T> void swiglu_rows(const T* h, T* out, int64_t rows, int64_t f) {
+#pragma omp parallel for schedule(static) if (worth_threads(rows * f))
+  for (int64_t i = 0; i < rows; ++i) {
+    const T *gate = h + i * 2 * f, *up = gate + f;
+    T* o = out + i * f;
+    SY_SIMD16
+    for (int64_t j = 0; j < f; ++j) o[j] = gate[j] * sigmoid(gate[j]) * up[j];
+  }
+}
+
+template <class T>
+void swiglu_rows_backward(const T* dout, const T* h, T* dh, int64_t rows, int64_t f, bool accumulate) {
+#pragma omp parallel for schedule(static) if (worth_threads(rows * f))
+  for (int64_t i = 0; i < rows; ++i) {
+    const T *gate = h + i * 2 * f, *up = gate + f, *d = dout + i * f;
+    T *dg = dh + i * 2 * f, *du = dg + f;
+    // silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g)
+    if (accumulate) {
+      SY_SIMD16
+      for (int64_t j = 0; j < f; ++j) {
+        const T s = sigmoid(gate[j]);
+        dg[j] += d[j] * up[j] * s * (T(1) + gate[j] * (T(1) - s));
+        du[j] += d[j] * gate[j] * s;
+      }
+    } else {
+      SY_SIMD16
+      for (int64_t j = 0; j < f; ++j) {
+        const T s = sigmoid(gate[j]);
+        dg[j] = d[j] * up[j] * s * (T(1) + gate[j] * (T(1) - s));
+        du[j] = d[j] * gate[j] * s;
+      }
+    }
+  }
+}
+
+template void swiglu_rows<float>(const float*, float*, int64_t, int64_t);
+template void swiglu_rows<double>(const double*, double*, int64_t, int64_t);
+template void swiglu_rows_backward<float>(const float*, const float*, float*, int64_t, int64_t, bool);
+template void swiglu_rows_backward<double>(const double*, const double*, double*, int64_t, int64_t, bool);
+
+}  // namespace cpu
+
+using namespace cpu;
+
+void CpuBackend::swiglu_forward(const Tensor& h, const Tensor& out) {
+  const char* op = "swiglu_forward";
+  const DType dt = check_float(op, {{"h", h}, {"out", out}});
+  check_rank(op, {"h", h}, 2);
+  const int64_t n = h.dim(0), f = h.dim(1) / 2;
+  if (h.dim(1) % 2) fail(op, "odd gate|up width: " + describe({{"h", h}}));
+  check_shape(op, {"out", out}, {n, f});
+  dispatch(dt, [&]<class T>(T) { swiglu_rows(h.data<T>(), out.data<T>(), n, f); });
+}
+
+void CpuBackend::swiglu_backward(const Tensor& dout, const Tensor& h, const Tensor& dh) {
+  const char* op = "swiglu_backward";
+  const DType dt = check_float(op, {{"dout", dout}, {"h", h}, {"dh", dh}});
+  check_rank(op, {"h", h}, 2);
+  const int64_t n = h.dim(0), f = h.dim(1) / 2;
+  if (h.dim(1) % 2) fail(op, "odd gate|up width: " + describe({{"h", h}}));
+  check_shape(op, {"dout", dout}, {n, f});
+  check_shape(op, {"dh", dh}, {n, 2 * f});
+  dispatch(dt, [&]<class T>(T) { swiglu_rows_backward(dout.data<T>(), h.data<T>(), dh.data<T>(), n, f, true); });
+}
+
+namespace {
+
+void check_ce(const char* op, const Tensor& logits, const Tensor& targets, const Tensor& lse) {
+  check_rank(op, {"logits", logits}, 2);
+  const int64_t n = logits.dim(0);
+  check_shape(op, {"targets", targets}, {n});
+  check_shape(op, {"lse", lse}, {n});
+  check_indices(op, {"targets", targets}, 0, logits.dim(1));
+}
+
+}  // namespace
+
+double CpuBackend::cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& lse) {
+  const char* op = "cross_entropy_forward";
+  const DType dt = check_float(op, {{"logits", logits}, {"lse", lse}});
+  check_ce(op, logits, targets, lse);
+  const int64_t n = logits.dim(0), v = logits.dim(1);
+  if (v == 0) fail(op, "empty vocabulary: " + describe({{"logits", logits}}));
+  const int32_t* tg = targets.data<int32_t>();
+  std::vector<double> row_loss(static_cast<size_t>(n));
+  dispatch(dt, [&]<class T>(T) {
+    const T* l = logits.data<T>();
+    T* ls = lse.data<T>();
+#pragma omp parallel for schedule(static) if (worth_threads(n * v))
+    for (int64_t i = 0; i < n; ++i) {
+      const T* r = l + i * v;
+      T mx = r[0];
+      SY_SIMD16_MAX(mx)
+      for (int64_t j = 0; j < v; ++j) mx = r[j] > mx ? r[j] : mx;
+      T s = 0;
+      SY_SIMD16_SUM(s)
+      for (int64_t j = 0; j < v; ++j) s += vexp(r[j] - mx);
+      const T lse_i = mx + std::log(s);
+      ls[i] = lse_i;
+      row_loss[i] = double(lse_i) - double(r[tg[i]]);
+    }
+  });
+  // Summed in row order on one thread: the loss is the same bits for any thread count.
+  double total = 0;
+  for (double x : row_loss) total += x;
+  return total;
+}
+
+void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, double scale,
+                                        const Tensor& dlogits) {
+  const char* op = "cross_entropy_backward";
+  const DType dt = check_float(op, {{"logits", logits}, {"lse", lse}, {"dlogits", dlogits}});
+  check_ce(op, logits, targets, lse);
+  check_shape(op, {"dlogits", dlogits}, logits.shape());
+  const int64_t n = logits.dim(0), v = logits.dim(1);
+  const int32_t* tg = targets.data<int32_t>();
+  dispatch(dt, [&]<class T>(T) {
+    const T *l = logits.data<T>(), *ls = lse.data<T>();
+    T* dl = dlogits.data<T>();
+    const T sc = T(scale);
+#pragma omp parallel for schedule(static) if (worth_threads(n * v))
+    for (int64_t i = 0; i < n; ++i) {
+      const T* r = l + i * v;
+      T* d = dl + i * v;
+      const T m = ls[i];
+      SY_SIMD16
+      for (int64_t j = 0; j < v; ++j) d[j] += sc * vexp(r[j] - m);
+      d[tg[i]] -= sc;
+    }
+  });
+}
+
+void CpuBackend::adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                              const AdamWArgs& args) {
+  const char* op = "adamw_update";
+  const DType dt = check_float(op, {{"param", param}, {"grad", grad}, {"m", m}, {"v", v}});
+  const int64_t n = param.numel();
+  check_numel(op, {"grad", grad}, n);
+  check_numel(op, {"m", m}, n);
+  check_numel(op, {"v", v}, n);
+  if (args.step < 1) fail(op, "step must count from 1, got " + std::to_string(args.step));
+  const double bc1 = 1 - std::pow(args.beta1, double(args.step)), bc2 = 1 - std::pow(args.beta2, double(args.step));
+  dispatch(dt, [&]<class T>(T) {
+    T *p = param.data<T>(), *ms = m.data<T>(), *vs = v.data<T>();
+    const T* g = grad.data<T>();
+    const T b1 = T(args.beta1), b2 = T(args.beta2), ib1 = T(1 - args.beta1), ib2 = T(1 - args.beta2);
+    const T rbc1 = T(1 / bc1), rbc2 = T(1 / bc2), lr = T(args.lr), wd = T(args.weight_decay), eps = T(args.eps);
+#pragma omp parallel for simd schedule(static) if (worth_threads(n))
+    for (int64_t i = 0; i < n; ++i) {
+      const T mi = b1 * ms[i] + ib1 * g[i];
+      const T vi = b2 * vs[i] + ib2 * g[i] * g[i];
+      ms[i] = mi;
+      vs[i] = vi;
+      p[i] -= lr * (wd * p[i] + (mi * rbc1) / (std::sqrt(vi * rbc2) + eps));
+    }
+  });
+}
+
+}  // namespace sy

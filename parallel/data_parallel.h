@@ -1,0 +1,46 @@
+// Data parallelism over one communicator: gradient averaging in buckets, and ZeRO sharding of
+// the optimizer (stage 1) and of the reduced gradients (stage 2) over the flat buffers.
+//
+// The flat buffers are padded to a multiple of the group size and cut into equal shards; rank r
+// owns [r * S, (r + 1) * S). Per step:
+//   zero 0: all-reduce (average) every bucket of the gradient buffer; every rank updates all.
+//   zero 1: the same all-reduce; each rank updates its shard; parameters are all-gathered.
+//   zero 2: reduce-scatter (average) the gradient buffer into a shard-sized buffer, so the
+//           reduced gradients a rank keeps are 1/dp of the total; update; all-gather.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/params.h"
+#include "optim/optimizer.h"
+#include "parallel/comm.h"
+
+namespace sy {
+
+class DataParallel {
+ public:
+  DataParallel(Communicator& comm, Backend& be, ParamStore& ps, int zero, int64_t bucket_elems);
+
+  int64_t shard_begin() const { return begin_; }
+  int64_t shard_end() const { return end_; }
+  // The optimizer's view: its shard, where the reduced gradients live, and the norm reduction.
+  OptimShard optimizer_shard();
+  // Averages the gradients over the group (after the last micro-batch's backward).
+  void reduce_gradients();
+  // Brings every rank's parameters up to date after the sharded update (no-op for zero 0).
+  void gather_parameters();
+  // Bytes of reduced gradients this rank keeps for the optimizer (1/dp of the total at zero 2).
+  int64_t reduced_gradient_bytes() const;
+
+ private:
+  Communicator& comm_;
+  Backend& be_;
+  ParamStore& ps_;
+  int zero_;
+  int64_t bucket_elems_;
+  int64_t shard_size_ = 0, begin_ = 0, end_ = 0;
+  Tensor shard_grads_;   // zero 2: the reduce-scatter destination
+  Tensor gather_send_;   // zero >= 1: this rank's shard, copied out so send and receive do not alias
+};
+
+}  // namespace sy

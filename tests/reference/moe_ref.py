@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""The Switchyard model written again in PyTorch (float64, autograd): the reference the C++
+model's hand-written forward and backward passes are tested against (tests/test_reference_torch.cpp).
+
+Usage: /usr/bin/python3 tests/reference/moe_ref.py IN.h5 OUT.h5
+
+IN.h5: root attribute `config` (JSON of the ModelConfig fields), int32 datasets `input_ids` and
+`targets` [B, T], and every parameter (plus the optional router-bias buffers) as a dataset named
+as in docs/model.md.
+OUT.h5: float64 `loss`, `ce`, `aux`, `z` (scalars), `logits` [B*T, V], `grad.<name>` for every
+parameter; int32 `route.<layer>.idx` and `route.<layer>.kept` [B*T, top_k] for every MoE layer.
+
+It is written for clarity rather than speed: a per-expert loop, explicit masks, no fused kernels,
+so that each line can be checked against docs/model.md. Keep it that way.
+"""
+import json
+import math
+import sys
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DT = torch.float64
+
+
+class Config:
+    def __init__(self, d):
+        self.__dict__.update(d)
+        if not self.head_dim:
+            self.head_dim = self.d_model // self.n_heads
+
+    def is_moe(self, layer):
+        return self.n_experts > 0 and layer >= self.first_dense_layers
+
+
+def param_shapes(cfg):
+    """Every trained parameter's name and shape, in the model's declaration order."""
+    D, V, hd = cfg.d_model, cfg.vocab_size, cfg.head_dim
+    out = [("embed.weight", (V, D))]
+    for i in range(cfg.n_layers):
+        p = f"layers.{i}."
+        out += [(p + "attn_norm.weight", (D,)),
+                (p + "attn.wq", (cfg.n_heads * hd, D)),
+                (p + "attn.wk", (cfg.n_kv_heads * hd, D)),
+                (p + "attn.wv", (cfg.n_kv_heads * hd, D)),
+                (p + "attn.wo", (D, cfg.n_heads * hd)),
+                (p + "ffn_norm.weight", (D,))]
+        if cfg.is_moe(i):
+            Fe = cfg.expert_ffn_dim
+            out.append((p + "moe.router.weight", (cfg.n_experts, D)))
+            experts = [f"moe.experts.{e}." for e in range(cfg.n_experts)]
+            experts += [f"moe.shared.{s}." for s in range(cfg.n_shared_experts)]
+            for q in experts:
+                out += [(p + q + "w1", (Fe, D)), (p + q + "w3", (Fe, D)), (p + q + "w2", (D, Fe))]
+        else:
+            out += [(p + "mlp.w1", (cfg.d_ff, D)), (p + "mlp.w3", (cfg.d_ff, D)), (p + "mlp.w2", (D, cfg.d_ff))]
+    out.append(("final_norm.weight", (D,)))
+    if not cfg.tie_embeddings:
+        out.append(("lm_head.weight", (V, D)))
+    return out
+
+
+def buffer_shapes(cfg):
+    """Non-trained inputs: the aux-loss-free balancing bias of each MoE layer (optional)."""
+    return [(f"layers.{i}.moe.router.bias", (cfg.n_experts,)) for i in range(cfg.n_layers) if cfg.is_moe(i)]
+
+
+def rmsnorm(x, w, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def rope(x, theta):
+    """Rotate-half RoPE on x [B, T, heads, hd] at positions 0..T-1."""
+    T, hd = x.shape[1], x.shape[3]
+    half = hd // 2
+    inv_freq = theta ** (-2.0 * torch.arange(half, dtype=DT) / hd)
+    angle = torch.arange(T, dtype=DT)[:, None] * inv_freq[None, :]  # [T, half]
+    cos, sin = angle.cos()[None, :, None, :], angle.sin()[None, :, None, :]
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+def attention(a, P, p, cfg):
+    B, T, _ = a.shape
+    H, KV, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    q = rope((a @ P[p + "wq"].T).view(B, T, H, hd), cfg.rope_theta)
+    k = rope((a @ P[p + "wk"].T).view(B, T, KV, hd), cfg.rope_theta)
+    v = (a @ P[p + "wv"].T).view(B, T, KV, hd)
+    # Query head h reads kv head h // (H / KV): repeat each kv head for its consecutive query heads.
+    k = k.repeat_interleave(H // KV, dim=2)
+    v = v.repeat_interleave(H // KV, dim=2)
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
+    s = q @ k.transpose(-1, -2) / math.sqrt(hd)
+    future = torch.ones(T, T, dtype=torch.bool).triu(1)
+    s = s.masked_fill(future, float("-inf"))
+    o = torch.softmax(s, dim=-1) @ v
+    return o.transpose(1, 2).reshape(B, T, H * hd) @ P[p + "wo"].T
+
+
+def swiglu(a, P, p):
+    return (F.silu(a @ P[p + "w1"].T) * (a @ P[p + "w3"].T)) @ P[p + "w2"].T
+
+
+def capacity(cfg, n_tokens):
+    if cfg.capacity_factor <= 0:
+        return -1
+    # The same tolerance as the engine (expert_capacity), so 1.0 * 12 * 2 / 4 is exactly 6.
+    return math.ceil(cfg.capacity_factor * n_tokens * cfg.top_k / cfg.n_experts - 1e-9)
+
+
+def moe(a, P, bias, p, cfg):
+    """MoE FFN on a [N, D]; returns (out, aux, z, idx, kept)."""
+    N = a.shape[0]
+    E, k = cfg.n_experts, cfg.top_k
+    logits = a @ P[p + "router.weight"].T  # [N, E]
+    if cfg.score_fn == "softmax":
+        scores = torch.softmax(logits, dim=-1)
+    elif cfg.score_fn == "sigmoid":
+        scores = torch.sigmoid(logits)
+    else:
+        raise ValueError(f"score_fn must be softmax or sigmoid, got {cfg.score_fn!r}")
+
+    # Selection: top k of (scores + bias), ties to the lower expert index. A stable sort of the
+    # negated key keeps equal keys in index order. It is piecewise constant: no gradient.
+    key = (scores + bias).detach().numpy()
+    idx = np.argsort(-key, axis=1, kind="stable")[:, :k]
+    idx_t = torch.from_numpy(idx)
+    w = scores.gather(1, idx_t)  # [N, k], without the bias
+    if cfg.norm_topk_prob:
+        w = w / w.sum(dim=-1, keepdim=True)
+
+    # Capacity: all first choices (slot 0) in token order, then all second choices, ...
+    cap = capacity(cfg, N)
+    kept = np.zeros((N, k), dtype=np.int32)
+    load = np.zeros(E, dtype=np.int64)
+    for j in range(k):
+        for n in range(N):
+            e = idx[n, j]
+            if cap < 0 or load[e] < cap:
+                kept[n, j] = 1
+                load[e] += 1
+
+    out = torch.zeros_like(a)
+    for e in range(E):
+        rows, slots = np.nonzero((idx == e) & (kept == 1))
+        if len(rows) == 0:
+            continue
+        rows_t, slots_t = torch.from_numpy(rows), torch.from_numpy(slots)
+        y = swiglu(a[rows_t], P, p + f"experts.{e}.")
+        out = out.index_add(0, rows_t, w[rows_t, slots_t].unsqueeze(1) * y)
+    for s in range(cfg.n_shared_experts):
+        out = out + swiglu(a, P, p + f"shared.{s}.")
+
+    # Load balance: f counts the router's choices before capacity drops and is a constant.
+    f = torch.from_numpy(np.bincount(idx.reshape(-1), minlength=E).astype(np.float64)) / (N * k)
+    prob = scores / scores.sum(dim=-1, keepdim=True)
+    aux = cfg.aux_loss_coef * E * (f * prob.mean(dim=0)).sum()
+    z = cfg.z_loss_coef * torch.logsumexp(logits, dim=-1).pow(2).mean()
+    return out, aux, z, idx.astype(np.int32), kept
+
+
+def forward(cfg, P, buffers, input_ids, targets):
+    """The loss and its parts. P: name -> tensor (the parameters); buffers: name -> tensor."""
+    B, T = input_ids.shape
+    N, D = B * T, cfg.d_model
+    x = P["embed.weight"][input_ids.reshape(-1)].view(B, T, D)
+    aux_total = torch.zeros((), dtype=DT)
+    z_total = torch.zeros((), dtype=DT)
+    routes = {}
+    for i in range(cfg.n_layers):
+        p = f"layers.{i}."
+        h = x + attention(rmsnorm(x, P[p + "attn_norm.weight"], cfg.norm_eps), P, p + "attn.", cfg)
+        a = rmsnorm(h, P[p + "ffn_norm.weight"], cfg.norm_eps)
+        if cfg.is_moe(i):
+            bias = buffers.get(p + "moe.router.bias", torch.zeros(cfg.n_experts, dtype=DT))
+            y, aux, z, idx, kept = moe(a.reshape(N, D), P, bias, p + "moe.", cfg)
+            aux_total = aux_total + aux
+            z_total = z_total + z
+            routes[i] = (idx, kept)
+            y = y.view(B, T, D)
+        else:
+            y = swiglu(a, P, p + "mlp.")
+        x = h + y
+    w_out = P["embed.weight"] if cfg.tie_embeddings else P["lm_head.weight"]
+    logits = (rmsnorm(x, P["final_norm.weight"], cfg.norm_eps) @ w_out.T).reshape(N, cfg.vocab_size)
+    ce = F.cross_entropy(logits, targets.reshape(-1), reduction="mean")
+    loss = ce + aux_total + z_total
+    return {"loss": loss, "ce": ce, "aux": aux_total, "z": z_total, "logits": logits, "routes": routes}
+
+
+def load(path):
+    """(cfg, params, buffers, input_ids, targets) from IN.h5, checking every name and shape."""
+    with h5py.File(path, "r") as f:
+        raw = f.attrs["config"]
+        cfg = Config(json.loads(raw.decode() if isinstance(raw, bytes) else raw))
+        data = {name: f[name][...] for name in f.keys()}
+    input_ids = torch.from_numpy(data.pop("input_ids").astype(np.int64))
+    targets = torch.from_numpy(data.pop("targets").astype(np.int64))
+
+    def take(name, shape):
+        arr = data.pop(name)
+        if tuple(arr.shape) != tuple(shape):
+            raise ValueError(f"{path}: {name} has shape {arr.shape}, the config implies {shape}")
+        return torch.from_numpy(arr.astype(np.float64))
+
+    params, buffers = {}, {}
+    for name, shape in param_shapes(cfg):
+        if name not in data:
+            raise ValueError(f"{path}: parameter {name} is missing")
+        params[name] = take(name, shape).requires_grad_(True)
+    for name, shape in buffer_shapes(cfg):
+        if name in data:
+            buffers[name] = take(name, shape)
+    if data:
+        # A name we do not know means the two models disagree on naming: fail rather than ignore.
+        raise ValueError(f"{path}: unexpected datasets {sorted(data)}")
+    return cfg, params, buffers, input_ids, targets
+
+
+def main(argv):
+    if len(argv) != 3:
+        print(f"usage: {argv[0]} IN.h5 OUT.h5", file=sys.stderr)
+        return 2
+    cfg, params, buffers, input_ids, targets = load(argv[1])
+    r = forward(cfg, params, buffers, input_ids, targets)
+    r["loss"].backward()
+    with h5py.File(argv[2], "w") as f:
+        for key in ("loss", "ce", "aux", "z"):
+            f.create_dataset(key, data=np.float64(r[key].item()))
+        f.create_dataset("logits", data=r["logits"].detach().numpy())
+        for name, t in params.items():
+            # An expert that received no token has no gradient path: its gradient is zero.
+            g = t.grad if t.grad is not None else torch.zeros_like(t)
+            f.create_dataset("grad." + name, data=g.numpy())
+        for layer, (idx, kept) in r["routes"].items():
+            f.create_dataset(f"route.{layer}.idx", data=idx)
+            f.create_dataset(f"route.{layer}.kept", data=kept)
+    return 0
+
+
+if __name__ == "__main__":
+    torch.set_default_dtype(DT)
+    sys.exit(main(sys.argv))

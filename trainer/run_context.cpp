@@ -1,0 +1,32 @@
+#include "trainer/run_context.h"
+
+#include "engine/config_error.h"
+#include "parallel/comm_mpi.h"
+
+namespace sy {
+
+RunContext make_run_context(const Recipe& r) {
+  const ParallelConfig& p = r.parallel;
+  // Until tensor, pipeline, context and expert parallelism land, refuse them up front rather
+  // than training something else than what the recipe asks for.
+  const std::pair<const char*, int64_t> later[] = {{"tp", p.tp}, {"cp", p.cp}, {"pp", p.pp}, {"ep", p.ep}, {"etp", p.etp}};
+  for (auto& [key, v] : later)
+    if (v != 1)
+      throw ConfigError("parallel." + std::string(key) + "=" + std::to_string(v) +
+                        " is not supported yet (data parallelism only); set parallel." + key + "=1");
+  if (p.zero < 0 || p.zero > 2)
+    throw ConfigError("parallel.zero=" + std::to_string(p.zero) + " must be 0, 1 or 2");
+
+  RunContext ctx;
+  ctx.env = read_launch_env();
+  ctx.world = ctx.env.world > 1 ? make_mpi_world_comm(p.timeout_s) : make_local_comm();
+  ctx.world->set_timeout_s(p.timeout_s);
+  GridSizes gs{int(p.tp), int(p.cp), int(p.dp), int(p.pp), int(p.ep), int(p.etp), p.order};
+  ctx.grid = ProcessGrid::make(gs, ctx.world->size(), ctx.world->rank());
+  const Group& dp = ctx.grid.group(GroupKind::DP);
+  ctx.dp = dp.size() == 1 ? make_local_comm() : ctx.world->subgroup(dp.ranks, "dp");
+  ctx.dp->set_timeout_s(p.timeout_s);
+  return ctx;
+}
+
+}  // namespace sy

@@ -1,0 +1,26 @@
+// What a training process knows about the job it is part of: its communicators and grid.
+// Built once at start-up from the launch environment and the recipe's [parallel] section.
+#pragma once
+
+#include <memory>
+
+#include "config/recipe.h"
+#include "parallel/comm.h"
+#include "parallel/grid.h"
+#include "parallel/launch_env.h"
+
+namespace sy {
+
+struct RunContext {
+  LaunchEnv env;
+  std::unique_ptr<Communicator> world;
+  ProcessGrid grid;
+  std::unique_ptr<Communicator> dp;  // the data-parallel group
+  bool is_rank0() const { return world->rank() == 0; }
+};
+
+// Chooses MPI when launched with several ranks, else the single-process communicator; checks
+// the layout (ConfigError naming the key and the fix).
+RunContext make_run_context(const Recipe& r);
+
+}  // namespace sy
