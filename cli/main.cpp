@@ -1,1 +1,125 @@
-int main() { return 0; }
+// The `switchyard` command: train, eval and data preparation. Bad input of any kind ends with one
+// line on stderr, `switchyard: error: ...`, and exit code 2, so scripts can tell it from a crash (1).
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "config/recipe.h"
+#include "data/prepare.h"
+#include "engine/config_error.h"
+#include "trainer/trainer.h"
+
+namespace {
+
+constexpr int kExitUsage = 2;
+constexpr int kExitFailure = 1;
+
+void fail_line(const std::string& msg) {
+  std::string one = msg;
+  for (char& c : one)
+    if (c == '\n' || c == '\r') c = ' ';
+  std::fprintf(stderr, "switchyard: error: %s\n", one.c_str());
+}
+
+// Each --set takes exactly one value, so `--set a=1 recipe.toml` cannot swallow the recipe.
+CLI::Option* add_set_option(CLI::App* cmd, std::vector<std::string>& sets) {
+  return cmd->add_option("--set", sets, "Override a recipe value: section.key=value (repeatable), e.g. train.steps=100")
+      ->type_name("SECTION.KEY=VALUE")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+}
+
+// The most specific subcommand that was parsed, for the `--help` hint after a usage error.
+std::string command_path(CLI::App& app) {
+  std::string path = "switchyard";
+  CLI::App* cur = &app;
+  for (bool found = true; found;) {
+    found = false;
+    for (CLI::App* sub : cur->get_subcommands()) {
+      path += " " + sub->get_name();
+      cur = sub;
+      found = true;
+      break;
+    }
+  }
+  return path;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Switchyard: train and evaluate Mixture-of-Experts language models on the CPU", "switchyard"};
+  app.require_subcommand(1);
+  app.fallthrough(false);
+
+  std::string recipe_path, weights, data_path, out_prefix;
+  std::vector<std::string> sets, text_files;
+  int64_t windows = std::numeric_limits<int64_t>::max();
+  int64_t val_every = 20;
+  bool fortunes = false;
+
+  CLI::App* train = app.add_subcommand("train", "Train a model from a recipe");
+  train->add_option("RECIPE", recipe_path, "Recipe file (TOML), e.g. recipes/tiny-moe.toml")->required();
+  add_set_option(train, sets);
+
+  CLI::App* eval = app.add_subcommand("eval", "Mean loss of saved weights over a token file, read in order");
+  eval->add_option("RECIPE", recipe_path, "The recipe the weights were trained with")->required();
+  eval->add_option("--weights", weights, "HDF5 weights written by train.save_weights")->required()->type_name("FILE.h5");
+  eval->add_option("--data", data_path, "Token file to evaluate on")->required()->type_name("TOKENS");
+  eval->add_option("--windows", windows, "Evaluate at most N windows (default: all)")->type_name("N");
+  add_set_option(eval, sets);
+
+  CLI::App* data = app.add_subcommand("data", "Data preparation");
+  data->require_subcommand(1);
+  CLI::App* prepare = data->add_subcommand("prepare", "Write byte-level token files <PREFIX>.train.tok and <PREFIX>.val.tok");
+  CLI::Option* fortunes_opt = prepare->add_flag("--fortunes", fortunes, "Use Debian's fortune files (/usr/share/games/fortunes)");
+  CLI::Option* text_opt = prepare->add_option("--text", text_files, "Plain-text files; records are split at lines \"%\" or at blank lines")
+                              ->type_name("FILE...");
+  fortunes_opt->excludes(text_opt);
+  prepare->add_option("--out", out_prefix, "Output prefix, e.g. data/fortunes")->required()->type_name("PREFIX");
+  prepare->add_option("--val-every", val_every, "With --text: every N-th record goes to validation")
+      ->type_name("N")
+      ->check(CLI::Range(int64_t(2), std::numeric_limits<int64_t>::max()));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    fail_line(std::string(e.what()) + "; run `" + command_path(app) + " --help`");
+    return kExitUsage;
+  }
+
+  try {
+    if (train->parsed()) return sy::run_training(sy::load_recipe(recipe_path, sets));
+    if (eval->parsed()) {
+      if (windows < 1)
+        throw sy::ConfigError("--windows=" + std::to_string(windows) + " must be at least 1");
+      if (!std::filesystem::is_regular_file(weights))
+        throw sy::ConfigError(weights + ": no such weights file; write one with `switchyard train` and train.save_weights=FILE.h5");
+      return sy::run_eval(sy::load_recipe(recipe_path, sets), weights, data_path, windows);
+    }
+    if (prepare->parsed()) {
+      if (fortunes) sy::prepare_fortunes(out_prefix);
+      else if (!text_files.empty()) sy::prepare_text_files(text_files, out_prefix, val_every);
+      else throw sy::ConfigError("data prepare needs --fortunes or --text FILE...; see `switchyard data prepare --help`");
+      return 0;
+    }
+  } catch (const sy::ConfigError& e) {
+    fail_line(e.what());
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    fail_line(e.what());
+    return kExitFailure;
+  }
+  return kExitUsage;
+}

@@ -9,23 +9,23 @@
 #include "parallel/comm_mpi.h"
 
 #include <atomic>
-#include <chrono>
 #include <climits>
-#include <cstdio>
-#include <ctime>
 #include <functional>
 
 #include "parallel/mpi_check.h"
+#include "parallel/mpi_wait.h"
 
 namespace sy {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using detail::deadline_after;
+using detail::poll;
+using detail::rank_list;
+using detail::seconds;
 std::atomic<bool> g_timed_out{false};
 
 constexpr int kSeqTags = 1 << 20;       // arrival tags cycle through [0, kSeqTags)
 constexpr int kSubgroupTag = kSeqTags;  // arrivals of subgroup() calls (ordered per pair of ranks)
-constexpr int kSpins = 64;              // polls before the first sleep: short ops finish spinning
 
 constexpr const char* kOpNames[] = {"?", "all_reduce", "reduce_scatter", "all_gather", "all_to_all_v", "broadcast", "barrier"};
 enum Op : uint64_t { kAllReduce = 1, kReduceScatter, kAllGather, kAllToAllV, kBroadcast, kBarrier };
@@ -49,48 +49,6 @@ int int_count(const char* op, int64_t n) {
     throw std::length_error(std::string(op) + ": " + std::to_string(n) +
                             " elements exceed MPI's int count limit (2147483647); split the buffer");
   return static_cast<int>(n);
-}
-
-std::string seconds(double s) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.1f", s);
-  return b;
-}
-
-// "0,1,2,3"; runs of five or more consecutive ranks shrink to "a-b" so big groups stay one line.
-std::string rank_list(const std::vector<int>& v) {
-  std::string s;
-  for (size_t i = 0; i < v.size();) {
-    size_t j = i;
-    while (j + 1 < v.size() && v[j + 1] == v[j] + 1) ++j;
-    if (!s.empty()) s += ",";
-    if (j - i >= 4) {
-      s += std::to_string(v[i]) + "-" + std::to_string(v[j]);
-      i = j + 1;
-    } else {
-      s += std::to_string(v[i++]);
-    }
-  }
-  return s;
-}
-
-Clock::time_point deadline_after(double s) {
-  return Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(std::min(s, 1e9)));
-}
-
-// Spins briefly for latency, then sleeps between tests so that oversubscribed ranks give the
-// core to the peers they are waiting for.
-bool poll(std::vector<MPI_Request>& reqs, Clock::time_point deadline) {
-  for (int spin = 0;; ++spin) {
-    int done = 0;
-    SY_MPI_CHECK(MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &done, MPI_STATUSES_IGNORE));
-    if (done) return true;
-    if (Clock::now() >= deadline) return false;
-    if (spin >= kSpins) {
-      timespec ts{0, 50'000};
-      nanosleep(&ts, nullptr);
-    }
-  }
 }
 
 MPI_Comm idup(MPI_Comm c, double timeout_s, const std::string& what) {
@@ -320,8 +278,15 @@ void MpiComm::collective(Op code, const std::function<int(MPI_Request*)>& start)
     reqs.emplace_back();
     SY_MPI_CHECK(MPI_Isend(&tokens[size_], 1, MPI_UINT64_T, p, tag, arrive_, &reqs.back()));
   }
-  SY_MPI_CHECK(start(&reqs[0]));
-  const bool done = poll(reqs, deadline);
+  bool done = false;
+  try {
+    detail::mpi_check(start(&reqs[0]), op, __FILE__, __LINE__);
+    done = poll(reqs, deadline);
+  } catch (...) {  // the token exchange is in flight: leave it, as after a timeout
+    mark_broken();
+    tokens.release();
+    throw;
+  }
 
   // Which peers arrived, and did they arrive at the same operation?
   std::vector<int> missing;

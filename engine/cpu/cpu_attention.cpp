@@ -4,7 +4,9 @@
 // before its last row, which skips the fully masked upper blocks (about 44% of the work at
 // T = 256). Scores of one block live in a small per-thread buffer; the forward pass keeps only the
 // per-row log-sum-exp, and the backward pass recomputes the probabilities from it.
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "engine/cpu/cpu_backend.h"
@@ -81,50 +83,68 @@ AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const
   return d;
 }
 
+// Row i of a score block (query r0 + i, keys [0, kend)) may not see keys after r0 + i: setting
+// those scores to -inf before the softmax lets every row loop run over whole, unmasked lengths
+// (a per-element mask condition makes GCC split the loop and give up vectorising it).
+template <class T> void mask_future(T* s, int64_t rows, int64_t r0, int64_t kend, T inf) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = r0 + i + 1; j < kend; ++j) s[i * kend + j] = -inf;
+}
+
+// The query heads of one GQA group share their keys and values, so a block works on all of them
+// at once: their rows are packed head-major into one [group * rows, hd] matrix, which makes every
+// GEMM `group` times taller and `group` times fewer (small GEMMs are dominated by call overhead).
+// Packed row r is query position r0 + r % rows of head g * group + r / rows.
+template <class T>
+void pack_rows(const T* src, int64_t ld, int64_t group, int64_t rows, int64_t hd, T* dst) {
+  for (int64_t gh = 0; gh < group; ++gh)
+    for (int64_t i = 0; i < rows; ++i) std::copy_n(src + i * ld + gh * hd, hd, dst + (gh * rows + i) * hd);
+}
+
 template <class T> void attention_fwd(const AttnDims& d, const T* q, const T* k, const T* v, T* o, T* lse) {
   const int64_t tt = d.t, hd = d.hd, group = d.h / d.kv, ldq = d.h * hd, ldk = d.kv * hd;
-  const int64_t blocks = (tt + kBlock - 1) / kBlock;
-  const T scale = T(1) / std::sqrt(T(hd));
-#pragma omp parallel
+  const int64_t blocks = (tt + kBlock - 1) / kBlock, tall = group * kBlock;
+  const T scale = T(1) / std::sqrt(T(hd)), kInf = std::numeric_limits<T>::infinity();
+#pragma omp parallel if (d.b * d.h * tt * tt * hd > (1 << 18))
   {
-    std::vector<T> sbuf(static_cast<size_t>(kBlock * tt));
-    T* s = sbuf.data();
-    T inv[kBlock];
+    std::vector<T> sbuf(static_cast<size_t>(tall * tt + 64)), qbuf(static_cast<size_t>(tall * hd)),
+        obuf(static_cast<size_t>(tall * hd)), inv(static_cast<size_t>(tall));
+    T *s = align64(sbuf.data()), *qpk = qbuf.data(), *opk = obuf.data();
     // Later query blocks cost more (more keys): hand them out first so dynamic scheduling evens out.
 #pragma omp for collapse(3) schedule(dynamic)
     for (int64_t b = 0; b < d.b; ++b)
-      for (int64_t h = 0; h < d.h; ++h)
+      for (int64_t g = 0; g < d.kv; ++g)
         for (int64_t rb = 0; rb < blocks; ++rb) {
           const int64_t r0 = (blocks - 1 - rb) * kBlock, rows = std::min(kBlock, tt - r0), kend = r0 + rows;
-          const T* qp = q + (b * tt + r0) * ldq + h * hd;
-          const T* kp = k + b * tt * ldk + (h / group) * hd;
-          const T* vp = v + b * tt * ldk + (h / group) * hd;
-          T* op = o + (b * tt + r0) * ldq + h * hd;
-          T* lp = lse + (b * d.h + h) * tt + r0;
-          gemm_raw(false, true, rows, kend, hd, scale, qp, ldq, kp, ldk, T(0), s, kend);
-          for (int64_t i = 0; i < rows; ++i) {
-            T* sr = s + i * kend;
-            const int64_t valid = r0 + i + 1;
-            T mx = sr[0];
+          const int64_t gr = group * rows, h0 = g * group;
+          const T* kp = k + b * tt * ldk + g * hd;
+          const T* vp = v + b * tt * ldk + g * hd;
+          pack_rows(q + (b * tt + r0) * ldq + h0 * hd, ldq, group, rows, hd, qpk);
+          gemm_raw(false, true, gr, kend, hd, scale, qpk, hd, kp, ldk, T(0), s, kend);
+          for (int64_t gh = 0; gh < group; ++gh) mask_future(s + gh * rows * kend, rows, r0, kend, kInf);
+          for (int64_t r = 0; r < gr; ++r) {
+            T* sr = s + r * kend;
+            T mx = -kInf;
             SY_SIMD16_MAX(mx)
-            for (int64_t j = 0; j < valid; ++j) mx = sr[j] > mx ? sr[j] : mx;
+            for (int64_t j = 0; j < kend; ++j) mx = sr[j] > mx ? sr[j] : mx;
             T sum = 0;
             SY_SIMD16_SUM(sum)
-            for (int64_t j = 0; j < valid; ++j) {
+            for (int64_t j = 0; j < kend; ++j) {
               const T p = vexp(sr[j] - mx);
               sr[j] = p;
               sum += p;
             }
-            for (int64_t j = valid; j < kend; ++j) sr[j] = 0;
-            lp[i] = mx + std::log(sum);
-            inv[i] = T(1) / sum;
+            lse[(b * d.h + h0 + r / rows) * tt + r0 + r % rows] = mx + std::log(sum);
+            inv[r] = T(1) / sum;
           }
-          gemm_raw(false, false, rows, hd, kend, T(1), s, kend, vp, ldk, T(0), op, ldq);
+          gemm_raw(false, false, gr, hd, kend, T(1), s, kend, vp, ldk, T(0), opk, hd);
           // Normalising the [rows, hd] output is cheaper than normalising the [rows, kend] weights.
-          for (int64_t i = 0; i < rows; ++i) {
-            T* orow = op + i * ldq;
+          for (int64_t r = 0; r < gr; ++r) {
+            T* orow = o + (b * tt + r0 + r % rows) * ldq + (h0 + r / rows) * hd;
+            const T* prow = opk + r * hd;
+            const T f = inv[r];
 #pragma omp simd
-            for (int64_t c = 0; c < hd; ++c) orow[c] *= inv[i];
+            for (int64_t c = 0; c < hd; ++c) orow[c] = prow[c] * f;
           }
         }
   }
@@ -134,54 +154,60 @@ template <class T>
 void attention_bwd(const AttnDims& d, const T* dout, const T* q, const T* k, const T* v, const T* o, const T* lse,
                    T* dq, T* dk, T* dv) {
   const int64_t tt = d.t, hd = d.hd, group = d.h / d.kv, ldq = d.h * hd, ldk = d.kv * hd;
-  const int64_t blocks = (tt + kBlock - 1) / kBlock;
-  const T scale = T(1) / std::sqrt(T(hd));
-#pragma omp parallel
+  const int64_t blocks = (tt + kBlock - 1) / kBlock, tall = group * kBlock;
+  const T scale = T(1) / std::sqrt(T(hd)), kInf = std::numeric_limits<T>::infinity();
+#pragma omp parallel if (d.b * d.h * tt * tt * hd > (1 << 18))
   {
-    std::vector<T> pbuf(static_cast<size_t>(kBlock * tt)), dpbuf(static_cast<size_t>(kBlock * tt)),
-        dibuf(static_cast<size_t>(tt));
-    T *p = pbuf.data(), *dp = dpbuf.data(), *di = dibuf.data();
+    std::vector<T> pbuf(static_cast<size_t>(tall * tt + 64)), dpbuf(static_cast<size_t>(tall * tt + 64)),
+        qbuf(static_cast<size_t>(tall * hd)), dobuf(static_cast<size_t>(tall * hd)),
+        dqbuf(static_cast<size_t>(tall * hd)), dibuf(static_cast<size_t>(group * tt));
+    T *p = align64(pbuf.data()), *dp = align64(dpbuf.data()), *qpk = qbuf.data(), *dopk = dobuf.data(),
+      *dqpk = dqbuf.data(), *di = dibuf.data();
     // One task per (batch, kv head): dk and dv of a kv head are written by its task alone.
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t b = 0; b < d.b; ++b)
       for (int64_t g = 0; g < d.kv; ++g) {
+        const int64_t h0 = g * group;
         const T* kp = k + b * tt * ldk + g * hd;
         const T* vp = v + b * tt * ldk + g * hd;
         T* dkp = dk + b * tt * ldk + g * hd;
         T* dvp = dv + b * tt * ldk + g * hd;
-        for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-          const int64_t base = b * tt * ldq + h * hd;
-          // rowsum(dO * O): the softmax backward's per-row term, shared by every key.
+        // rowsum(dO * O): the softmax backward's per-row term, shared by every key.
+        for (int64_t gh = 0; gh < group; ++gh)
           for (int64_t t = 0; t < tt; ++t) {
-            const T *a = dout + base + t * ldq, *c = o + base + t * ldq;
+            const int64_t at = (b * tt + t) * ldq + (h0 + gh) * hd;
             T s = 0;
 #pragma omp simd reduction(+ : s)
-            for (int64_t j = 0; j < hd; ++j) s += a[j] * c[j];
-            di[t] = s;
+            for (int64_t j = 0; j < hd; ++j) s += dout[at + j] * o[at + j];
+            di[gh * tt + t] = s;
           }
-          const T* lp = lse + (b * d.h + h) * tt;
-          for (int64_t rb = 0; rb < blocks; ++rb) {
-            const int64_t r0 = rb * kBlock, rows = std::min(kBlock, tt - r0), kend = r0 + rows;
-            const T* qp = q + base + r0 * ldq;
-            const T* dop = dout + base + r0 * ldq;
-            T* dqp = dq + base + r0 * ldq;
-            gemm_raw(false, true, rows, kend, hd, scale, qp, ldq, kp, ldk, T(0), p, kend);
-            gemm_raw(false, true, rows, kend, hd, T(1), dop, ldq, vp, ldk, T(0), dp, kend);
-            for (int64_t i = 0; i < rows; ++i) {
-              T *pr = p + i * kend, *dpr = dp + i * kend;
-              const int64_t valid = r0 + i + 1;
-              const T l = lp[r0 + i], dii = di[r0 + i];
-              SY_SIMD16
-              for (int64_t j = 0; j < valid; ++j) {
-                const T pj = vexp(pr[j] - l);
-                pr[j] = pj;
-                dpr[j] = pj * (dpr[j] - dii) * scale;  // dS, with the score scale folded in
-              }
-              for (int64_t j = valid; j < kend; ++j) pr[j] = dpr[j] = 0;
+        for (int64_t rb = 0; rb < blocks; ++rb) {
+          const int64_t r0 = rb * kBlock, rows = std::min(kBlock, tt - r0), kend = r0 + rows, gr = group * rows;
+          pack_rows(q + (b * tt + r0) * ldq + h0 * hd, ldq, group, rows, hd, qpk);
+          pack_rows(dout + (b * tt + r0) * ldq + h0 * hd, ldq, group, rows, hd, dopk);
+          gemm_raw(false, true, gr, kend, hd, scale, qpk, hd, kp, ldk, T(0), p, kend);
+          gemm_raw(false, true, gr, kend, hd, T(1), dopk, hd, vp, ldk, T(0), dp, kend);
+          for (int64_t gh = 0; gh < group; ++gh) mask_future(p + gh * rows * kend, rows, r0, kend, kInf);
+          for (int64_t r = 0; r < gr; ++r) {
+            T *pr = p + r * kend, *dpr = dp + r * kend;
+            const int64_t gh = r / rows, t = r0 + r % rows;
+            const T l = lse[(b * d.h + h0 + gh) * tt + t], dii = di[gh * tt + t];
+            SY_SIMD16
+            for (int64_t j = 0; j < kend; ++j) {
+              const T pj = vexp(pr[j] - l);
+              pr[j] = pj;
+              dpr[j] = pj * (dpr[j] - dii) * scale;  // dS, with the score scale folded in
             }
-            gemm_raw(true, false, kend, hd, rows, T(1), p, kend, dop, ldq, T(1), dvp, ldk);
-            gemm_raw(false, false, rows, hd, kend, T(1), dp, kend, kp, ldk, T(1), dqp, ldq);
-            gemm_raw(true, false, kend, hd, rows, T(1), dp, kend, qp, ldq, T(1), dkp, ldk);
+          }
+          // The packed K dimension (group * rows) sums the group's heads into dv and dk directly.
+          gemm_raw(true, false, kend, hd, gr, T(1), p, kend, dopk, hd, T(1), dvp, ldk);
+          gemm_raw(true, false, kend, hd, gr, T(1), dp, kend, qpk, hd, T(1), dkp, ldk);
+          gemm_raw(false, false, gr, hd, kend, T(1), dp, kend, kp, ldk, T(0), dqpk, hd);
+          for (int64_t r = 0; r < gr; ++r) {
+            T* dqrow = dq + (b * tt + r0 + r % rows) * ldq + (h0 + r / rows) * hd;
+            const T* src = dqpk + r * hd;
+#pragma omp simd
+            for (int64_t c = 0; c < hd; ++c) dqrow[c] += src[c];
           }
         }
       }

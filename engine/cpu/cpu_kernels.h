@@ -96,6 +96,12 @@ template <class T> void swiglu_rows(const T* h, T* out, int64_t rows, int64_t f)
 // dh (+)= d/dh of <dout, silu(gate) * up>; overwrites when !accumulate.
 template <class T> void swiglu_rows_backward(const T* dout, const T* h, T* dh, int64_t rows, int64_t f, bool accumulate);
 
+// Rounds a pointer up to a 64-byte boundary. Scratch rows that start on a cache line spare the
+// vectorised loops their scalar alignment prologue (which costs most in exp-heavy loops).
+template <class T> T* align64(T* p) {
+  return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
+}
+
 // Row-parallel loops only pay for a thread team when there is enough work to share.
 inline bool worth_threads(int64_t work) { return work >= (1 << 14) && !omp_in_parallel(); }
 

@@ -164,6 +164,27 @@ GroupDims check_grouped(const char* op, const Tensor& x, std::span<const int64_t
 
 }  // namespace
 
+namespace {
+
+// Row chunks of the expert groups, as (expert, first row, row count): the unit of parallel work
+// for the row-wise parts of the experts. Each chunk runs its GEMMs on one thread and keeps its
+// [rows, 2F] activations in that core's cache between the GEMMs and the SwiGLU.
+struct Chunk {
+  int64_t e, lo, rows;
+};
+
+std::vector<Chunk> row_chunks(std::span<const int64_t> offsets, int64_t rows_per_chunk) {
+  std::vector<Chunk> c;
+  for (size_t e = 0; e + 1 < offsets.size(); ++e)
+    for (int64_t lo = offsets[e]; lo < offsets[e + 1]; lo += rows_per_chunk)
+      c.push_back({int64_t(e), lo, std::min(rows_per_chunk, offsets[e + 1] - lo)});
+  return c;
+}
+
+constexpr int64_t kExpertChunk = 128;
+
+}  // namespace
+
 void CpuBackend::grouped_swiglu_forward(const Tensor& x, std::span<const int64_t> offsets,
                                         std::span<const Tensor> w13, std::span<const Tensor> w2, const Tensor& h13,
                                         const Tensor& a, const Tensor& y) {
@@ -171,12 +192,13 @@ void CpuBackend::grouped_swiglu_forward(const Tensor& x, std::span<const int64_t
   const auto [e, d, f] = check_grouped(op, x, offsets, w13, w2, h13, a);
   const DType dt = check_float(op, {{"x", x}, {"y", y}});
   check_shape(op, {"y", y}, x.shape());
+  const std::vector<Chunk> chunks = row_chunks(offsets, kExpertChunk);
   dispatch(dt, [&]<class T>(T) {
     const T* xs = x.data<T>();
     T *hs = h13.data<T>(), *as = a.data<T>(), *ys = y.data<T>();
-    for (int64_t g = 0; g < e; ++g) {
-      const int64_t lo = offsets[g], rows = offsets[g + 1] - lo;
-      if (rows == 0) continue;
+#pragma omp parallel for schedule(dynamic)
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      const auto [g, lo, rows] = chunks[c];
       gemm_raw(false, true, rows, 2 * f, d, T(1), xs + lo * d, d, w13[g].data<T>(), d, T(0), hs + lo * 2 * f, 2 * f);
       swiglu_rows(hs + lo * 2 * f, as + lo * f, rows, f);
       gemm_raw(false, true, rows, d, f, T(1), as + lo * f, f, w2[g].data<T>(), f, T(0), ys + lo * d, d);
@@ -196,29 +218,37 @@ void CpuBackend::grouped_swiglu_backward(const Tensor& dy, const Tensor& x, std:
   if (int64_t(dw13.size()) != e || int64_t(dw2.size()) != e)
     fail(op, std::to_string(dw13.size()) + " dw13 and " + std::to_string(dw2.size()) + " dw2 for " +
                  std::to_string(e) + " experts");
-  int64_t max_rows = 0;
   for (int64_t g = 0; g < e; ++g) {
     check_dtype(op, {"dw13[e]", dw13[g]}, dt);
     check_dtype(op, {"dw2[e]", dw2[g]}, dt);
     check_shape(op, {"dw13[e]", dw13[g]}, {2 * f, d});
     check_shape(op, {"dw2[e]", dw2[g]}, {d, f});
-    max_rows = std::max(max_rows, offsets[g + 1] - offsets[g]);
   }
+  const std::vector<Chunk> chunks = row_chunks(offsets, kExpertChunk);
+  const int64_t m = x.dim(0);
   dispatch(dt, [&]<class T>(T) {
     const T *g_y = dy.data<T>(), *xs = x.data<T>(), *hs = h13.data<T>(), *as = a.data<T>();
     T* dxs = dx.data<T>();
-    // da [rows, F] then dh13 [rows, 2F], reused by every expert.
-    T* da = scratch<T>(static_cast<size_t>(max_rows * 3 * f));
-    T* dh = da + max_rows * f;
+    // dh13 of every row, [M, 2F]: the row-wise pass writes it, the weight gradients read it.
+    T* dh = this->template scratch<T>(static_cast<size_t>(m * 2 * f));
+    // Row-wise, chunk-parallel: da = dy w2 (per-thread buffer), dh13 = swiglu'(da), dx += dh13 w13.
+#pragma omp parallel
+    {
+      std::vector<T> da(static_cast<size_t>(kExpertChunk * f));
+#pragma omp for schedule(dynamic)
+      for (size_t c = 0; c < chunks.size(); ++c) {
+        const auto [g, lo, rows] = chunks[c];
+        gemm_raw(false, false, rows, f, d, T(1), g_y + lo * d, d, w2[g].data<T>(), f, T(0), da.data(), f);
+        swiglu_rows_backward(da.data(), hs + lo * 2 * f, dh + lo * 2 * f, rows, f, false);
+        gemm_raw(false, false, rows, d, 2 * f, T(1), dh + lo * 2 * f, 2 * f, w13[g].data<T>(), d, T(1), dxs + lo * d, d);
+      }
+    }
+    // Weight gradients sum over an expert's rows: one GEMM per expert on all threads.
     for (int64_t g = 0; g < e; ++g) {
       const int64_t lo = offsets[g], rows = offsets[g + 1] - lo;
       if (rows == 0) continue;
-      const T *dyg = g_y + lo * d, *xg = xs + lo * d, *ag = as + lo * f, *hg = hs + lo * 2 * f;
-      gemm_raw(true, false, d, f, rows, T(1), dyg, d, ag, f, T(1), dw2[g].data<T>(), f);
-      gemm_raw(false, false, rows, f, d, T(1), dyg, d, w2[g].data<T>(), f, T(0), da, f);
-      swiglu_rows_backward(da, hg, dh, rows, f, false);
-      gemm_raw(false, false, rows, d, 2 * f, T(1), dh, 2 * f, w13[g].data<T>(), d, T(1), dxs + lo * d, d);
-      gemm_raw(true, false, 2 * f, d, rows, T(1), dh, 2 * f, xg, d, T(1), dw13[g].data<T>(), d);
+      gemm_raw(true, false, d, f, rows, T(1), g_y + lo * d, d, as + lo * f, f, T(1), dw2[g].data<T>(), f);
+      gemm_raw(true, false, 2 * f, d, rows, T(1), dh + lo * 2 * f, 2 * f, xs + lo * d, d, T(1), dw13[g].data<T>(), d);
     }
   });
 }

@@ -104,8 +104,9 @@ TEST_F(Mpi, AllGather) {
   EXPECT_EQ(W().stats().bytes_by_op["all_gather"], k * 8 * (n - 1) + 2 * 4 * (n - 1));
 }
 
-// Elements from rank s to rank d; rank 1 sends nothing at all, others some zero-length pieces.
-int64_t a2a_count(int s, int d) { return s == 1 ? 0 : (s + 2 * d) % 3 + (d == 0 ? 1 : 0) * s; }
+// Elements from rank s to rank d: rank 1 sends nothing at all, rank 0 nothing to rank 3, every
+// other rank something to itself (which the byte count must leave out).
+int64_t a2a_count(int s, int d) { return s == 1 ? 0 : (s + 2 * d) % 3 + (d == 0 ? s : 0) + (d == s ? 1 : 0); }
 
 TEST_F(Mpi, AllToAllVUneven) {
   std::vector<int64_t> sc(n), rc(n);

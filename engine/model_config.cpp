@@ -1,0 +1,90 @@
+#include "engine/model_config.h"
+
+#include <charconv>
+#include <cmath>
+#include <limits>
+
+#include "engine/config_error.h"
+
+namespace sy {
+
+namespace {
+
+std::string num(int64_t v) { return std::to_string(v); }
+std::string num(double v) {
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, res.ptr);
+}
+
+void positive(const char* key, int64_t v) {
+  if (v <= 0) throw ConfigError(std::string("model.") + key + "=" + num(v) + " must be positive; set model." + key + " >= 1");
+}
+void non_negative(const char* key, int64_t v) {
+  if (v < 0) throw ConfigError(std::string("model.") + key + "=" + num(v) + " must not be negative; set model." + key + " >= 0");
+}
+void finite_positive(const char* key, double v) {
+  if (!(std::isfinite(v) && v > 0))
+    throw ConfigError(std::string("model.") + key + "=" + num(v) + " must be a positive number");
+}
+void finite_non_negative(const char* key, double v) {
+  if (!(std::isfinite(v) && v >= 0))
+    throw ConfigError(std::string("model.") + key + "=" + num(v) + " must be a number >= 0");
+}
+
+}  // namespace
+
+void ModelConfig::validate() const {
+  positive("vocab_size", vocab_size);
+  // Token ids travel as int32 through the model.
+  if (vocab_size > std::numeric_limits<int32_t>::max())
+    throw ConfigError("model.vocab_size=" + num(vocab_size) + " exceeds 2^31-1; token ids are int32");
+  positive("d_model", d_model);
+  positive("n_layers", n_layers);
+  positive("n_heads", n_heads);
+  positive("n_kv_heads", n_kv_heads);
+  positive("seq_len", seq_len);
+  non_negative("head_dim", head_dim);
+  if (n_heads % n_kv_heads != 0)
+    throw ConfigError("model.n_heads=" + num(n_heads) + " is not a multiple of model.n_kv_heads=" + num(n_kv_heads) +
+                      "; set n_kv_heads to a divisor of n_heads (grouped-query attention shares each KV head among n_heads/n_kv_heads heads)");
+  if (head_dim == 0 && d_model % n_heads != 0)
+    throw ConfigError("model.d_model=" + num(d_model) + " is not divisible by model.n_heads=" + num(n_heads) +
+                      "; set d_model to a multiple of n_heads or set model.head_dim explicitly");
+  // RoPE rotates pairs of dimensions, so each head needs an even width.
+  if (resolved_head_dim() % 2 != 0) {
+    if (head_dim > 0)
+      throw ConfigError("model.head_dim=" + num(head_dim) + " must be even (RoPE rotates pairs of dimensions); set an even head_dim");
+    throw ConfigError("model.d_model/model.n_heads=" + num(resolved_head_dim()) +
+                      " (the head width) must be even (RoPE rotates pairs of dimensions); change d_model or n_heads, or set model.head_dim");
+  }
+  finite_positive("rope_theta", rope_theta);
+  finite_positive("norm_eps", norm_eps);
+  finite_positive("init_std", init_std);
+
+  non_negative("first_dense_layers", first_dense_layers);
+  if (first_dense_layers > n_layers)
+    throw ConfigError("model.first_dense_layers=" + num(first_dense_layers) + " exceeds model.n_layers=" + num(n_layers) +
+                      "; set first_dense_layers <= n_layers");
+  non_negative("n_experts", n_experts);
+  const bool has_dense = n_experts == 0 || first_dense_layers > 0;
+  if (has_dense) positive("d_ff", d_ff);
+  else non_negative("d_ff", d_ff);
+
+  // The router settings only matter when some layer is MoE; a dense recipe may keep their defaults.
+  if (n_experts > 0 && first_dense_layers < n_layers) {
+    positive("top_k", top_k);
+    if (top_k > n_experts)
+      throw ConfigError("model.top_k=" + num(top_k) + " exceeds model.n_experts=" + num(n_experts) +
+                        "; set top_k <= n_experts");
+    positive("expert_ffn_dim", expert_ffn_dim);
+    non_negative("n_shared_experts", n_shared_experts);
+    if (!(std::isfinite(capacity_factor) && capacity_factor >= 0))
+      throw ConfigError("model.capacity_factor=" + num(capacity_factor) + " must be >= 0 (0 = dropless)");
+    finite_non_negative("aux_loss_coef", aux_loss_coef);
+    finite_non_negative("z_loss_coef", z_loss_coef);
+    finite_non_negative("router_bias_update_rate", router_bias_update_rate);
+  }
+}
+
+}  // namespace sy
