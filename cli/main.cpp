@@ -1,16 +1,20 @@
 // The `switchyard` command: train, eval and data preparation. Bad input of any kind ends with one
 // line on stderr, `switchyard: error: ...`, and exit code 2, so scripts can tell it from a crash (1).
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
 #include "config/recipe.h"
 #include "data/prepare.h"
+#include "parallel/comm.h"
 #include "engine/config_error.h"
 #include "trainer/trainer.h"
 
@@ -18,12 +22,19 @@ namespace {
 
 constexpr int kExitUsage = 2;
 constexpr int kExitFailure = 1;
+constexpr int kExitPeerLost = 3;  // a collective timed out: another rank stalled or died
 
 void fail_line(const std::string& msg) {
   std::string one = msg;
   for (char& c : one)
     if (c == '\n' || c == '\r') c = ' ';
-  std::fprintf(stderr, "switchyard: error: %s\n", one.c_str());
+  // In a multi-rank job every rank may report; the prefix says which one spoke.
+  const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
+  if (!rank) rank = std::getenv("SLURM_PROCID");
+  if (rank)
+    std::fprintf(stderr, "switchyard: rank %s: error: %s\n", rank, one.c_str());
+  else
+    std::fprintf(stderr, "switchyard: error: %s\n", one.c_str());
 }
 
 // Each --set takes exactly one value, so `--set a=1 recipe.toml` cannot swallow the recipe.
@@ -95,6 +106,11 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
+    // CLI11 reports a misspelt command only as "A subcommand is required".
+    if (app.get_subcommands().empty() && argc > 1 && argv[1][0] != '-') {
+      fail_line(std::string("unknown command \"") + argv[1] + "\"; valid commands: train, eval, data (see `switchyard --help`)");
+      return kExitUsage;
+    }
     fail_line(std::string(e.what()) + "; run `" + command_path(app) + " --help`");
     return kExitUsage;
   }
@@ -117,6 +133,12 @@ int main(int argc, char** argv) {
   } catch (const sy::ConfigError& e) {
     fail_line(e.what());
     return kExitUsage;
+  } catch (const sy::CommTimeout& e) {
+    fail_line(e.what());
+    // The other surviving ranks are blocked in the same operation with about the same deadline:
+    // give them a moment to report it too before this exit makes the launcher end the job.
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    return kExitPeerLost;
   } catch (const std::exception& e) {
     fail_line(e.what());
     return kExitFailure;

@@ -153,7 +153,9 @@ bool is_bare_key(std::string_view s) {
 
 void apply_override(toml::table& root, const std::string& spec, Origins& origins) {
   const size_t eq = spec.find('=');
-  const std::string lhs = eq == std::string::npos ? spec : spec.substr(0, eq);
+  std::string lhs = eq == std::string::npos ? spec : spec.substr(0, eq);
+  lhs.erase(0, lhs.find_first_not_of(" \t"));
+  lhs.erase(lhs.find_last_not_of(" \t") + 1);
   const size_t dot = lhs.find('.');
   if (eq == std::string::npos || dot == std::string::npos || !is_bare_key(lhs.substr(0, dot)) ||
       !is_bare_key(lhs.substr(dot + 1)))
@@ -319,7 +321,10 @@ Recipe parse_impl(const std::string& text, const std::string& name, const std::s
   out << "# Resolved recipe " << toml_quote(name);
   if (!path.empty()) out << " from " << path;
   out << "\n";
-  for (const std::string& o : overrides) out << "# --set " << o << "\n";
+  for (std::string o : overrides) {
+    std::replace(o.begin(), o.end(), '\n', ' ');  // a comment must stay on one line
+    out << "# --set " << o << "\n";
+  }
   for (const Section& s : sections) {
     out << "\n[" << s.name << "]\n";
     for (const Field& f : s.fields) out << f.key << " = " << toml_value(f.ref) << "\n";

@@ -255,7 +255,11 @@ TEST_F(DataTest, PrepareFortunesFromDirectory) {
   fs::create_symlink(path("f/a"), path("f/a.u8"));
   fs::create_symlink(path("f/b"), path("f/c"));
   std::string body;
-  for (int i = 0; i < 36; ++i) body += "Z" + std::to_string(i) + "\n%\n";
+  for (int i = 0; i < 36; ++i) {
+    body += 'Z';
+    body += std::to_string(i);
+    body += "\n%\n";
+  }
   std::ofstream(path("f/z")) << body;
   const PrepareStats st = prepare_fortunes(path("fort"), path("f"));
   EXPECT_EQ(st.files, 3);

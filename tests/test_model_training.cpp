@@ -61,6 +61,7 @@ TEST(ModelTraining, SameSeedGivesBitwiseIdenticalLossesOver50Steps) {
   c.seq_len = 16;
   c.capacity_factor = 1.0;
   c.router_bias_update_rate = 1e-3;
+  c.init_std = 0.02;
   const auto a = train_losses(c, 50, 7, "adamw"), b = train_losses(c, 50, 7, "adamw");
   for (int i = 0; i < 50; ++i) ASSERT_EQ(a[i], b[i]) << "step " << i;
   const auto other = train_losses(c, 50, 8, "adamw");

@@ -5,6 +5,13 @@
 
 namespace sy {
 
+RunContext::~RunContext() {
+  const bool mpi = env.world > 1 && world;
+  dp.reset();
+  world.reset();
+  if (mpi) mpi_finalize_if_initialised();
+}
+
 RunContext make_run_context(const Recipe& r) {
   const ParallelConfig& p = r.parallel;
   // Until tensor, pipeline, context and expert parallelism land, refuse them up front rather

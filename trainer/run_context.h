@@ -12,6 +12,10 @@
 namespace sy {
 
 struct RunContext {
+  RunContext() = default;
+  RunContext(RunContext&&) = default;
+  // Frees the communicators, then finalizes MPI (skipped after a timeout, when a peer is gone).
+  ~RunContext();
   LaunchEnv env;
   std::unique_ptr<Communicator> world;
   ProcessGrid grid;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -28,6 +29,14 @@ extern "C" void request_stop(int) { g_stop_requested = true; }
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Fault injection for the stalled-rank test, read only for that purpose: rank
+// SY_FAULT_STALL_RANK stops itself (SIGSTOP) when it reaches step SY_FAULT_STALL_STEP.
+void maybe_stall_for_test(int rank, int64_t step) {
+  static const char* r = std::getenv("SY_FAULT_STALL_RANK");
+  static const char* s = std::getenv("SY_FAULT_STALL_STEP");
+  if (r && s && std::atoi(r) == rank && std::atoll(s) == step) std::raise(SIGSTOP);
+}
 
 DType parse_dtype(const std::string& s) { return s == "float64" ? DType::F64 : DType::F32; }
 
@@ -121,6 +130,7 @@ int run_training(const Recipe& r) {
   int64_t step = 0;
   std::string stop_reason = "finished";
   while (step < tc.steps) {
+    maybe_stall_for_test(ctx.world->rank(), step + 1);
     backend->fill(model.params().grads(), 0);
     StepTotals t{std::vector<double>(3, 0.0), std::vector<int64_t>(n_moe * (n_exp + 1), 0)};
     for (int64_t a = 0; a < tc.grad_accum; ++a) {

@@ -1,0 +1,100 @@
+// Runs the built `switchyard` binary (alone or under mpirun) on a small synthetic corpus and
+// reads back what a run leaves: per-step losses from metrics.jsonl and the final weights.
+#pragma once
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "checkpoint/weights_io.h"
+#include "data/token_file.h"
+
+namespace sy::testing {
+
+namespace fs = std::filesystem;
+
+struct RunResult {
+  int code = -1;
+  std::string output;  // stdout and stderr together
+  double seconds = 0;
+};
+
+inline std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// A fresh directory holding a small token corpus: text-like bytes with learnable structure.
+class RunDir {
+ public:
+  explicit RunDir(const std::string& tag) {
+    dir_ = fs::temp_directory_path() / ("sy_run_" + std::to_string(getpid()) + "_" + tag);
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    std::vector<uint32_t> tokens;
+    const std::string words[] = {"the ", "expert ", "router ", "sends ", "tokens ", "to ", "a ", "rank. "};
+    uint64_t x = 12345;
+    for (int i = 0; i < 40000; ++i) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      for (char c : words[(x >> 33) % 8]) tokens.push_back(uint8_t(c));
+    }
+    write_token_file((dir_ / "train.tok").string(), tokens, 256, 2);
+    tokens.resize(8000);
+    write_token_file((dir_ / "val.tok").string(), tokens, 256, 2);
+  }
+  ~RunDir() { fs::remove_all(dir_); }
+  const fs::path& path() const { return dir_; }
+
+  // `switchyard train RECIPE` with the corpus and out_dir set; ranks > 0 runs under mpirun.
+  // `env` is a prefix of VAR=value words for the launched processes.
+  RunResult train(const std::string& name, int ranks, const std::string& sets, const std::string& env = "") const {
+    const fs::path out = dir_ / name;
+    std::string cmd = "cd '" + dir_.string() + "' && " + env + " ";
+    if (ranks > 0)
+      cmd += "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 300 mpirun --oversubscribe --mca btl "
+             "self,vader -quiet -np " + std::to_string(ranks) + " ";
+    cmd += std::string("'") + SY_BINARY_DIR + "/switchyard' train '" + SY_SOURCE_DIR + "/tests/recipes/tiny-test.toml' " +
+           "--set data.train=train.tok --set data.val=val.tok --set train.out_dir=" + out.string() +
+           " --set train.save_weights=" + (out / "weights.h5").string() + " " + sets + " >'" +
+           (dir_ / (name + ".log")).string() + "' 2>&1";
+    const auto t0 = std::chrono::steady_clock::now();
+    const int status = std::system(cmd.c_str());
+    RunResult r;
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.output = slurp(dir_ / (name + ".log"));
+    return r;
+  }
+
+  // The "loss" of every record in a run's metrics.jsonl, in order.
+  std::vector<double> losses(const std::string& name) const {
+    std::vector<double> out;
+    std::ifstream in(dir_ / name / "metrics.jsonl");
+    const std::regex re("\"loss\":([-0-9.eE+]+)");
+    for (std::string line; std::getline(in, line);) {
+      std::smatch m;
+      if (std::regex_search(line, m, re)) out.push_back(std::stod(m[1]));
+    }
+    return out;
+  }
+  std::map<std::string, HostArray> weights(const std::string& name) const {
+    return read_weights_h5((dir_ / name / "weights.h5").string());
+  }
+  std::string file(const std::string& rel) const { return slurp(dir_ / rel); }
+
+ private:
+  fs::path dir_;
+};
+
+}  // namespace sy::testing
