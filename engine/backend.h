@@ -25,6 +25,7 @@ enum class ScoreFn : uint8_t { Softmax, Sigmoid };
 // Everything the AdamW update needs for one call; `step` counts from 1.
 struct AdamWArgs {
   double lr = 0, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0;
+  double grad_scale = 1;  // gradients are multiplied by this first (clipping, folded into the update)
   int64_t step = 1;
 };
 
@@ -149,7 +150,8 @@ class Backend {
                                       double scale, const Tensor& dlogits) = 0;
 
   // ---- optimizer updates on flat parameter ranges --------------------------------------------
-  // Decoupled weight decay: p -= lr * (wd * p + mhat / (sqrt(vhat) + eps)).
+  // With g = grad_scale * grad: m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2, and decoupled weight
+  // decay: p -= lr * (wd * p + mhat / (sqrt(vhat) + eps)).
   virtual void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                             const AdamWArgs& args) = 0;
 };

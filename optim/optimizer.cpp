@@ -37,8 +37,11 @@ int64_t Optimizer::state_bytes() const { return m_.defined() ? int64_t(m_.nbytes
 OptimStepResult Optimizer::step() {
   OptimStepResult r;
   r.grad_norm = std::sqrt(reduce_sum_squares_(grads_.numel() ? be_.sum_squares(grads_) : 0.0));
+  // Clipping is a factor on the gradients, applied inside the update rather than as a separate
+  // pass over the whole buffer.
+  double grad_scale = 1;
   if (cfg_.grad_clip > 0 && r.grad_norm > cfg_.grad_clip) {
-    if (grads_.numel()) be_.scale(grads_, cfg_.grad_clip / (r.grad_norm + 1e-6));
+    grad_scale = cfg_.grad_clip / (r.grad_norm + 1e-6);
     r.clipped = true;
   }
   r.lr = learning_rate(cfg_, step_, total_steps_);
@@ -47,7 +50,7 @@ OptimStepResult Optimizer::step() {
     const Tensor p = ps_.values().view(rg.offset, {rg.numel});
     const Tensor g = grads_.view(rg.offset - begin_, {rg.numel});
     if (cfg_.name == "sgd") {
-      be_.axpy(-r.lr, g, p);
+      be_.axpy(-r.lr * grad_scale, g, p);
       continue;
     }
     AdamWArgs a;
@@ -57,6 +60,7 @@ OptimStepResult Optimizer::step() {
     a.eps = cfg_.eps;
     a.weight_decay = rg.decay ? cfg_.weight_decay : 0.0;
     a.step = step_;
+    a.grad_scale = grad_scale;
     be_.adamw_update(p, g, m_.view(rg.offset - begin_, {rg.numel}), v_.view(rg.offset - begin_, {rg.numel}), a);
   }
   return r;

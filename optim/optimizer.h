@@ -30,7 +30,8 @@ struct OptimStepResult {
 class Optimizer {
  public:
   Optimizer(const OptimConfig& cfg, ParamStore& ps, Backend& be, int64_t total_steps, OptimShard shard = {});
-  // Applies one update to the shard from its gradients (which it leaves clipped, not zeroed).
+  // Applies one update to the shard from its gradients (which it leaves as they were: clipping is
+  // folded into the update).
   OptimStepResult step();
   int64_t steps_taken() const { return step_; }
   // AdamW moments of the shard (undefined for SGD).

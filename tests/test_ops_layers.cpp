@@ -191,6 +191,25 @@ TEST(OpCrossEntropy, MatchesNaiveAndFiniteDifferences) {
   EXPECT_THROW(be->cross_entropy_forward(tl, tensor_i32(*be, {n}, {0, 1, 2, 3, 4, 11}), tlse), std::out_of_range);
 }
 
+TEST(OpAdamW, GradScaleEqualsScalingTheGradientFirst) {
+  auto be = make_cpu_backend();
+  AdamWArgs args;
+  args.lr = 0.1;
+  args.weight_decay = 0.1;
+  args.step = 2;
+  const Vec p = {0.5, -1.0, 2.0}, g = {0.1, -0.2, 0.3}, m = {0.01, 0.0, -0.02}, v = {0.001, 0.002, 0.0};
+  Vec g_scaled = g;
+  for (double& x : g_scaled) x *= 0.25;
+  Tensor p1 = tensor(*be, {3}, p, DType::F64), m1 = tensor(*be, {3}, m, DType::F64), v1 = tensor(*be, {3}, v, DType::F64);
+  Tensor p2 = tensor(*be, {3}, p, DType::F64), m2 = tensor(*be, {3}, m, DType::F64), v2 = tensor(*be, {3}, v, DType::F64);
+  be->adamw_update(p1, tensor(*be, {3}, g_scaled, DType::F64), m1, v1, args);
+  args.grad_scale = 0.25;
+  be->adamw_update(p2, tensor(*be, {3}, g, DType::F64), m2, v2, args);
+  const Vec a = host(*be, p1), b = host(*be, p2);
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(a[i], b[i], 1e-15);
+  EXPECT_NE(a[0], host(*be, tensor(*be, {3}, p, DType::F64))[0]);
+}
+
 TEST(OpAdamW, MatchesHandComputation) {
   auto be = make_cpu_backend();
   AdamWArgs args;

@@ -155,10 +155,12 @@ void CpuBackend::adamw_update(const Tensor& param, const Tensor& grad, const Ten
     const T* g = grad.data<T>();
     const T b1 = T(args.beta1), b2 = T(args.beta2), ib1 = T(1 - args.beta1), ib2 = T(1 - args.beta2);
     const T rbc1 = T(1 / bc1), rbc2 = T(1 / bc2), lr = T(args.lr), wd = T(args.weight_decay), eps = T(args.eps);
+    const T gs = T(args.grad_scale);
 #pragma omp parallel for simd schedule(static) if (worth_threads(n))
     for (int64_t i = 0; i < n; ++i) {
-      const T mi = b1 * ms[i] + ib1 * g[i];
-      const T vi = b2 * vs[i] + ib2 * g[i] * g[i];
+      const T gi = gs * g[i];
+      const T mi = b1 * ms[i] + ib1 * gi;
+      const T vi = b2 * vs[i] + ib2 * gi * gi;
       ms[i] = mi;
       vs[i] = vi;
       p[i] -= lr * (wd * p[i] + (mi * rbc1) / (std::sqrt(vi * rbc2) + eps));
