@@ -4,7 +4,8 @@
 set -euo pipefail
 # Build tools, libraries, the data corpus, and the PyTorch reference twin used by the tests.
 PKGS=(build-essential cmake pkg-config libdnnl-dev libtomlplusplus-dev libcli11-dev
-      libhdf5-dev libgtest-dev fortunes python3 python3-numpy python3-torch python3-h5py)
+      libhdf5-dev libgtest-dev libopenmpi-dev openmpi-bin fortunes python3 python3-numpy python3-torch
+      python3-h5py)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -187,7 +187,11 @@ int run_training(const Recipe& r) {
       window_start = Clock::now();
     }
     if (stopping) {
-      if (stop[0]) stop_reason = "time budget of " + std::to_string(tc.max_minutes) + " minutes reached";
+      if (stop[0]) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "time budget of %g minutes reached", tc.max_minutes);
+        stop_reason = buf;
+      }
       else if (stop[1]) stop_reason = "stopped by signal";
       break;
     }
