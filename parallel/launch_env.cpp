@@ -1,5 +1,6 @@
 #include "parallel/launch_env.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -19,8 +20,10 @@ int env_int(const char* name) {
   return int(x);
 }
 
-LaunchEnv from(const char* rank_var, const char* world_var, const char* local_var, const char* source) {
+LaunchEnv from(const char* rank_var, const char* world_var, const char* local_var, const char* local_size_var,
+               const char* source) {
   LaunchEnv e;
+  e.local_size = std::max(0, env_int(local_size_var));
   e.rank = env_int(rank_var);
   e.world = env_int(world_var);
   e.local_rank = std::max(0, env_int(local_var));
@@ -36,9 +39,10 @@ LaunchEnv from(const char* rank_var, const char* world_var, const char* local_va
 
 LaunchEnv read_launch_env() {
   if (env_int("OMPI_COMM_WORLD_RANK") >= 0)
-    return from("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "Open MPI");
+    return from("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+                "OMPI_COMM_WORLD_LOCAL_SIZE", "Open MPI");
   if (env_int("SLURM_PROCID") >= 0 && env_int("SLURM_NTASKS") > 1)
-    return from("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "Slurm");
+    return from("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE", "Slurm");
   return LaunchEnv{};
 }
 

@@ -7,6 +7,7 @@ namespace sy {
 
 struct LaunchEnv {
   int rank = 0, world = 1, local_rank = 0;
+  int local_size = 1;  // ranks on this node (0 when the launcher does not say)
   const char* source = "single process";  // which variables it came from
 };
 

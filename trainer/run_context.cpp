@@ -1,5 +1,11 @@
 #include "trainer/run_context.h"
 
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <thread>
+
 #include "engine/config_error.h"
 #include "parallel/comm_mpi.h"
 
@@ -26,6 +32,10 @@ RunContext make_run_context(const Recipe& r) {
 
   RunContext ctx;
   ctx.env = read_launch_env();
+  // Ranks sharing a node share its cores: unless the user chose (OMP_NUM_THREADS), each rank's
+  // kernels get an equal share instead of every rank starting one thread per core.
+  if (ctx.env.local_size > 1 && !std::getenv("OMP_NUM_THREADS"))
+    omp_set_num_threads(std::max(1, int(std::thread::hardware_concurrency()) / ctx.env.local_size));
   ctx.world = ctx.env.world > 1 ? make_mpi_world_comm(p.timeout_s) : make_local_comm();
   ctx.world->set_timeout_s(p.timeout_s);
   GridSizes gs{int(p.tp), int(p.cp), int(p.dp), int(p.pp), int(p.ep), int(p.etp), p.order};
