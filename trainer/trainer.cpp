@@ -84,14 +84,22 @@ int run_training(const Recipe& r) {
   BatchSource train_data(r.data.train, r.model.seq_len, tc.seed, r.model.vocab_size);
   BatchSource val_data(r.data.val, r.model.seq_len, tc.seed, r.model.vocab_size);
 
+  // Rank 0 prepares the output directory; its verdict reaches every rank, so a failure there
+  // stops the whole job at once instead of leaving the others waiting in the next collective.
   std::error_code ec;
+  int32_t failed = 0;
   if (rank0) {
     std::filesystem::create_directories(out_dir, ec);
-    if (ec) throw ConfigError(out_dir + ": cannot create train.out_dir (" + ec.message() + "); choose a writable path");
-    std::ofstream(out_dir + "/recipe.toml") << r.resolved_toml;
-    std::filesystem::remove(out_dir + "/metrics.jsonl", ec);  // a fresh run starts a fresh log
+    failed = ec ? 1 : 0;
+    if (!failed) {
+      std::ofstream(out_dir + "/recipe.toml") << r.resolved_toml;
+      std::filesystem::remove(out_dir + "/metrics.jsonl", ec);  // a fresh run starts a fresh log
+    }
   }
-  ctx.world->barrier();
+  ctx.world->all_reduce(&failed, 1, CommType::I32, ReduceOp::Max);
+  if (failed)
+    throw ConfigError(out_dir + ": cannot create train.out_dir" + (rank0 ? " (" + ec.message() + ")" : std::string()) +
+                      "; choose a writable path");
   std::unique_ptr<MetricsLog> metrics = rank0 ? std::make_unique<MetricsLog>(out_dir + "/metrics.jsonl") : nullptr;
 
   auto backend = make_cpu_backend();
