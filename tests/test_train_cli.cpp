@@ -1,6 +1,8 @@
 // The `switchyard train` / `eval` path end to end on a small synthetic corpus.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
 #include <regex>
 
 #include "run_harness.h"
@@ -36,6 +38,24 @@ TEST(TrainCli, EvalOfSavedWeightsReproducesTheFinalValidationLoss) {
   const std::string eval_log = d.file("eval.log");
   ASSERT_TRUE(std::regex_search(eval_log, m, std::regex("loss ([0-9.]+) nats")));
   EXPECT_NEAR(std::stod(m[1]), val, 1e-6) << eval_log;
+}
+
+TEST(TrainCli, CtrlCStopsCleanlyAfterAFinalEvaluationAndSavesTheWeights) {
+  testing::RunDir d("sigint");
+  // Start a long run, interrupt it once it has logged a step, and expect a clean exit.
+  const std::string cmd =
+      "cd '" + d.path().string() + "' && ('" SY_BINARY_DIR "/switchyard' train '" SY_SOURCE_DIR
+      "/tests/recipes/tiny-test.toml' --set train.steps=1000000 --set train.out_dir=run"
+      " --set train.save_weights=run/weights.h5 > run.log 2>&1 & pid=$!;"
+      " for i in $(seq 100); do grep -q '^step' run.log 2>/dev/null && break; sleep 0.1; done;"
+      " kill -INT $pid; wait $pid)";
+  const int status = std::system(cmd.c_str());
+  const std::string log = d.file("run.log");
+  ASSERT_TRUE(WIFEXITED(status)) << log;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << log;
+  EXPECT_NE(log.find("stopped by signal"), std::string::npos) << log;
+  EXPECT_NE(d.file("run/metrics.jsonl").find("val_loss"), std::string::npos);
+  EXPECT_FALSE(d.weights("run").empty());
 }
 
 }  // namespace
