@@ -1,10 +1,11 @@
-// A recipe: a TOML file with [model], [optim], [data], [train] and [parallel] sections, plus command-line
+// A recipe: a TOML file with [model], [optim], [data], [train], [parallel] and [checkpoint] sections, plus command-line
 // overrides `section.key=value`. Unknown keys, wrong types and inconsistent sizes are ConfigErrors.
 #pragma once
 
 #include <string>
 #include <vector>
 
+#include "checkpoint/checkpoint_config.h"
 #include "data/data_config.h"
 #include "engine/model_config.h"
 #include "optim/optim_config.h"
@@ -21,6 +22,7 @@ struct Recipe {
   DataConfig data;
   TrainConfig train;
   ParallelConfig parallel;
+  CheckpointConfig checkpoint;
   std::string resolved_toml;  // the recipe after overrides, for provenance
 };
 

@@ -86,12 +86,20 @@ void validate_parallel(const ParallelConfig& p) {
   number_at_least("parallel.bucket_mb", p.bucket_mb, 0, true);
 }
 
+void validate_checkpoint(const CheckpointConfig& c) {
+  at_least("checkpoint.every_steps", c.every_steps, 0);
+  at_least("checkpoint.keep", c.keep, 1);
+  if (c.resume.empty())
+    throw ConfigError("checkpoint.resume is empty; set it to \"auto\", \"none\" or a checkpoint directory");
+}
+
 void validate_recipe(const Recipe& r) {
   r.model.validate();
   validate_optim(r.optim);
   validate_data(r.data);
   validate_train(r.train);
   validate_parallel(r.parallel);
+  validate_checkpoint(r.checkpoint);
 }
 
 }  // namespace sy

@@ -34,6 +34,8 @@ class Optimizer {
   // folded into the update).
   OptimStepResult step();
   int64_t steps_taken() const { return step_; }
+  // After loading a checkpoint's moments: the schedule and bias corrections continue from here.
+  void restore_steps_taken(int64_t steps) { step_ = steps; }
   // AdamW moments of the shard (undefined for SGD).
   const Tensor& exp_avg() const { return m_; }
   const Tensor& exp_avg_sq() const { return v_; }

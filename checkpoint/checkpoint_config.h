@@ -1,0 +1,15 @@
+// When and how a run checkpoints and resumes: the recipe's [checkpoint] section.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace sy {
+
+struct CheckpointConfig {
+  int64_t every_steps = 0;      // 0: no periodic checkpoints (a clean stop still saves when > 0)
+  int64_t keep = 3;             // newest checkpoints kept; the one being loaded is never deleted
+  std::string resume = "auto";  // auto: newest checkpoint that verifies, if any | none | a step directory
+};
+
+}  // namespace sy
