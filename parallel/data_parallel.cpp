@@ -21,8 +21,44 @@ DataParallel::DataParallel(Communicator& comm, Backend& be, ParamStore& ps, int 
   if (zero_ >= 2) shard_grads_ = be.zeros({shard_size_}, ps.values().dtype());
 }
 
+void DataParallel::set_expert_parallel(Communicator& ep, Communicator& edp) {
+  if (zero_ != 0) throw std::logic_error("expert parallelism supports zero 0 only");
+  ep_ = &ep;
+  edp_ = &edp;
+  expert_runs_.clear();
+  for (const ParamInfo& p : ps_.infos()) {
+    if (!p.expert) continue;
+    if (!expert_runs_.empty() && expert_runs_.back().second == p.offset) expert_runs_.back().second += p.numel;
+    else expert_runs_.emplace_back(p.offset, p.offset + p.numel);
+  }
+  int64_t biggest = 1;
+  for (const auto& run : expert_runs_) {
+    if ((run.second - run.first) % ep.size() != 0) throw std::logic_error("expert run does not split over ep");
+    biggest = std::max(biggest, block_of(run));
+  }
+  ep_send_ = be_.empty({biggest}, ps_.values().dtype());
+}
+
+int64_t DataParallel::block_of(const std::pair<int64_t, int64_t>& run) const {
+  return (run.second - run.first) / ep_->size();
+}
+int64_t DataParallel::owned_begin(const std::pair<int64_t, int64_t>& run) const {
+  return run.first + ep_->rank() * block_of(run);
+}
+
 OptimShard DataParallel::optimizer_shard() {
   OptimShard s;
+  if (ep_ && ep_->size() > 1) {
+    // Non-owned expert gradients are zero here, so the local sum of squares is dense + owned
+    // experts; adding the other EP ranks' owned blocks makes it the 1-rank global one.
+    s.reduce_sum_squares = [this](double local) {
+      double mine = 0;
+      for (const auto& run : expert_runs_) mine += be_.sum_squares(ps_.grads().view(owned_begin(run), {block_of(run)}));
+      double all = mine;
+      ep_->all_reduce(&all, 1, CommType::F64, ReduceOp::Sum);
+      return local + (all - mine);
+    };
+  }
   s.begin = begin_;
   s.end = end_;
   if (zero_ >= 2) s.grads = shard_grads_.view(0, {end_ - begin_});
@@ -47,13 +83,42 @@ void DataParallel::reduce_gradients() {
     return;
   }
   const size_t elem = dtype_size(g.dtype());
-  for (int64_t off = 0; off < g.numel(); off += bucket_elems_) {
-    const int64_t n = std::min(bucket_elems_, g.numel() - off);
-    comm_.all_reduce(static_cast<char*>(g.raw()) + off * elem, n, t, ReduceOp::Avg);
+  auto average = [&](int64_t begin, int64_t end) {
+    for (int64_t off = begin; off < end; off += bucket_elems_) {
+      const int64_t n = std::min(bucket_elems_, end - off);
+      comm_.all_reduce(static_cast<char*>(g.raw()) + off * elem, n, t, ReduceOp::Avg);
+    }
+  };
+  if (!ep_) {
+    average(0, g.numel());
+    return;
+  }
+  // Dense ranges (between the expert runs) as before. An owned expert block already holds the
+  // contributions of every EP rank's tokens; its EDP peers hold the rest, so their sum over the
+  // DP size is the mean over all micro-batches, as in the 1-rank run.
+  int64_t pos = 0;
+  for (const auto& run : expert_runs_) {
+    average(pos, run.first);
+    pos = run.second;
+  }
+  average(pos, g.numel());
+  for (const auto& run : expert_runs_) {
+    const Tensor mine = g.view(owned_begin(run), {block_of(run)});
+    if (edp_->size() > 1) edp_->all_reduce(mine.raw(), mine.numel(), t, ReduceOp::Sum);
+    be_.scale(mine, 1.0 / double(comm_.size()));
   }
 }
 
 void DataParallel::gather_parameters() {
+  if (ep_ && ep_->size() > 1) {
+    // Owners updated their experts; every other rank's copy is stale until this all-gather.
+    const Tensor& v = ps_.values();
+    for (const auto& run : expert_runs_) {
+      const int64_t b = block_of(run);
+      be_.copy(v.view(owned_begin(run), {b}), ep_send_.view(0, {b}));
+      ep_->all_gather(ep_send_.raw(), v.view(run.first, {run.second - run.first}).raw(), b, comm_type_of(v.dtype()));
+    }
+  }
   if (zero_ == 0 || comm_.size() == 1) return;
   const Tensor& v = ps_.values();
   be_.copy(v.view(comm_.rank() * shard_size_, {shard_size_}), gather_send_);

@@ -10,6 +10,8 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "engine/params.h"
 #include "optim/optimizer.h"
@@ -29,6 +31,14 @@ class DataParallel {
   void reduce_gradients();
   // Brings every rank's parameters up to date after the sharded update (no-op for zero 0).
   void gather_parameters();
+  // Expert parallelism (zero 0 only): each MoE layer's experts (one contiguous run of expert
+  // parameters in the flat buffer) are split evenly over `ep`, this rank owning block ep.rank().
+  // Gradients: dense ranges average over the DP group as before; the owned expert block is summed
+  // over `edp` and divided by the DP size (docs/parallel.md derives it); non-owned expert blocks
+  // are left alone (zero). The gradient norm adds the other EP ranks' expert blocks. After the
+  // update, gather_parameters all-gathers every run over `ep`, so every rank again holds the
+  // same full parameters as a 1-rank run. Call before optimizer_shard().
+  void set_expert_parallel(Communicator& ep, Communicator& edp);
   // Bytes of reduced gradients this rank keeps for the optimizer (1/dp of the total at zero 2).
   int64_t reduced_gradient_bytes() const;
 
@@ -41,6 +51,12 @@ class DataParallel {
   int64_t shard_size_ = 0, begin_ = 0, end_ = 0;
   Tensor shard_grads_;   // zero 2: the reduce-scatter destination
   Tensor gather_send_;   // zero >= 1: this rank's shard, copied out so send and receive do not alias
+  Communicator* ep_ = nullptr;
+  Communicator* edp_ = nullptr;
+  std::vector<std::pair<int64_t, int64_t>> expert_runs_;  // [begin, end) of each layer's experts
+  Tensor ep_send_;       // this rank's expert block of one run, copied out for the all-gather
+  int64_t owned_begin(const std::pair<int64_t, int64_t>& run) const;
+  int64_t block_of(const std::pair<int64_t, int64_t>& run) const;
 };
 
 }  // namespace sy

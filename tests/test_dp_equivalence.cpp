@@ -12,6 +12,7 @@
 #include <cmath>
 #include <regex>
 
+#include "equivalence_check.h"
 #include "run_harness.h"
 
 namespace sy {
@@ -21,31 +22,7 @@ const char* kSgd =
     " --set optim.name=sgd --set optim.lr=0.1 --set optim.grad_clip=0 --set optim.schedule=constant"
     " --set optim.warmup_steps=0";
 
-void expect_same_run(const testing::RunDir& d, const std::string& ref, const std::string& got) {
-  const auto a = d.losses(ref), b = d.losses(got);
-  ASSERT_EQ(a.size(), 10u) << d.file(ref + ".log");
-  ASSERT_EQ(b.size(), 10u) << d.file(got + ".log");
-  for (size_t i = 0; i < a.size(); ++i)
-    EXPECT_LE(std::abs(a[i] - b[i]), 1e-5 * std::abs(a[i])) << got << " step " << i + 1 << ": " << b[i] << " vs " << a[i];
-  const auto wa = d.weights(ref), wb = d.weights(got);
-  ASSERT_EQ(wa.size(), wb.size());
-  double worst = 0;
-  for (const auto& [name, arr] : wa) {
-    const auto x = arr.to_f64(), y = wb.at(name).to_f64();
-    double diff = 0, norm = 0, maxabs = 0, maxdiff = 0;
-    for (size_t i = 0; i < x.size(); ++i) {
-      diff += (x[i] - y[i]) * (x[i] - y[i]);
-      norm += x[i] * x[i];
-      maxabs = std::max(maxabs, std::abs(x[i]));
-      maxdiff = std::max(maxdiff, std::abs(x[i] - y[i]));
-    }
-    const double rel = std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
-    EXPECT_LE(rel, 1e-5) << got << " " << name;
-    EXPECT_LE(maxdiff, 1e-5 * maxabs) << got << " " << name;
-    worst = std::max(worst, rel);
-  }
-  std::printf("[measured] %s vs %s: worst parameter relative error %.2e\n", got.c_str(), ref.c_str(), worst);
-}
+using testing::expect_same_run;
 
 int64_t json_int(const std::string& text, const std::string& key) {
   std::smatch m;

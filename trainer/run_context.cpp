@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <thread>
+#include <tuple>
 
 #include "engine/config_error.h"
 #include "parallel/comm_mpi.h"
@@ -13,6 +14,8 @@ namespace sy {
 
 RunContext::~RunContext() {
   const bool mpi = env.world > 1 && world;
+  edp.reset();
+  ep.reset();
   dp.reset();
   world.reset();
   if (mpi) mpi_finalize_if_initialised();
@@ -20,15 +23,21 @@ RunContext::~RunContext() {
 
 RunContext make_run_context(const Recipe& r) {
   const ParallelConfig& p = r.parallel;
-  // Until tensor, pipeline, context and expert parallelism land, refuse them up front rather
-  // than training something else than what the recipe asks for.
-  const std::pair<const char*, int64_t> later[] = {{"tp", p.tp}, {"cp", p.cp}, {"pp", p.pp}, {"ep", p.ep}, {"etp", p.etp}};
+  // Until tensor, pipeline and context parallelism land, refuse them up front rather than
+  // training something else than what the recipe asks for.
+  const std::pair<const char*, int64_t> later[] = {{"tp", p.tp}, {"cp", p.cp}, {"pp", p.pp}, {"etp", p.etp}};
   for (auto& [key, v] : later)
     if (v != 1)
       throw ConfigError("parallel." + std::string(key) + "=" + std::to_string(v) +
-                        " is not supported yet (data parallelism only); set parallel." + key + "=1");
+                        " is not supported yet (data and expert parallelism only); set parallel." + key + "=1");
   if (p.zero < 0 || p.zero > 2)
     throw ConfigError("parallel.zero=" + std::to_string(p.zero) + " must be 0, 1 or 2");
+  if (p.ep > 1 && r.model.n_experts % p.ep != 0)
+    throw ConfigError("parallel.ep=" + std::to_string(p.ep) + " does not divide model.n_experts=" +
+                      std::to_string(r.model.n_experts) + "; choose an ep that divides the number of experts");
+  if (p.ep > 1 && p.zero != 0)
+    throw ConfigError("parallel.zero=" + std::to_string(p.zero) + " with parallel.ep=" + std::to_string(p.ep) +
+                      " is not supported yet; set parallel.zero=0 with expert parallelism");
 
   RunContext ctx;
   ctx.env = read_launch_env();
@@ -43,6 +52,12 @@ RunContext make_run_context(const Recipe& r) {
   const Group& dp = ctx.grid.group(GroupKind::DP);
   ctx.dp = dp.size() == 1 ? make_local_comm() : ctx.world->subgroup(dp.ranks, "dp");
   ctx.dp->set_timeout_s(p.timeout_s);
+  // Every rank creates the groups in the same order (dp, ep, edp), as subgroup creation requires.
+  for (auto [kind, slot, name] : {std::tuple{GroupKind::EP, &ctx.ep, "ep"}, std::tuple{GroupKind::EDP, &ctx.edp, "edp"}}) {
+    const Group& g = ctx.grid.group(kind);
+    *slot = g.size() == 1 ? make_local_comm() : ctx.world->subgroup(g.ranks, name);
+    (*slot)->set_timeout_s(p.timeout_s);
+  }
   return ctx;
 }
 

@@ -13,6 +13,7 @@
 #include "engine/model.h"
 #include "optim/optimizer.h"
 #include "parallel/data_parallel.h"
+#include "parallel/token_exchange_comm.h"
 #include "trainer/batch_source.h"
 #include "trainer/evaluate.h"
 #include "trainer/metrics_log.h"
@@ -106,6 +107,14 @@ int run_training(const Recipe& r) {
   Model model(r.model, *backend, parse_dtype(tc.dtype), tc.seed, dpc.size());
   const int64_t bucket_elems = int64_t(r.parallel.bucket_mb * 1024 * 1024) / int64_t(dtype_size(model.dtype()));
   DataParallel dp(dpc, *backend, model.params(), int(r.parallel.zero), bucket_elems);
+  // Expert parallelism: each MoE layer computes its EP rank's run of experts and exchanges token
+  // rows with the rest of its EP group (docs/parallel.md).
+  CommTokenExchange exchange(*ctx.ep);
+  if (ctx.ep->size() > 1) {
+    const int64_t local = r.model.n_experts / ctx.ep->size();
+    for (auto* m : model.moe_layers()) m->set_token_exchange(&exchange, ctx.ep->rank() * local, local);
+    dp.set_expert_parallel(*ctx.ep, *ctx.edp);
+  }
   Optimizer opt(r.optim, model.params(), *backend, tc.steps, dp.optimizer_shard());
   write_memory_report(out_dir + "/memory.rank" + std::to_string(ctx.world->rank()) + ".json", model, opt, dp);
 
@@ -117,9 +126,9 @@ int run_training(const Recipe& r) {
   const int64_t tokens_per_step = global_seqs * r.model.seq_len;
   const double flops_per_token = model.train_flops_per_token();
   if (rank0) {
-    std::printf("switchyard: %s | %d rank(s), dp=%ld zero=%ld | %.2fM parameters, %.2fM active per token | "
+    std::printf("switchyard: %s | %d rank(s), dp=%ld ep=%d zero=%ld | %.2fM parameters, %.2fM active per token | "
                 "%.1f MFLOP/token | %ld tokens/step | peak %.0f GFLOP/s\n",
-                r.name.c_str(), ctx.world->size(), long(n_dp), long(r.parallel.zero),
+                r.name.c_str(), ctx.world->size(), long(n_dp), ctx.ep->size(), long(r.parallel.zero),
                 model.params().total_numel() / 1e6, model.active_params_per_token() / 1e6, flops_per_token / 1e6,
                 long(tokens_per_step), tc.peak_gflops);
     std::fflush(stdout);
@@ -160,6 +169,10 @@ int run_training(const Recipe& r) {
                                "; lower optim.lr or raise optim.warmup_steps");
     const OptimStepResult upd = opt.step();
     dp.gather_parameters();
+    // The aux-free bias follows the global load (as one rank with every micro-batch sees it), so
+    // every rank moves its copy of the bias identically.
+    if (dpc.size() > 1 && r.model.router_bias_update_rate > 0)
+      for (auto* m : model.moe_layers()) dpc.all_reduce(m->pending_load().data(), n_exp, CommType::I64, ReduceOp::Sum);
     model.update_router_biases();
     for (size_t i = 0; i < t.counts.size(); ++i) window_counts[i] += t.counts[i];
     window_tokens += tokens_per_step;

@@ -1,5 +1,6 @@
 #include "engine/layers/moe_layer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -48,16 +49,25 @@ void MoeLayer::ensure(Backend& be, int64_t n, DType dt) {
   dxp_ = be.empty({cap, d}, dt);
 }
 
-std::vector<Tensor> MoeLayer::expert_w13(bool grad) const {
+std::vector<Tensor> MoeLayer::expert_w13(bool grad, int64_t first, int64_t count) const {
   std::vector<Tensor> v;
-  for (int id : expert_w1_) v.push_back(grad ? ps_.fused_grad(id, 2) : ps_.fused_value(id, 2));
+  const int64_t end = count < 0 ? int64_t(expert_w1_.size()) : first + count;
+  for (int64_t e = first; e < end; ++e) {
+    const int id = expert_w1_[e];
+    v.push_back(grad ? ps_.fused_grad(id, 2) : ps_.fused_value(id, 2));
+  }
   return v;
 }
 
-std::vector<Tensor> MoeLayer::expert_w2(bool grad) const {
+std::vector<Tensor> MoeLayer::expert_w2(bool grad, int64_t first, int64_t count) const {
   std::vector<Tensor> v;
-  for (int id : expert_w1_) v.push_back(grad ? ps_.grad(id + 2) : ps_.value(id + 2));
+  const int64_t end = count < 0 ? int64_t(expert_w1_.size()) : first + count;
+  for (int64_t e = first; e < end; ++e) v.push_back(grad ? ps_.grad(expert_w1_[e] + 2) : ps_.value(expert_w1_[e] + 2));
   return v;
+}
+
+void MoeLayer::set_token_exchange(TokenExchange* ex, int64_t first_local, int64_t n_local) {
+  disp_ = ex ? std::make_unique<ExpertDispatcher>(*ex, cfg_.n_experts, first_local, n_local) : nullptr;
 }
 
 MoeForwardStats MoeLayer::forward(Backend& be, const Tensor& xn, const Tensor& out) {
@@ -80,7 +90,8 @@ MoeForwardStats MoeLayer::forward(Backend& be, const Tensor& xn, const Tensor& o
     be.upload(plan_.src_rows.data(), src_rows_.rows(0, rows_));
     be.gather_rows(xn, src_rows_.rows(0, rows_), xp_.rows(0, rows_));
   }
-  experts_forward(be);
+  if (disp_) ep_experts_forward(be);
+  else experts_forward(be);
   if (rows_ > 0) be.combine_forward(yp_.rows(0, rows_), slot_rows_, w_, out);
   for (auto& s : shared_) s->forward(be, xn, out);
 
@@ -119,10 +130,15 @@ void MoeLayer::backward(Backend& be, const Tensor& dout, const Tensor& xn, const
   if (rows_ > 0) {
     be.fill(dyp_.rows(0, rows_), 0);
     be.combine_backward(dout, yp_.rows(0, rows_), slot_rows_, w_, dyp_.rows(0, rows_), dw_);
+  }
+  // With expert parallelism the exchanges are collective: a rank with no rows still takes part.
+  if (disp_) {
+    ep_experts_backward(be);
+  } else if (rows_ > 0) {
     be.fill(dxp_.rows(0, rows_), 0);
     experts_backward(be);
-    be.gather_rows_backward(dxp_.rows(0, rows_), slot_rows_, dxn);
   }
+  if (rows_ > 0) be.gather_rows_backward(dxp_.rows(0, rows_), slot_rows_, dxn);
 
   be.fill(dlogits_, 0);
   Tensor aux_coef;
@@ -176,6 +192,53 @@ void MoeLayer::experts_backward(Backend& be) {
     be.gemm(dh13, true, x.rows(lo, hi), false, dw13[e], 1, 1);
     be.gemm(dh13, false, w13[e], false, dx.rows(lo, hi), 1, 1);
   }
+}
+
+void MoeLayer::ep_experts_forward(Backend& be) {
+  const int64_t d = cfg_.d_model, f = cfg_.expert_ffn_dim;
+  const DType dt = xp_.dtype();
+  disp_->plan(be, plan_.offsets, dt, d);
+  const int64_t r = disp_->recv_rows(), cap = std::max<int64_t>(r, 1);
+  if (!xe_.defined() || xe_.dim(0) < cap || xe_.dtype() != dt) {
+    xe_ = be.empty({cap, d}, dt);
+    h13e_ = be.empty({cap, 2 * f}, dt);
+    ae_ = be.empty({cap, f}, dt);
+    ye_ = be.empty({cap, d}, dt);
+    dxe_ = be.empty({cap, d}, dt);
+  }
+  disp_->dispatch(be, xp_.rows(0, rows_), xe_.rows(0, r));
+  if (r > 0) {
+    const auto w13 = expert_w13(false, disp_->first_local(), disp_->n_local());
+    const auto w2 = expert_w2(false, disp_->first_local(), disp_->n_local());
+    for (const auto& s : disp_->segments()) {
+      const int64_t lo = s.begin, hi = s.begin + s.offsets.back();
+      if (lo == hi) continue;
+      be.grouped_swiglu_forward(xe_.rows(lo, hi), s.offsets, w13, w2, h13e_.rows(lo, hi), ae_.rows(lo, hi),
+                                ye_.rows(lo, hi));
+    }
+  }
+  disp_->combine(be, ye_.rows(0, r), yp_.rows(0, rows_));
+}
+
+// The adjoint of ep_experts_forward, phase by phase in reverse: output gradients travel like the
+// tokens did (dispatch), input gradients come home like the outputs did (combine).
+void MoeLayer::ep_experts_backward(Backend& be) {
+  const int64_t r = disp_->recv_rows();
+  const Tensor dye = ye_.rows(0, r);  // the forward's outputs are no longer needed
+  disp_->dispatch(be, dyp_.rows(0, rows_), dye);
+  if (r > 0) {
+    const int64_t first = disp_->first_local(), n = disp_->n_local();
+    be.fill(dxe_.rows(0, r), 0);
+    const auto w13 = expert_w13(false, first, n), w2 = expert_w2(false, first, n);
+    const auto dw13 = expert_w13(true, first, n), dw2 = expert_w2(true, first, n);
+    for (const auto& s : disp_->segments()) {
+      const int64_t lo = s.begin, hi = s.begin + s.offsets.back();
+      if (lo == hi) continue;
+      be.grouped_swiglu_backward(dye.rows(lo, hi), xe_.rows(lo, hi), s.offsets, w13, w2, h13e_.rows(lo, hi),
+                                 ae_.rows(lo, hi), dxe_.rows(lo, hi), dw13, dw2);
+    }
+  }
+  disp_->combine(be, dxe_.rows(0, r), dxp_.rows(0, rows_));
 }
 
 void MoeLayer::update_bias(Backend& be) {

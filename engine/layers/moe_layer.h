@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/layers/dispatch_plan.h"
+#include "engine/layers/expert_dispatcher.h"
 #include "engine/layers/swiglu_mlp.h"
 #include "engine/model_config.h"
 #include "engine/params.h"
@@ -45,6 +46,14 @@ class MoeLayer {
   const std::vector<int64_t>& pending_load() const { return load_since_update_; }
 
   void set_experts_impl(ExpertsImpl impl) { impl_ = impl; }
+  // Expert parallelism: this rank computes experts [first_local, first_local + n_local) and
+  // exchanges token rows with the other ranks of its EP group through `ex` (which must outlive
+  // the layer's use). Every expert's parameters stay declared; the others are never read and
+  // their gradients stay zero. nullptr: every expert is local (no communication).
+  void set_token_exchange(TokenExchange* ex, int64_t first_local, int64_t n_local);
+  bool expert_parallel() const { return disp_ != nullptr; }
+  const ExpertDispatcher* dispatcher() const { return disp_.get(); }
+  std::vector<int64_t>& pending_load() { return load_since_update_; }
   const DispatchPlan& last_plan() const { return plan_; }
   const Tensor& last_topk_idx() const { return idx_; }
 
@@ -53,8 +62,11 @@ class MoeLayer {
   void ensure_rows(Backend& be, int64_t m, DType dt);
   void experts_forward(Backend& be);
   void experts_backward(Backend& be);
-  std::vector<Tensor> expert_w13(bool grad) const;
-  std::vector<Tensor> expert_w2(bool grad) const;
+  void ep_experts_forward(Backend& be);
+  void ep_experts_backward(Backend& be);
+  // Experts [first, first + count) (count -1: to the last).
+  std::vector<Tensor> expert_w13(bool grad, int64_t first = 0, int64_t count = -1) const;
+  std::vector<Tensor> expert_w2(bool grad, int64_t first = 0, int64_t count = -1) const;
 
   ParamStore& ps_;
   const ModelConfig& cfg_;
@@ -72,6 +84,9 @@ class MoeLayer {
   // Per-permuted-row tensors [M, ...] (M = kept assignments; capacity N * k).
   Tensor src_rows_, xp_, h13_, a_, yp_, dyp_, dxp_;
   int64_t rows_ = 0;
+  // Expert parallelism: rows received for the local experts [R, ...] (R from the count exchange).
+  std::unique_ptr<ExpertDispatcher> disp_;
+  Tensor xe_, h13e_, ae_, ye_, dxe_;
 };
 
 }  // namespace sy

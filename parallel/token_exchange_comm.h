@@ -1,0 +1,23 @@
+// The engine's TokenExchange over a communicator (the expert-parallel group): counts and rows
+// go through all_to_all_v, so the communicator's byte accounting sees every exchanged row.
+#pragma once
+
+#include "engine/layers/token_exchange.h"
+#include "parallel/comm.h"
+
+namespace sy {
+
+class CommTokenExchange final : public TokenExchange {
+ public:
+  explicit CommTokenExchange(Communicator& ep) : comm_(ep) {}
+  int n_ranks() const override { return comm_.size(); }
+  int rank() const override { return comm_.rank(); }
+  std::vector<int64_t> exchange_counts(const std::vector<int64_t>& send, int64_t per_rank) override;
+  void exchange_rows(const Tensor& send_rows, std::span<const int64_t> send_counts, const Tensor& recv_rows,
+                     std::span<const int64_t> recv_counts) override;
+
+ private:
+  Communicator& comm_;
+};
+
+}  // namespace sy
