@@ -58,13 +58,15 @@ class RunDir {
 
   // `switchyard train RECIPE` with the corpus and out_dir set; ranks > 0 runs under mpirun.
   // `env` is a prefix of VAR=value words for the launched processes.
-  RunResult train(const std::string& name, int ranks, const std::string& sets, const std::string& env = "") const {
+  // `recipe` is relative to the source tree.
+  RunResult train(const std::string& name, int ranks, const std::string& sets, const std::string& env = "",
+                  const std::string& recipe = "tests/recipes/tiny-test.toml") const {
     const fs::path out = dir_ / name;
     std::string cmd = "cd '" + dir_.string() + "' && " + env + " ";
     if (ranks > 0)
       cmd += "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 300 mpirun --oversubscribe --mca btl "
              "self,vader -quiet -np " + std::to_string(ranks) + " ";
-    cmd += std::string("'") + SY_BINARY_DIR + "/switchyard' train '" + SY_SOURCE_DIR + "/tests/recipes/tiny-test.toml' " +
+    cmd += std::string("'") + SY_BINARY_DIR + "/switchyard' train '" + SY_SOURCE_DIR + "/" + recipe + "' " +
            "--set data.train=train.tok --set data.val=val.tok --set train.out_dir=" + out.string() +
            " --set train.save_weights=" + (out / "weights.h5").string() + " " + sets + " >'" +
            (dir_ / (name + ".log")).string() + "' 2>&1";
@@ -85,6 +87,17 @@ class RunDir {
     for (std::string line; std::getline(in, line);) {
       std::smatch m;
       if (std::regex_search(line, m, re)) out.push_back(std::stod(m[1]));
+    }
+    return out;
+  }
+  // The raw JSON text of one field (e.g. "expert_tokens") of every metrics record that has it.
+  std::vector<std::string> field(const std::string& name, const std::string& key) const {
+    std::vector<std::string> out;
+    std::ifstream in(dir_ / name / "metrics.jsonl");
+    const std::regex re("\"" + key + "\":(\\[[^a-z]*?\\]\\]|[^,}]+)");
+    for (std::string line; std::getline(in, line);) {
+      std::smatch m;
+      if (std::regex_search(line, m, re)) out.push_back(m[1]);
     }
     return out;
   }

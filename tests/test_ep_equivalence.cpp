@@ -31,6 +31,12 @@ void check_ep(int ranks, int ep, const std::string& sets, const std::string& tag
   ASSERT_EQ(r.code, 0) << r.output;
   ASSERT_NE(r.output.find("dp=" + std::to_string(ranks) + " ep=" + std::to_string(ep) + " "), std::string::npos) << r.output;
   testing::expect_same_run(d, "ref", name);
+  // Routing is decided on each rank's own micro-batch, so the per-expert token counts of every
+  // layer and the dropped share, summed over ranks, equal the 1-rank run's exactly.
+  const auto tokens_ref = d.field("ref", "expert_tokens"), tokens = d.field(name, "expert_tokens");
+  ASSERT_EQ(tokens_ref.size(), 10u);
+  EXPECT_EQ(tokens, tokens_ref);
+  EXPECT_EQ(d.field(name, "dropped_share"), d.field("ref", "dropped_share"));
 }
 
 TEST(EpEquivalence, AdamWEp2Dropless) { check_ep(2, 2, "", "ep_a2"); }
@@ -40,8 +46,26 @@ TEST(EpEquivalence, AdamWEp4Capacity) { check_ep(4, 4, kCapacity, "ep_a4c"); }
 TEST(EpEquivalence, SgdEp4DroplessSharedBias) { check_ep(4, 4, std::string(kSgd) + kShared + kBias, "ep_s4"); }
 TEST(EpEquivalence, AdamWDp2Ep2CapacityBias) { check_ep(4, 2, std::string(kCapacity) + kBias, "ep_a22"); }
 TEST(EpEquivalence, SgdDp2Ep2DroplessShared) { check_ep(4, 2, std::string(kSgd) + kShared, "ep_s22"); }
+TEST(EpEquivalence, SgdDp2Ep4Capacity) { check_ep(8, 4, std::string(kSgd) + kCapacity, "ep_s24"); }
 TEST(EpEquivalence, AdamWEp8EightExpertsCapacityShared) {
   check_ep(8, 8, std::string(" --set model.n_experts=8") + kCapacity + kShared + kBias, "ep_a8");
+}
+
+TEST(EpEquivalence, FineGrainedRecipeAtEp8) {
+  // recipes/fine-grained-moe.toml (64 experts top-6, 2 shared, first layer dense) shrunk in
+  // length and width only, at ep = 8 against one rank, 3 steps.
+  testing::RunDir d("ep_fine");
+  const std::string sets =
+      " --set model.seq_len=32 --set model.d_model=64 --set model.n_heads=4 --set model.n_kv_heads=2"
+      " --set model.expert_ffn_dim=16 --set model.d_ff=64 --set train.steps=3 --set train.micro_batch=1"
+      " --set train.log_every=1 --set train.eval_every=0 --set train.eval_batches=2 --set train.max_minutes=0";
+  const std::string recipe = "recipes/fine-grained-moe.toml";
+  auto r = d.train("ref", 0, sets + " --set train.grad_accum=8", "", recipe);
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = d.train("ep8", 8, sets + " --set parallel.ep=8", "", recipe);
+  ASSERT_EQ(r.code, 0) << r.output;
+  testing::expect_same_run(d, "ref", "ep8", 3);
+  EXPECT_EQ(d.field("ep8", "expert_tokens"), d.field("ref", "expert_tokens"));
 }
 
 TEST(EpConfig, EpMustDivideTheExperts) {
