@@ -6,6 +6,7 @@
 
 #include <hdf5.h>
 
+#include <mutex>
 #include <string>
 
 namespace sy {
@@ -15,6 +16,9 @@ void h5_quiet();
 
 // The description of the innermost entry of HDF5's current error stack ("" if empty).
 std::string h5_last_error();
+
+// Debian's libhdf5 is not thread-safe: every use of the HDF5 API, from any file, holds this lock.
+std::mutex& h5_mutex();
 
 [[noreturn]] void h5_fail(const char* expr, const char* file, int line);
 
@@ -27,3 +31,30 @@ R h5_checked(R result, const char* expr, const char* file, int line) {
 }  // namespace sy
 
 #define SY_H5_CHECK(expr) ::sy::h5_checked((expr), #expr, __FILE__, __LINE__)
+
+namespace sy {
+
+// Owns one HDF5 identifier. The destructor only runs on paths that are already failing, so it
+// ignores the close status; close() is the checked way to release on the success path.
+class H5Id {
+ public:
+  using Closer = herr_t (*)(hid_t);
+  H5Id(hid_t id, Closer closer) : id_(id), closer_(closer) {}
+  H5Id(const H5Id&) = delete;
+  H5Id& operator=(const H5Id&) = delete;
+  ~H5Id() {
+    if (id_ >= 0) closer_(id_);
+  }
+  hid_t get() const { return id_; }
+  void close() {
+    const hid_t id = id_;
+    id_ = -1;
+    SY_H5_CHECK(closer_(id));
+  }
+
+ private:
+  hid_t id_;
+  Closer closer_;
+};
+
+}  // namespace sy

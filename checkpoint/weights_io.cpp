@@ -30,6 +30,14 @@ herr_t innermost_desc(unsigned n, const H5E_error2_t* err, void* out) {
 
 }  // namespace
 
+// Debian's libhdf5 is built without thread safety: concurrent calls from two threads (a trainer
+// exporting weights while an evaluator reads, an async checkpoint writer) would corrupt its global
+// state, so every entry point into HDF5 holds this lock.
+std::mutex& h5_mutex() {
+  static std::mutex m;
+  return m;
+}
+
 std::string h5_last_error() {
   std::string desc;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost_desc, &desc);
@@ -47,37 +55,6 @@ void h5_fail(const char* expr, const char* file, int line) {
 }
 
 namespace {
-
-// Debian's libhdf5 is built without thread safety: concurrent calls from two threads (a trainer
-// exporting weights while an evaluator reads) would corrupt its global state, so every entry
-// point into this file holds this lock.
-std::mutex& h5_mutex() {
-  static std::mutex m;
-  return m;
-}
-
-// Owns one HDF5 identifier. The destructor only runs on paths that are already failing, so it
-// ignores the close status; close() is the checked way to release on the success path.
-class H5Id {
- public:
-  using Closer = herr_t (*)(hid_t);
-  H5Id(hid_t id, Closer closer) : id_(id), closer_(closer) {}
-  H5Id(const H5Id&) = delete;
-  H5Id& operator=(const H5Id&) = delete;
-  ~H5Id() {
-    if (id_ >= 0) closer_(id_);
-  }
-  hid_t get() const { return id_; }
-  void close() {
-    const hid_t id = id_;
-    id_ = -1;
-    SY_H5_CHECK(closer_(id));
-  }
-
- private:
-  hid_t id_;
-  Closer closer_;
-};
 
 struct TypeInfo {
   hid_t memory;  // what we hand to H5Dread/H5Dwrite (HDF5 converts byte order)

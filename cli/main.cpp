@@ -12,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli/ckpt_commands.h"
 #include "config/recipe.h"
 #include "data/prepare.h"
 #include "parallel/comm.h"
@@ -97,6 +98,15 @@ int main(int argc, char** argv) {
       ->type_name("N")
       ->check(CLI::Range(int64_t(2), std::numeric_limits<int64_t>::max()));
 
+  std::string ckpt_path, dump_name;
+  CLI::App* ckpt = app.add_subcommand("ckpt", "Checkpoints: inspect and verify");
+  ckpt->require_subcommand(1);
+  CLI::App* inspect = ckpt->add_subcommand("inspect", "List a checkpoint's tensors, dtypes, global shapes, step and attributes");
+  inspect->add_option("PATH", ckpt_path, "A step directory, or a run's out_dir (its `latest` checkpoint)")->required();
+  inspect->add_option("--dump", dump_name, "Print the values of one tensor, one per line")->type_name("NAME");
+  CLI::App* verify = ckpt->add_subcommand("verify", "Check every checksum and the completeness audit; exit 0 if sound, 1 if not");
+  verify->add_option("PATH", ckpt_path, "A step directory, or a run's out_dir (its `latest` checkpoint)")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -108,7 +118,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // CLI11 reports a misspelt command only as "A subcommand is required".
     if (app.get_subcommands().empty() && argc > 1 && argv[1][0] != '-') {
-      fail_line(std::string("unknown command \"") + argv[1] + "\"; valid commands: train, eval, data (see `switchyard --help`)");
+      fail_line(std::string("unknown command \"") + argv[1] + "\"; valid commands: train, eval, data, ckpt (see `switchyard --help`)");
       return kExitUsage;
     }
     fail_line(std::string(e.what()) + "; run `" + command_path(app) + " --help`");
@@ -124,6 +134,8 @@ int main(int argc, char** argv) {
         throw sy::ConfigError(weights + ": no such weights file; write one with `switchyard train` and train.save_weights=FILE.h5");
       return sy::run_eval(sy::load_recipe(recipe_path, sets), weights, data_path, windows);
     }
+    if (inspect->parsed()) return sy::run_ckpt_inspect(ckpt_path, dump_name);
+    if (verify->parsed()) return sy::run_ckpt_verify(ckpt_path);
     if (prepare->parsed()) {
       if (fortunes) sy::prepare_fortunes(out_prefix);
       else if (!text_files.empty()) sy::prepare_text_files(text_files, out_prefix, val_every);
