@@ -54,7 +54,7 @@ std::vector<Section> sections_of(Recipe& r) {
       {"train",
        {{"steps", &t.steps}, {"seed", &t.seed}, {"micro_batch", &t.micro_batch}, {"grad_accum", &t.grad_accum},
         {"log_every", &t.log_every}, {"eval_every", &t.eval_every}, {"eval_batches", &t.eval_batches},
-        {"max_minutes", &t.max_minutes}, {"out_dir", &t.out_dir}, {"save_weights", &t.save_weights},
+        {"max_minutes", &t.max_minutes}, {"stop_at_step", &t.stop_at_step}, {"out_dir", &t.out_dir}, {"save_weights", &t.save_weights},
         {"peak_gflops", &t.peak_gflops}, {"dtype", &t.dtype}, {"device", &t.device}}},
       {"parallel",
        {{"tp", &p.tp}, {"cp", &p.cp}, {"pp", &p.pp}, {"ep", &p.ep}, {"etp", &p.etp}, {"dp", &p.dp},

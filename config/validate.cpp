@@ -68,6 +68,7 @@ void validate_train(const TrainConfig& t) {
   at_least("train.eval_every", t.eval_every, 0);
   at_least("train.eval_batches", t.eval_batches, 1);
   number_at_least("train.max_minutes", t.max_minutes, 0, false);
+  at_least("train.stop_at_step", t.stop_at_step, 0);
   number_at_least("train.peak_gflops", t.peak_gflops, 0, true);
   one_of("train.dtype", t.dtype, {"float32", "float64"});
   if (t.device != "cpu")

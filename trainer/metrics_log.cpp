@@ -2,6 +2,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "engine/config_error.h"
@@ -70,6 +72,20 @@ std::string progress_line(const StepRecord& r) {
   if (r.val_loss) n += std::snprintf(buf + n, sizeof buf - n, " | val %.4f", *r.val_loss);
   std::snprintf(buf + n, sizeof buf - n, " | ETA %s", duration(r.eta_s).c_str());
   return buf;
+}
+
+void keep_records_up_to(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept;
+  for (std::string line; std::getline(in, line);) {
+    const auto at = line.find("\"step\":");
+    if (at != std::string::npos && std::stoll(line.substr(at + 7)) <= step) kept += line + "\n";
+  }
+  in.close();
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp) << kept;
+  std::filesystem::rename(tmp, path);
 }
 
 }  // namespace sy

@@ -38,4 +38,8 @@ class MetricsLog {
 
 std::string progress_line(const StepRecord& r);
 
+// On resume: drops the records of steps after `step` (logged before the run died, after its last
+// checkpoint), so the log reads as one run.
+void keep_records_up_to(const std::string& path, int64_t step);
+
 }  // namespace sy

@@ -18,6 +18,7 @@
 #include "trainer/evaluate.h"
 #include "trainer/metrics_log.h"
 #include "trainer/run_context.h"
+#include "trainer/train_state.h"
 #include "trainer/weights_file.h"
 
 namespace sy {
@@ -74,6 +75,25 @@ void write_memory_report(const std::string& path, const Model& model, const Opti
     << ",\"optimizer_shard\":[" << opt.shard_begin() << "," << opt.shard_end() << "]}\n";
 }
 
+// Every rank contributes its pieces: the parameters once (DP rank 0), the optimizer moments by
+// shard (every rank under ZeRO, DP rank 0 otherwise).
+void save_train_state(RunContext& ctx, const Recipe& r, const std::string& out_dir, Model& model, const Optimizer& opt,
+                      int64_t step) {
+  const bool first = ctx.dp->rank() == 0;
+  StateSnapshot snap = snapshot_state(model, opt, first, first || r.parallel.zero > 0);
+  SaveRequest req;
+  req.out_dir = out_dir;
+  req.step = step;
+  req.pieces = std::move(snap.pieces);
+  req.keep = int(r.checkpoint.keep);
+  req.attrs = {{"recipe", r.resolved_toml},
+               {"layout", "dp=" + std::to_string(ctx.dp->size()) + " zero=" + std::to_string(r.parallel.zero)},
+               {"seed", std::to_string(r.train.seed)},
+               {"consumed_tokens", std::to_string(step * r.train.micro_batch * r.train.grad_accum * ctx.dp->size() *
+                                                  r.model.seq_len)}};
+  save_checkpoint(*ctx.world, req);
+}
+
 }  // namespace
 
 int run_training(const Recipe& r) {
@@ -92,15 +112,26 @@ int run_training(const Recipe& r) {
   if (rank0) {
     std::filesystem::create_directories(out_dir, ec);
     failed = ec ? 1 : 0;
-    if (!failed) {
-      std::ofstream(out_dir + "/recipe.toml") << r.resolved_toml;
-      std::filesystem::remove(out_dir + "/metrics.jsonl", ec);  // a fresh run starts a fresh log
-    }
+    if (!failed) std::ofstream(out_dir + "/recipe.toml") << r.resolved_toml;
   }
   ctx.world->all_reduce(&failed, 1, CommType::I32, ReduceOp::Max);
   if (failed)
     throw ConfigError(out_dir + ": cannot create train.out_dir" + (rank0 ? " (" + ec.message() + ")" : std::string()) +
                       "; choose a writable path");
+  if (r.checkpoint.every_steps > 0 && ctx.ep->size() > 1)
+    throw ConfigError("checkpoint.every_steps with parallel.ep=" + std::to_string(ctx.ep->size()) +
+                      " is not supported yet; set checkpoint.every_steps=0 or parallel.ep=1");
+  // Checkpoints: stale .tmp directories go (one rank, after a barrier); then the newest
+  // checkpoint that verifies, if any, is where this run starts.
+  remove_stale_tmp(*ctx.world, out_dir);
+  const std::string resume_dir = resume_directory(r.checkpoint.resume, out_dir);
+  std::unique_ptr<CheckpointReader> resume_ckpt = resume_dir.empty() ? nullptr : std::make_unique<CheckpointReader>(resume_dir);
+  if (rank0) {
+    if (resume_ckpt)
+      keep_records_up_to(out_dir + "/metrics.jsonl", resume_ckpt->step());
+    else
+      std::filesystem::remove(out_dir + "/metrics.jsonl", ec);  // a fresh run starts a fresh log
+  }
   std::unique_ptr<MetricsLog> metrics = rank0 ? std::make_unique<MetricsLog>(out_dir + "/metrics.jsonl") : nullptr;
 
   auto backend = make_cpu_backend();
@@ -116,6 +147,12 @@ int run_training(const Recipe& r) {
     dp.set_expert_parallel(*ctx.ep, *ctx.edp);
   }
   Optimizer opt(r.optim, model.params(), *backend, tc.steps, dp.optimizer_shard());
+  int64_t step = 0;
+  if (resume_ckpt) {
+    step = restore_state(*resume_ckpt, model, opt);
+    if (rank0) std::printf("switchyard: resumed from %s after step %ld\n", resume_dir.c_str(), long(step));
+    resume_ckpt.reset();
+  }
   write_memory_report(out_dir + "/memory.rank" + std::to_string(ctx.world->rank()) + ".json", model, opt, dp);
 
   // The step's global batch: micro_batch * grad_accum * dp sequences; rank d's micro-batch a of
@@ -139,12 +176,12 @@ int run_training(const Recipe& r) {
   std::signal(SIGTERM, request_stop);
 
   const auto start = Clock::now();
+  const int64_t first_step = step;
   auto window_start = Clock::now();
   int64_t window_tokens = 0;
   const int64_t n_moe = int64_t(model.moe_layers().size()), n_exp = r.model.n_experts;
   std::vector<int64_t> window_counts(n_moe * (n_exp + 1), 0);
   double last_val = NAN;
-  int64_t step = 0;
   std::string stop_reason = "finished";
   while (step < tc.steps) {
     maybe_stall_for_test(ctx.world->rank(), step + 1);
@@ -182,7 +219,8 @@ int run_training(const Recipe& r) {
     int32_t stop[2] = {int32_t(tc.max_minutes > 0 && seconds_since(start) / 60.0 >= tc.max_minutes),
                        int32_t(g_stop_requested.load())};
     ctx.world->all_reduce(stop, 2, CommType::I32, ReduceOp::Max);
-    const bool stopping = stop[0] || stop[1] || step == tc.steps;
+    const bool stop_here = tc.stop_at_step > 0 && step >= tc.stop_at_step;
+    const bool stopping = stop[0] || stop[1] || stop_here || step == tc.steps;
     const bool eval_now = stopping || (tc.eval_every > 0 && step % tc.eval_every == 0);
     if (step % tc.log_every == 0 || eval_now) {
       StepRecord rec;
@@ -195,7 +233,7 @@ int run_training(const Recipe& r) {
       rec.grad_norm = upd.grad_norm;
       rec.tokens_per_s = double(window_tokens) / seconds_since(window_start);
       rec.mfu = rec.tokens_per_s * flops_per_token / (tc.peak_gflops * 1e9 * ctx.world->size());
-      rec.eta_s = seconds_since(start) / double(step) * double(tc.steps - step);
+      rec.eta_s = seconds_since(start) / double(step - first_step) * double(tc.steps - step);
       summarise_experts(window_counts, n_moe, n_exp, window_tokens * r.model.top_k, rec);
       if (eval_now) rec.val_loss = last_val = evaluate(model, val_data, tc.micro_batch, tc.eval_batches * tc.micro_batch, dpc);
       if (rank0) {
@@ -207,7 +245,10 @@ int run_training(const Recipe& r) {
       window_tokens = 0;
       window_start = Clock::now();
     }
+    if (r.checkpoint.every_steps > 0 && (step % r.checkpoint.every_steps == 0 || stopping))
+      save_train_state(ctx, r, out_dir, model, opt, step);
     if (stopping) {
+      if (stop_here) stop_reason = "reached train.stop_at_step";
       if (stop[0]) {
         char buf[64];
         std::snprintf(buf, sizeof buf, "time budget of %g minutes reached", tc.max_minutes);
