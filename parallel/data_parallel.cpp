@@ -39,6 +39,16 @@ void DataParallel::set_expert_parallel(Communicator& ep, Communicator& edp) {
   ep_send_ = be_.empty({biggest}, ps_.values().dtype());
 }
 
+bool DataParallel::owns_optimizer_state(int64_t offset) const {
+  if (!ep_) return true;
+  for (const auto& run : expert_runs_)
+    if (offset >= run.first && offset < run.second) {
+      const int64_t lo = owned_begin(run);
+      return offset >= lo && offset < lo + block_of(run);
+    }
+  return true;
+}
+
 int64_t DataParallel::block_of(const std::pair<int64_t, int64_t>& run) const {
   return (run.second - run.first) / ep_->size();
 }

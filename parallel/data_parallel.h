@@ -39,6 +39,9 @@ class DataParallel {
   // update, gather_parameters all-gathers every run over `ep`, so every rank again holds the
   // same full parameters as a 1-rank run. Call before optimizer_shard().
   void set_expert_parallel(Communicator& ep, Communicator& edp);
+  // Which rank's optimizer state is authoritative for the flat element `offset`: true for dense
+  // parameters on every rank; for expert parameters only on the EP rank owning that expert.
+  bool owns_optimizer_state(int64_t offset) const;
   // Bytes of reduced gradients this rank keeps for the optimizer (1/dp of the total at zero 2).
   int64_t reduced_gradient_bytes() const;
 

@@ -52,7 +52,8 @@ template <class F> void for_each_in_shard(const ParamStore& ps, const Optimizer&
 
 }  // namespace
 
-StateSnapshot snapshot_state(Model& model, const Optimizer& opt, bool write_replicated, bool write_optimizer) {
+StateSnapshot snapshot_state(Model& model, const Optimizer& opt, bool write_replicated,
+                             const std::function<bool(const ParamInfo&)>& writes_moments) {
   StateSnapshot s;
   Backend& be = model.backend();
   const ParamStore& ps = model.params();
@@ -61,8 +62,9 @@ StateSnapshot snapshot_state(Model& model, const Optimizer& opt, bool write_repl
       add_piece(s, be, ps.infos()[i].name, ps.infos()[i].shape, ps.value(int(i)), 0);
     for (auto& [name, t] : model.buffers()) add_piece(s, be, kBuffer + name, t.shape(), t, 0);
   }
-  if (write_optimizer && opt.exp_avg().defined()) {
+  if (opt.exp_avg().defined()) {
     for_each_in_shard(ps, opt, [&](const ParamInfo& p, int64_t lo, int64_t hi) {
+      if (!writes_moments(p)) return;
       const int64_t at = lo - opt.shard_begin();
       add_piece(s, be, kExpAvg + p.name, p.shape, opt.exp_avg().view(at, {hi - lo}), lo - p.offset);
       add_piece(s, be, kExpAvgSq + p.name, p.shape, opt.exp_avg_sq().view(at, {hi - lo}), lo - p.offset);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -23,10 +24,12 @@ struct StateSnapshot {
 };
 
 // `write_replicated`: this rank writes the tensors every data-parallel rank holds identically
-// (parameters, router biases); exactly one rank per replica set passes true. `write_optimizer`:
-// this rank writes the moments of its optimizer shard (every rank under ZeRO, where the shards
-// are disjoint; one rank otherwise).
-StateSnapshot snapshot_state(Model& model, const Optimizer& opt, bool write_replicated, bool write_optimizer);
+// (parameters, router biases); exactly one rank per replica set passes true.
+// `writes_moments(p)`: this rank writes the moments of parameter p that lie in its optimizer
+// shard (under ZeRO every rank, the shards being disjoint; otherwise one rank, and for an
+// expert-parallel expert the rank that owns it). Exactly one rank must claim each element.
+StateSnapshot snapshot_state(Model& model, const Optimizer& opt, bool write_replicated,
+                             const std::function<bool(const ParamInfo&)>& writes_moments);
 
 // Loads parameters, router biases and this rank's share of the optimizer moments; returns the
 // step the checkpoint was taken after. ConfigError naming the tensor if one is missing or of

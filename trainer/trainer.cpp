@@ -75,19 +75,26 @@ void write_memory_report(const std::string& path, const Model& model, const Opti
     << ",\"optimizer_shard\":[" << opt.shard_begin() << "," << opt.shard_end() << "]}\n";
 }
 
-// Every rank contributes its pieces: the parameters once (DP rank 0), the optimizer moments by
-// shard (every rank under ZeRO, DP rank 0 otherwise).
+// Every rank contributes its pieces: the parameters once (DP rank 0); the optimizer moments by
+// shard under ZeRO, else from DP rank 0 for dense parameters and from the owning EP rank (the
+// first of its EDP group) for each expert.
 void save_train_state(RunContext& ctx, const Recipe& r, const std::string& out_dir, Model& model, const Optimizer& opt,
-                      int64_t step) {
+                      const DataParallel& dp, int64_t step) {
   const bool first = ctx.dp->rank() == 0;
-  StateSnapshot snap = snapshot_state(model, opt, first, first || r.parallel.zero > 0);
+  const bool zero = r.parallel.zero > 0;
+  StateSnapshot snap = snapshot_state(model, opt, first, [&](const ParamInfo& p) {
+    if (zero) return true;
+    if (p.expert && ctx.ep->size() > 1) return dp.owns_optimizer_state(p.offset) && ctx.edp->rank() == 0;
+    return first;
+  });
   SaveRequest req;
   req.out_dir = out_dir;
   req.step = step;
   req.pieces = std::move(snap.pieces);
   req.keep = int(r.checkpoint.keep);
   req.attrs = {{"recipe", r.resolved_toml},
-               {"layout", "dp=" + std::to_string(ctx.dp->size()) + " zero=" + std::to_string(r.parallel.zero)},
+               {"layout", "dp=" + std::to_string(ctx.dp->size()) + " ep=" + std::to_string(ctx.ep->size()) +
+                              " zero=" + std::to_string(r.parallel.zero)},
                {"seed", std::to_string(r.train.seed)},
                {"consumed_tokens", std::to_string(step * r.train.micro_batch * r.train.grad_accum * ctx.dp->size() *
                                                   r.model.seq_len)}};
@@ -118,9 +125,6 @@ int run_training(const Recipe& r) {
   if (failed)
     throw ConfigError(out_dir + ": cannot create train.out_dir" + (rank0 ? " (" + ec.message() + ")" : std::string()) +
                       "; choose a writable path");
-  if (r.checkpoint.every_steps > 0 && ctx.ep->size() > 1)
-    throw ConfigError("checkpoint.every_steps with parallel.ep=" + std::to_string(ctx.ep->size()) +
-                      " is not supported yet; set checkpoint.every_steps=0 or parallel.ep=1");
   // Checkpoints: stale .tmp directories go (one rank, after a barrier); then the newest
   // checkpoint that verifies, if any, is where this run starts.
   remove_stale_tmp(*ctx.world, out_dir);
@@ -246,7 +250,7 @@ int run_training(const Recipe& r) {
       window_start = Clock::now();
     }
     if (r.checkpoint.every_steps > 0 && (step % r.checkpoint.every_steps == 0 || stopping))
-      save_train_state(ctx, r, out_dir, model, opt, step);
+      save_train_state(ctx, r, out_dir, model, opt, dp, step);
     if (stopping) {
       if (stop_here) stop_reason = "reached train.stop_at_step";
       if (stop[0]) {
