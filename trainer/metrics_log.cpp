@@ -44,7 +44,8 @@ void MetricsLog::write(const StepRecord& r) {
     << ",\"z_loss\":" << num(r.z_loss) << ",\"lr\":" << num(r.lr) << ",\"grad_norm\":" << num(r.grad_norm)
     << ",\"tokens_per_s\":" << num(r.tokens_per_s) << ",\"mfu\":" << num(r.mfu)
     << ",\"expert_share_min\":" << num(r.expert_share_min) << ",\"expert_share_max\":" << num(r.expert_share_max)
-    << ",\"dropped_share\":" << num(r.dropped_share);
+    << ",\"dropped_share\":" << num(r.dropped_share) << ",\"expert_imbalance\":" << num(r.expert_imbalance);
+  if (r.a2a_bytes >= 0) o << ",\"a2a_bytes\":" << r.a2a_bytes << ",\"a2a_bytes_routing\":" << r.a2a_bytes_routing;
   if (!r.expert_tokens.empty()) {
     o << ",\"expert_tokens\":[";
     for (size_t l = 0; l < r.expert_tokens.size(); ++l) {
@@ -67,8 +68,8 @@ std::string progress_line(const StepRecord& r) {
                         "step %ld/%ld | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %.1f%%",
                         long(r.step), long(r.total_steps), r.loss, r.lr, r.grad_norm, r.tokens_per_s, 100 * r.mfu);
   if (!r.expert_tokens.empty())
-    n += std::snprintf(buf + n, sizeof buf - n, " | experts min %.3f max %.3f drop %.1f%%", r.expert_share_min,
-                       r.expert_share_max, 100 * r.dropped_share);
+    n += std::snprintf(buf + n, sizeof buf - n, " | experts min %.3f max %.3f imb %.2f drop %.1f%%", r.expert_share_min,
+                       r.expert_share_max, r.expert_imbalance, 100 * r.dropped_share);
   if (r.val_loss) n += std::snprintf(buf + n, sizeof buf - n, " | val %.4f", *r.val_loss);
   std::snprintf(buf + n, sizeof buf - n, " | ETA %s", duration(r.eta_s).c_str());
   return buf;

@@ -19,6 +19,10 @@ struct StepRecord {
   double tokens_per_s = 0, mfu = 0;
   double expert_share_min = 0, expert_share_max = 0;  // share of a layer's assignments per expert
   double dropped_share = 0;
+  double expert_imbalance = 0;  // max over layers of (most loaded expert / mean load)
+  // Expert parallelism, this step, summed over ranks: all-to-all bytes the communicator recorded
+  // and the bytes the routing implies (-1: no expert parallelism).
+  int64_t a2a_bytes = -1, a2a_bytes_routing = -1;
   std::vector<std::vector<int64_t>> expert_tokens;  // per MoE layer, per expert
   double eta_s = 0;
   std::optional<double> val_loss;

@@ -65,6 +65,7 @@ void summarise_experts(const std::vector<int64_t>& counts, int64_t n_layers, int
     dropped += c[n_experts];
   }
   rec.dropped_share = double(dropped) / double(assignments * n_layers);
+  rec.expert_imbalance = rec.expert_share_max * double(n_experts);  // the mean share is 1/E
 }
 
 void write_memory_report(const std::string& path, const Model& model, const Optimizer& opt, const DataParallel& dp) {
@@ -184,13 +185,18 @@ int run_training(const Recipe& r) {
   auto window_start = Clock::now();
   int64_t window_tokens = 0;
   const int64_t n_moe = int64_t(model.moe_layers().size()), n_exp = r.model.n_experts;
-  std::vector<int64_t> window_counts(n_moe * (n_exp + 1), 0);
+  std::vector<int64_t> window_counts(n_moe * (n_exp + 1) + 2, 0);
   double last_val = NAN;
   std::string stop_reason = "finished";
   while (step < tc.steps) {
     maybe_stall_for_test(ctx.world->rank(), step + 1);
     backend->fill(model.params().grads(), 0);
-    StepTotals t{std::vector<double>(3, 0.0), std::vector<int64_t>(n_moe * (n_exp + 1), 0)};
+    // counts: per MoE layer E routed counts and the dropped count, then two totals of the step's
+    // token exchange: the all-to-all bytes the communicator recorded, and the bytes the routing
+    // implies (below); summed over ranks they must agree (docs/parallel.md).
+    StepTotals t{std::vector<double>(3, 0.0), std::vector<int64_t>(n_moe * (n_exp + 1) + 2, 0)};
+    ctx.ep->stats().reset();
+    int64_t rows_off_rank = 0;
     for (int64_t a = 0; a < tc.grad_accum; ++a) {
       const int64_t first = step * global_seqs + (a * n_dp + dpc.rank()) * tc.micro_batch;
       const LossParts parts = model.forward_backward(train_data.sampled(first, tc.micro_batch), 1.0 / double(tc.grad_accum));
@@ -200,7 +206,17 @@ int run_training(const Recipe& r) {
       for (int64_t l = 0; l < n_moe; ++l) {
         for (int64_t e = 0; e < n_exp; ++e) t.counts[l * (n_exp + 1) + e] += parts.moe[l].routed[e];
         t.counts[l * (n_exp + 1) + n_exp] += parts.moe[l].dropped;
+        rows_off_rank += parts.moe[l].rows_sent_off_rank;
       }
+    }
+    if (ctx.ep->size() > 1) {
+      // Every row this rank sends off-rank crosses twice (dispatch and the adjoint of combine)
+      // and comes back twice (combine, the adjoint of dispatch) from the receiver's side, so the
+      // global total is 4 x rows x d_model x element size, plus each forward's count exchange.
+      const int64_t elem = int64_t(dtype_size(model.dtype())), n_local = n_exp / ctx.ep->size();
+      t.counts[n_moe * (n_exp + 1)] = ctx.ep->stats().bytes_by_op["all_to_all_v"];
+      t.counts[n_moe * (n_exp + 1) + 1] = 4 * rows_off_rank * r.model.d_model * elem +
+                                          tc.grad_accum * n_moe * (ctx.ep->size() - 1) * n_local * 8;
     }
     dp.reduce_gradients();
     dpc.all_reduce(t.losses.data(), 3, CommType::F64, ReduceOp::Avg);
@@ -239,6 +255,10 @@ int run_training(const Recipe& r) {
       rec.mfu = rec.tokens_per_s * flops_per_token / (tc.peak_gflops * 1e9 * ctx.world->size());
       rec.eta_s = seconds_since(start) / double(step - first_step) * double(tc.steps - step);
       summarise_experts(window_counts, n_moe, n_exp, window_tokens * r.model.top_k, rec);
+      if (ctx.ep->size() > 1) {
+        rec.a2a_bytes = t.counts[n_moe * (n_exp + 1)];
+        rec.a2a_bytes_routing = t.counts[n_moe * (n_exp + 1) + 1];
+      }
       if (eval_now) rec.val_loss = last_val = evaluate(model, val_data, tc.micro_batch, tc.eval_batches * tc.micro_batch, dpc);
       if (rank0) {
         std::printf("%s\n", progress_line(rec).c_str());

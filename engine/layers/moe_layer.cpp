@@ -68,6 +68,8 @@ std::vector<Tensor> MoeLayer::expert_w2(bool grad, int64_t first, int64_t count)
 
 void MoeLayer::set_token_exchange(TokenExchange* ex, int64_t first_local, int64_t n_local) {
   disp_ = ex ? std::make_unique<ExpertDispatcher>(*ex, cfg_.n_experts, first_local, n_local) : nullptr;
+  first_local_ = ex ? first_local : 0;
+  n_local_ = ex ? n_local : cfg_.n_experts;
 }
 
 MoeForwardStats MoeLayer::forward(Backend& be, const Tensor& xn, const Tensor& out) {
@@ -99,6 +101,8 @@ MoeForwardStats MoeLayer::forward(Backend& be, const Tensor& xn, const Tensor& o
   MoeForwardStats st;
   st.routed = plan_.routed;
   st.dropped = plan_.dropped;
+  if (disp_)
+    st.rows_sent_off_rank = plan_.rows() - (plan_.offsets[first_local_ + n_local_] - plan_.offsets[first_local_]);
   st.assignments = n * k;
   for (int64_t i = 0; i < e; ++i) load_since_update_[i] += plan_.routed[i];
   aux_coef_host_.assign(e, 0.0);

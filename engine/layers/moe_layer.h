@@ -26,6 +26,9 @@ struct MoeForwardStats {
   std::vector<int64_t> routed;  // [E] assignments chosen by the router (before drops)
   int64_t dropped = 0;
   int64_t assignments = 0;  // N * k
+  // Kept assignments whose expert lives on another expert-parallel rank: the rows this rank
+  // sends in the dispatch exchange (0 without expert parallelism).
+  int64_t rows_sent_off_rank = 0;
 };
 
 class MoeLayer {
@@ -51,6 +54,8 @@ class MoeLayer {
   // the layer's use). Every expert's parameters stay declared; the others are never read and
   // their gradients stay zero. nullptr: every expert is local (no communication).
   void set_token_exchange(TokenExchange* ex, int64_t first_local, int64_t n_local);
+  int64_t first_local_expert() const { return first_local_; }
+  int64_t n_local_experts() const { return n_local_; }
   bool expert_parallel() const { return disp_ != nullptr; }
   const ExpertDispatcher* dispatcher() const { return disp_.get(); }
   std::vector<int64_t>& pending_load() { return load_since_update_; }
@@ -86,6 +91,7 @@ class MoeLayer {
   int64_t rows_ = 0;
   // Expert parallelism: rows received for the local experts [R, ...] (R from the count exchange).
   std::unique_ptr<ExpertDispatcher> disp_;
+  int64_t first_local_ = 0, n_local_ = 0;
   Tensor xe_, h13e_, ae_, ye_, dxe_;
 };
 
