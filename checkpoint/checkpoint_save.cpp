@@ -36,8 +36,10 @@ struct Faults {
   int enospc_rank = -1;    // SY_FAULT_CKPT_ENOSPC
 };
 
-Faults read_faults() {
+// SY_FAULT_CKPT_STEP=<s> limits the faults to the save of step s (default: every save).
+Faults read_faults(int64_t step) {
   Faults f;
+  if (const char* s = std::getenv("SY_FAULT_CKPT_STEP"); s && std::atoll(s) != step) return f;
   if (const char* k = std::getenv("SY_FAULT_CKPT_KILL")) f.kill_phase = k;
   if (const char* r = std::getenv("SY_FAULT_CKPT_RANK")) f.kill_rank = std::atoi(r);
   if (const char* e = std::getenv("SY_FAULT_CKPT_ENOSPC")) f.enospc_rank = std::atoi(e);
@@ -211,7 +213,7 @@ void prune(const fs::path& root, int keep) {
 
 void save_checkpoint(Communicator& world, const SaveRequest& req) {
   const int rank = world.rank();
-  const Faults faults = read_faults();
+  const Faults faults = read_faults(req.step);
   const fs::path root = checkpoints_dir(req.out_dir);
   const fs::path final_dir = root / step_dir_name(req.step);
   const fs::path tmp = final_dir.string() + ".tmp";

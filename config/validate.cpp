@@ -90,6 +90,7 @@ void validate_parallel(const ParallelConfig& p) {
 void validate_checkpoint(const CheckpointConfig& c) {
   at_least("checkpoint.every_steps", c.every_steps, 0);
   at_least("checkpoint.keep", c.keep, 1);
+  one_of("checkpoint.on_failure", c.on_failure, {"stop", "continue"});
   if (c.resume.empty())
     throw ConfigError("checkpoint.resume is empty; set it to \"auto\", \"none\" or a checkpoint directory");
 }

@@ -3,6 +3,8 @@
 // capacity drops on, mid-epoch); and a checkpoint loads into another data-parallel layout.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
 #include <cmath>
 
 #include "run_harness.h"
@@ -85,6 +87,55 @@ TEST(Resume, ExpertParallelRunResumesBitwiseAndLoadsIntoOtherLayouts) {
     ASSERT_EQ(got.size(), 1u) << name;
     EXPECT_NEAR(got[0], want[10], 1e-6 * want[10]) << name;
   }
+}
+
+int verify(const testing::RunDir& d, const std::string& run) {
+  const std::string cmd = "'" SY_BINARY_DIR "/switchyard' ckpt verify '" + (d.path() / run).string() + "' > /dev/null 2>&1";
+  const int status = std::system(cmd.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(Resume, RankKilledAtEachPhaseOfASaveThenTheJobResumesToTheSameLosses) {
+  testing::RunDir d("killed");
+  const std::string sets = std::string(kBase) + " --set checkpoint.every_steps=5";
+  ASSERT_EQ(d.train("straight", 2, kBase).code, 0);
+  const auto want = d.field("straight", "loss");
+  for (const char* phase : {"writing", "before_manifest", "before_rename", "before_latest"}) {
+    for (int rank : {0, 1}) {
+      const std::string run = std::string("k_") + phase + "_" + std::to_string(rank);
+      const auto r = d.train(run, 2, sets,
+                             std::string("SY_FAULT_CKPT_STEP=10 SY_FAULT_CKPT_KILL=") + phase +
+                                 " SY_FAULT_CKPT_RANK=" + std::to_string(rank));
+      EXPECT_NE(r.code, 0) << run << r.output;
+      EXPECT_LT(r.seconds, 60) << run;
+      // `latest` names a checkpoint that verifies (step 5, or step 10 once renamed) ...
+      EXPECT_EQ(verify(d, run), 0) << run;
+      // ... and a plain relaunch resumes from it and ends with the uninterrupted run's losses.
+      const auto again = d.train(run, 2, sets);
+      ASSERT_EQ(again.code, 0) << run << again.output;
+      EXPECT_NE(again.output.find("resumed from"), std::string::npos) << run;
+      EXPECT_EQ(d.field(run, "loss"), want) << run;
+    }
+  }
+}
+
+TEST(Resume, DiskFullOnOneRankCommitsNothingAndStopsOrContinuesAsConfigured) {
+  testing::RunDir d("enospc");
+  const std::string sets = std::string(kBase) + " --set checkpoint.every_steps=5";
+  const std::string fault = "SY_FAULT_CKPT_ENOSPC=1 SY_FAULT_CKPT_STEP=10";
+  ASSERT_EQ(d.train("straight", 2, kBase).code, 0);
+  auto r = d.train("stop", 2, sets, fault);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("rank 0: error: checkpoint step 10 not saved"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("rank 1: error: checkpoint step 10 not saved"), std::string::npos) << r.output;
+  EXPECT_FALSE(testing::fs::exists(d.path() / "stop" / "checkpoints" / "step_00000010"));
+  EXPECT_EQ(testing::slurp(d.path() / "stop" / "checkpoints" / "latest").find("step_00000005"), 0u);
+  EXPECT_EQ(verify(d, "stop"), 0);
+  r = d.train("go_on", 2, sets + " --set checkpoint.on_failure=continue", fault);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("training continues"), std::string::npos) << r.output;
+  EXPECT_EQ(d.field("go_on", "loss"), d.field("straight", "loss"));
+  EXPECT_FALSE(testing::fs::exists(d.path() / "go_on" / "checkpoints" / "step_00000010"));
 }
 
 }  // namespace

@@ -270,7 +270,13 @@ int run_training(const Recipe& r) {
       window_start = Clock::now();
     }
     if (r.checkpoint.every_steps > 0 && (step % r.checkpoint.every_steps == 0 || stopping))
-      save_train_state(ctx, r, out_dir, model, opt, dp, step);
+      try {
+        save_train_state(ctx, r, out_dir, model, opt, dp, step);
+      } catch (const CheckpointError& e) {
+        // Every rank gets the same error (the save agrees on failure), so all take this branch.
+        if (r.checkpoint.on_failure == "stop") throw;
+        if (rank0) std::fprintf(stderr, "switchyard: warning: %s; training continues (checkpoint.on_failure=continue)\n", e.what());
+      }
     if (stopping) {
       if (stop_here) stop_reason = "reached train.stop_at_step";
       if (stop[0]) {
