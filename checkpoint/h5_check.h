@@ -4,6 +4,10 @@
 // error-stack printing is switched off (h5_quiet) so a failure reads as one line, not a dump.
 #pragma once
 
+#include <stdexcept>
+
+#include "engine/tensor.h"
+
 #include <hdf5.h>
 
 #include <mutex>
@@ -26,6 +30,21 @@ template <class R>
 R h5_checked(R result, const char* expr, const char* file, int line) {
   if (result < 0) h5_fail(expr, file, line);
   return result;
+}
+
+// The HDF5 types for an engine dtype: `memory` is what buffers hold (native), `file` what files
+// store (little-endian always, so files and their checksums are the same on every host).
+struct H5Types {
+  hid_t memory;
+  hid_t file;
+};
+inline H5Types h5_types(DType dt) {
+  switch (dt) {
+    case DType::F32: return {H5T_NATIVE_FLOAT, H5T_IEEE_F32LE};
+    case DType::F64: return {H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE};
+    case DType::I32: return {H5T_NATIVE_INT32, H5T_STD_I32LE};
+  }
+  throw std::logic_error("h5_types: unknown dtype");
 }
 
 }  // namespace sy

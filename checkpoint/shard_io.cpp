@@ -15,19 +15,6 @@ namespace sy {
 
 namespace {
 
-struct Types {
-  hid_t memory;  // native, what the buffer holds
-  hid_t file;    // little-endian always, so shard files and CRCs are the same on every host
-};
-
-Types types_of(DType dt) {
-  switch (dt) {
-    case DType::F32: return {H5T_NATIVE_FLOAT, H5T_IEEE_F32LE};
-    case DType::F64: return {H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE};
-    case DType::I32: return {H5T_NATIVE_INT32, H5T_STD_I32LE};
-  }
-  throw std::logic_error("checkpoint: unknown dtype");
-}
 
 void fsync_path(const std::string& path, int flags) {
   const int fd = ::open(path.c_str(), flags);
@@ -74,7 +61,7 @@ std::vector<PieceRecord> write_shard_file(const std::string& path, const std::st
       H5Id space(dims.empty() ? SY_H5_CHECK(H5Screate(H5S_SCALAR))
                               : SY_H5_CHECK(H5Screate_simple(int(dims.size()), dims.data(), nullptr)),
                  H5Sclose);
-      const Types t = types_of(p.dtype);
+      const H5Types t = h5_types(p.dtype);
       const std::string ds_name = piece_dataset_name(p);
       H5Id ds(SY_H5_CHECK(H5Dcreate2(file.get(), ds_name.c_str(), t.file, space.get(), H5P_DEFAULT, H5P_DEFAULT,
                                      H5P_DEFAULT)),
@@ -113,7 +100,7 @@ std::vector<std::byte> read_piece_bytes(const std::string& path, const std::stri
     throw std::runtime_error("dataset '" + dataset + "' holds " + std::to_string(n) + " elements, the manifest says " +
                              std::to_string(count));
   H5Id ftype(SY_H5_CHECK(H5Dget_type(ds.get())), H5Tclose);
-  const Types t = types_of(dtype);
+  const H5Types t = h5_types(dtype);
   if (SY_H5_CHECK(H5Tequal(ftype.get(), t.file)) <= 0)
     throw std::runtime_error("dataset '" + dataset + "' is not stored as " + dtype_name(dtype));
   std::vector<std::byte> bytes(static_cast<size_t>(count) * dtype_size(dtype));

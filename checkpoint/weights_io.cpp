@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "checkpoint/h5_check.h"
+#include "checkpoint/shard_io.h"
 #include "engine/config_error.h"
 
 namespace sy {
@@ -56,19 +57,6 @@ void h5_fail(const char* expr, const char* file, int line) {
 
 namespace {
 
-struct TypeInfo {
-  hid_t memory;  // what we hand to H5Dread/H5Dwrite (HDF5 converts byte order)
-  hid_t file;    // what the file stores: fixed little-endian, so files are identical across hosts
-};
-
-TypeInfo h5_types(DType dt) {
-  switch (dt) {
-    case DType::F32: return {H5T_NATIVE_FLOAT, H5T_IEEE_F32LE};
-    case DType::F64: return {H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE};
-    case DType::I32: return {H5T_NATIVE_INT32, H5T_STD_I32LE};
-  }
-  throw std::logic_error("h5_types: unknown dtype");
-}
 
 // Maps a dataset's stored type to an engine dtype. Other types mean the file was not written by
 // us (or by the reference script), and guessing a conversion could hide a wrong file.
@@ -112,14 +100,6 @@ hid_t open_for_reading(const std::string& path) {
   cannot_open(path, why);
 }
 
-void fsync_path(const std::string& path, int flags) {
-  const int fd = ::open(path.c_str(), flags);
-  if (fd < 0) throw std::runtime_error(path + ": cannot open for fsync: " + std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) throw std::runtime_error(path + ": fsync failed: " + std::strerror(err));
-}
 
 void write_array(hid_t file, const std::string& name, const HostArray& a) {
   const int64_t n = a.numel();
@@ -130,7 +110,7 @@ void write_array(hid_t file, const std::string& name, const HostArray& a) {
   H5Id space(dims.empty() ? SY_H5_CHECK(H5Screate(H5S_SCALAR))
                           : SY_H5_CHECK(H5Screate_simple(int(dims.size()), dims.data(), nullptr)),
              H5Sclose);
-  const TypeInfo t = h5_types(a.dtype);
+  const H5Types t = h5_types(a.dtype);
   H5Id ds(SY_H5_CHECK(H5Dcreate2(file, name.c_str(), t.file, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)),
           H5Dclose);
   // An empty selection needs no buffer, and an empty vector may not have one.
@@ -328,12 +308,12 @@ void write_weights_h5(const std::string& path, const std::vector<std::pair<std::
       file.close();
       fapl.close();
     }
-    fsync_path(tmp, O_RDONLY);
+    fsync_file(tmp);
     if (std::rename(tmp.c_str(), path.c_str()) != 0)
       throw std::runtime_error("cannot rename " + tmp + " to " + path + ": " + std::strerror(errno));
     // The rename itself is only durable once the directory entry is on disk.
     std::filesystem::path dir = std::filesystem::path(path).parent_path();
-    fsync_path(dir.empty() ? std::string(".") : dir.string(), O_RDONLY | O_DIRECTORY);
+    fsync_dir(dir.empty() ? std::string(".") : dir.string());
   } catch (const std::invalid_argument&) {
     std::error_code ec;
     std::filesystem::remove(tmp, ec);
