@@ -22,7 +22,6 @@ DataParallel::DataParallel(Communicator& comm, Backend& be, ParamStore& ps, int 
 }
 
 void DataParallel::set_expert_parallel(Communicator& ep, Communicator& edp) {
-  if (zero_ != 0) throw std::logic_error("expert parallelism supports zero 0 only");
   ep_ = &ep;
   edp_ = &edp;
   expert_runs_.clear();
@@ -88,7 +87,7 @@ void DataParallel::reduce_gradients() {
     if (zero_ >= 2) be_.copy(g.view(0, {shard_size_}), shard_grads_);
     return;
   }
-  if (zero_ >= 2) {
+  if (zero_ >= 2 && !ep_) {
     comm_.reduce_scatter(g.raw(), shard_grads_.raw(), shard_size_, t, ReduceOp::Avg);
     return;
   }
@@ -117,18 +116,28 @@ void DataParallel::reduce_gradients() {
     if (edp_->size() > 1) edp_->all_reduce(mine.raw(), mine.numel(), t, ReduceOp::Sum);
     be_.scale(mine, 1.0 / double(comm_.size()));
   }
+  if (zero_ == 0) return;
+  // ZeRO with EP: a rank's optimizer shard cuts across experts it does not own, so every rank
+  // first gets every expert's reduced gradient (all-gathered over EP from the owners); the
+  // shards then update as in plain data parallelism. (This keeps the optimizer state at 1/dp;
+  // sharding the expert gradients and storage by owner is the memory-optimal next step.)
+  all_gather_expert_blocks(g);
+  if (zero_ >= 2) be_.copy(g.view(comm_.rank() * shard_size_, {shard_size_}), shard_grads_);
+}
+
+void DataParallel::all_gather_expert_blocks(const Tensor& flat) {
+  if (ep_->size() == 1) return;
+  for (const auto& run : expert_runs_) {
+    const int64_t b = block_of(run);
+    be_.copy(flat.view(owned_begin(run), {b}), ep_send_.view(0, {b}));
+    ep_->all_gather(ep_send_.raw(), flat.view(run.first, {run.second - run.first}).raw(), b, comm_type_of(flat.dtype()));
+  }
 }
 
 void DataParallel::gather_parameters() {
-  if (ep_ && ep_->size() > 1) {
-    // Owners updated their experts; every other rank's copy is stale until this all-gather.
-    const Tensor& v = ps_.values();
-    for (const auto& run : expert_runs_) {
-      const int64_t b = block_of(run);
-      be_.copy(v.view(owned_begin(run), {b}), ep_send_.view(0, {b}));
-      ep_->all_gather(ep_send_.raw(), v.view(run.first, {run.second - run.first}).raw(), b, comm_type_of(v.dtype()));
-    }
-  }
+  // zero 0 with EP: owners updated their experts; every other rank's copy is stale until this
+  // all-gather. (Under ZeRO the shards' all-gather below brings every parameter up to date.)
+  if (ep_ && zero_ == 0) all_gather_expert_blocks(ps_.values());
   if (zero_ == 0 || comm_.size() == 1) return;
   const Tensor& v = ps_.values();
   be_.copy(v.view(comm_.rank() * shard_size_, {shard_size_}), gather_send_);

@@ -31,7 +31,7 @@ class DataParallel {
   void reduce_gradients();
   // Brings every rank's parameters up to date after the sharded update (no-op for zero 0).
   void gather_parameters();
-  // Expert parallelism (zero 0 only): each MoE layer's experts (one contiguous run of expert
+  // Expert parallelism: each MoE layer's experts (one contiguous run of expert
   // parameters in the flat buffer) are split evenly over `ep`, this rank owning block ep.rank().
   // Gradients: dense ranges average over the DP group as before; the owned expert block is summed
   // over `edp` and divided by the DP size (docs/parallel.md derives it); non-owned expert blocks
@@ -59,6 +59,8 @@ class DataParallel {
   std::vector<std::pair<int64_t, int64_t>> expert_runs_;  // [begin, end) of each layer's experts
   Tensor ep_send_;       // this rank's expert block of one run, copied out for the all-gather
   int64_t owned_begin(const std::pair<int64_t, int64_t>& run) const;
+  // Every EP rank's owned expert blocks of `flat` (values or gradients) to every EP rank.
+  void all_gather_expert_blocks(const Tensor& flat);
   int64_t block_of(const std::pair<int64_t, int64_t>& run) const;
 };
 

@@ -82,11 +82,9 @@ TEST(EpConfig, EpMustDivideTheExperts) {
   EXPECT_NE(r.output.find("parallel.ep=3 does not divide model.n_experts=8"), std::string::npos) << r.output;
 }
 
-TEST(EpConfig, ZeroWithEpIsRefusedForNow) {
-  testing::RunDir d("ep_zero");
-  const auto r = d.train("bad", 2, " --set parallel.ep=2 --set parallel.zero=1");
-  EXPECT_NE(r.code, 0);
-  EXPECT_NE(r.output.find("parallel.zero=1 with parallel.ep=2 is not supported yet"), std::string::npos) << r.output;
+TEST(EpEquivalence, AdamWEp2Zero1Capacity) { check_ep(2, 2, std::string(kCapacity) + " --set parallel.zero=1", "ep_z1"); }
+TEST(EpEquivalence, SgdDp2Ep2Zero2Shared) {
+  check_ep(4, 2, std::string(kSgd) + kShared + " --set parallel.zero=2", "ep_z2");
 }
 
 }  // namespace

@@ -60,6 +60,22 @@ TEST(Resume, CheckpointFromDp2Zero1LoadsIntoOneRankAndDp4Zero2) {
   }
 }
 
+TEST(Resume, Dp2Ep2Zero1ResumesBitwise) {
+  // The layout: 4 ranks, dp2 x ep2 with ZeRO-1, grad_accum 2, capacity drops.
+  testing::RunDir d("resume_dpep");
+  const std::string sets = std::string(kBase) + " --set parallel.ep=2";
+  const std::string ck = " --set checkpoint.every_steps=5";
+  ASSERT_EQ(d.train("straight", 4, sets).code, 0);
+  auto r = d.train("split", 4, sets + ck + " --set train.stop_at_step=10");
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = d.train("split", 4, sets + ck);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("after step 10"), std::string::npos) << r.output;
+  EXPECT_EQ(d.field("split", "loss"), d.field("straight", "loss"));
+  const auto wa = d.weights("straight"), wb = d.weights("split");
+  for (const auto& [name, arr] : wa) EXPECT_TRUE(arr.bytes == wb.at(name).bytes) << name;
+}
+
 TEST(Resume, ExpertParallelRunResumesBitwiseAndLoadsIntoOtherLayouts) {
   testing::RunDir d("resume_ep");
   const std::string ep = std::string(kBase) + " --set parallel.zero=0 --set parallel.ep=2 --set model.n_shared_experts=1";
@@ -87,6 +103,36 @@ TEST(Resume, ExpertParallelRunResumesBitwiseAndLoadsIntoOtherLayouts) {
     ASSERT_EQ(got.size(), 1u) << name;
     EXPECT_NEAR(got[0], want[10], 1e-6 * want[10]) << name;
   }
+}
+
+TEST(Resume, ReshardingMatrixAcrossDpEpZeroLayouts) {
+  // Saved at dp2 x ep2 x zero1, at ep4 (zero 0) and on one rank, each loaded at the two others
+  // (the same global batch of 16 sequences per step everywhere): the first step after loading
+  // has the loss of an uninterrupted 1-rank run within 1e-6.
+  testing::RunDir d("matrix");
+  const std::pair<std::string, std::pair<int, std::string>> layouts[] = {
+      {"dp2ep2z1", {4, " --set parallel.ep=2 --set parallel.zero=1"}},
+      {"ep4", {4, " --set parallel.ep=4 --set parallel.zero=0"}},
+      {"one", {0, " --set parallel.zero=0 --set train.grad_accum=8"}}};
+  ASSERT_EQ(d.train("straight", 0, std::string(kBase) + " --set parallel.zero=0 --set train.grad_accum=8").code, 0);
+  const double want = d.losses("straight").at(10);
+  for (const auto& [name, layout] : layouts) {
+    const auto r = d.train("save_" + name, layout.first,
+                           std::string(kBase) + layout.second + " --set checkpoint.every_steps=10 --set train.stop_at_step=10");
+    ASSERT_EQ(r.code, 0) << r.output;
+  }
+  for (const auto& [from, unused] : layouts)
+    for (const auto& [to, layout] : layouts) {
+      if (from == to) continue;
+      const std::string run = "load_" + from + "_at_" + to;
+      const auto r = d.train(run, layout.first,
+                             std::string(kBase) + layout.second + " --set train.stop_at_step=11 --set checkpoint.resume=" +
+                                 (d.path() / ("save_" + from) / "checkpoints" / "step_00000010").string());
+      ASSERT_EQ(r.code, 0) << r.output;
+      const auto got = d.losses(run);
+      ASSERT_EQ(got.size(), 1u) << run;
+      EXPECT_NEAR(got[0], want, 1e-6 * want) << run;
+    }
 }
 
 int verify(const testing::RunDir& d, const std::string& run) {

@@ -35,9 +35,6 @@ RunContext make_run_context(const Recipe& r) {
   if (p.ep > 1 && r.model.n_experts % p.ep != 0)
     throw ConfigError("parallel.ep=" + std::to_string(p.ep) + " does not divide model.n_experts=" +
                       std::to_string(r.model.n_experts) + "; choose an ep that divides the number of experts");
-  if (p.ep > 1 && p.zero != 0)
-    throw ConfigError("parallel.zero=" + std::to_string(p.zero) + " with parallel.ep=" + std::to_string(p.ep) +
-                      " is not supported yet; set parallel.zero=0 with expert parallelism");
 
   RunContext ctx;
   ctx.env = read_launch_env();
