@@ -1,10 +1,21 @@
 #include "parallel/token_exchange_comm.h"
 
+#include <chrono>
 #include <stdexcept>
 
 namespace sy {
 
+namespace {
+// Adds the wall time of its scope to a counter.
+struct ScopedTimer {
+  double& total;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  ~ScopedTimer() { total += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); }
+};
+}  // namespace
+
 std::vector<int64_t> CommTokenExchange::exchange_counts(const std::vector<int64_t>& send, int64_t per_rank) {
+  ScopedTimer timer{seconds_};
   const int n = comm_.size();
   if (int64_t(send.size()) != n * per_rank) throw std::invalid_argument("exchange_counts: send size");
   std::vector<int64_t> recv(send.size());
@@ -17,6 +28,7 @@ void CommTokenExchange::exchange_rows(const Tensor& send_rows, std::span<const i
                                       const Tensor& recv_rows, std::span<const int64_t> recv_counts) {
   // Host memory only: the MPI communicator reads the tensors' storage directly (a device backend
   // pairs with a device-aware communicator, which fills the same interface).
+  ScopedTimer timer{seconds_};
   const int64_t d = send_rows.dim(1);
   std::vector<int64_t> se(send_counts.begin(), send_counts.end()), re(recv_counts.begin(), recv_counts.end());
   int64_t st = 0, rt = 0;

@@ -15,9 +15,13 @@ class CommTokenExchange final : public TokenExchange {
   std::vector<int64_t> exchange_counts(const std::vector<int64_t>& send, int64_t per_rank) override;
   void exchange_rows(const Tensor& send_rows, std::span<const int64_t> send_counts, const Tensor& recv_rows,
                      std::span<const int64_t> recv_counts) override;
+  // Wall time spent inside the exchanges since the last reset (waiting for peers included).
+  double seconds() const { return seconds_; }
+  void reset_seconds() { seconds_ = 0; }
 
  private:
   Communicator& comm_;
+  double seconds_ = 0;
 };
 
 }  // namespace sy

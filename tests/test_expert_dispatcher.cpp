@@ -62,6 +62,7 @@ class ThreadExchange {
 void round_trip(int n, int64_t experts, ExpertOrder order) {
   ThreadExchange g(n);
   const int64_t local = experts / n, d = 3;
+  std::vector<double> lhs(n, 0.0), rhs(n, 0.0);
   std::vector<std::thread> threads;
   for (int me = 0; me < n; ++me)
     threads.emplace_back([&, me] {
@@ -98,8 +99,29 @@ void round_trip(int n, int64_t experts, ExpertOrder order) {
       std::vector<float> out(m * d);
       if (m) be->download(back, out.data());
       EXPECT_EQ(out, rows) << "rank " << me;
+
+      // Gradients: the backward pass sends output gradients with dispatch and brings input
+      // gradients home with combine, which is right only if combine is dispatch's adjoint:
+      // sum over ranks of <dispatch(x), y> equals sum over ranks of <x, combine(y)>, for any x, y.
+      std::vector<float> x(m * d), y(r * d);
+      for (size_t i = 0; i < x.size(); ++i) x[i] = float((i * 7 + me * 13) % 11) - 5.0f;
+      for (size_t i = 0; i < y.size(); ++i) y[i] = float((i * 5 + me * 3) % 9) - 4.0f;
+      if (m) be->upload(x.data(), xp);
+      if (r) be->upload(y.data(), xe);
+      Tensor dx = be->empty({std::max<int64_t>(r, 1), d}, DType::F32).rows(0, r);
+      disp.dispatch(*be, xp, dx);
+      disp.combine(*be, xe, back);
+      std::vector<float> dxh(r * d), backh(m * d);
+      if (r) be->download(dx, dxh.data());
+      if (m) be->download(back, backh.data());
+      for (int64_t i = 0; i < r * d; ++i) lhs[me] += double(dxh[i]) * double(y[i]);
+      for (int64_t i = 0; i < m * d; ++i) rhs[me] += double(x[i]) * double(backh[i]);
     });
   for (auto& t : threads) t.join();
+  double l = 0, rr = 0;
+  for (int i = 0; i < n; ++i) l += lhs[i], rr += rhs[i];
+  EXPECT_EQ(l, rr);  // small integers: the sums are exact
+  if (n > 1) EXPECT_NE(l, 0.0);
 }
 
 TEST(ExpertDispatcher, RoundTripBySource2) { round_trip(2, 4, ExpertOrder::BySource); }

@@ -23,6 +23,7 @@ struct StepRecord {
   // Expert parallelism, this step, summed over ranks: all-to-all bytes the communicator recorded
   // and the bytes the routing implies (-1: no expert parallelism).
   int64_t a2a_bytes = -1, a2a_bytes_routing = -1;
+  double a2a_seconds = 0;  // this step's time inside token exchanges, mean over ranks
   std::vector<std::vector<int64_t>> expert_tokens;  // per MoE layer, per expert
   double eta_s = 0;
   std::optional<double> val_loss;

@@ -194,8 +194,10 @@ int run_training(const Recipe& r) {
     // counts: per MoE layer E routed counts and the dropped count, then two totals of the step's
     // token exchange: the all-to-all bytes the communicator recorded, and the bytes the routing
     // implies (below); summed over ranks they must agree (docs/parallel.md).
-    StepTotals t{std::vector<double>(3, 0.0), std::vector<int64_t>(n_moe * (n_exp + 1) + 2, 0)};
+    // losses: ce, aux, z, and the seconds this rank spent in token exchanges (averaged over ranks).
+    StepTotals t{std::vector<double>(4, 0.0), std::vector<int64_t>(n_moe * (n_exp + 1) + 2, 0)};
     ctx.ep->stats().reset();
+    exchange.reset_seconds();
     int64_t rows_off_rank = 0;
     for (int64_t a = 0; a < tc.grad_accum; ++a) {
       const int64_t first = step * global_seqs + (a * n_dp + dpc.rank()) * tc.micro_batch;
@@ -219,7 +221,8 @@ int run_training(const Recipe& r) {
                                           tc.grad_accum * n_moe * (ctx.ep->size() - 1) * n_local * 8;
     }
     dp.reduce_gradients();
-    dpc.all_reduce(t.losses.data(), 3, CommType::F64, ReduceOp::Avg);
+    t.losses[3] = exchange.seconds();
+    dpc.all_reduce(t.losses.data(), 4, CommType::F64, ReduceOp::Avg);
     if (!t.counts.empty()) dpc.all_reduce(t.counts.data(), int64_t(t.counts.size()), CommType::I64, ReduceOp::Sum);
     if (!std::isfinite(t.losses[0]))
       throw std::runtime_error("loss is " + std::to_string(t.losses[0]) + " at step " + std::to_string(step + 1) +
@@ -258,6 +261,7 @@ int run_training(const Recipe& r) {
       if (ctx.ep->size() > 1) {
         rec.a2a_bytes = t.counts[n_moe * (n_exp + 1)];
         rec.a2a_bytes_routing = t.counts[n_moe * (n_exp + 1) + 1];
+        rec.a2a_seconds = t.losses[3];
       }
       if (eval_now) rec.val_loss = last_val = evaluate(model, val_data, tc.micro_batch, tc.eval_batches * tc.micro_batch, dpc);
       if (rank0) {
