@@ -47,6 +47,7 @@ struct SaveRequest {
 // committed and the previous checkpoint and `latest` untouched.
 void save_checkpoint(Communicator& world, const SaveRequest& req);
 
+
 // Removes stale step_*.tmp directories (left by a crash mid-save) under <out_dir>/checkpoints:
 // rank 0 only, between two barriers, so no rank is writing into one while it goes. Collective.
 void remove_stale_tmp(Communicator& world, const std::string& out_dir);
@@ -62,6 +63,18 @@ struct PieceRecord {
   int64_t count = 0;
   uint32_t crc32c = 0;  // of the count elements' little-endian bytes
 };
+
+// save_checkpoint in its three phases, for saving in the background (checkpoint.async): begin
+// and finish are collective and run on the training thread; write_shard is this rank's own file
+// I/O and may run on another thread while training goes on (the pieces must stay valid and
+// unchanged until it returns). save_checkpoint = begin_save; write_shard; finish_save.
+struct ShardWrite {
+  std::vector<PieceRecord> records;
+  std::string error;  // empty: written and fsynced
+};
+void begin_save(Communicator& world, const SaveRequest& req);
+ShardWrite write_shard(int rank, const SaveRequest& req);
+void finish_save(Communicator& world, const SaveRequest& req, const ShardWrite& written);
 
 struct TensorRecord {
   std::string name;

@@ -211,84 +211,103 @@ void prune(const fs::path& root, int keep) {
 
 }  // namespace
 
-void save_checkpoint(Communicator& world, const SaveRequest& req) {
-  const int rank = world.rank();
-  const Faults faults = read_faults(req.step);
-  const fs::path root = checkpoints_dir(req.out_dir);
-  const fs::path final_dir = root / step_dir_name(req.step);
-  const fs::path tmp = final_dir.string() + ".tmp";
-  const std::string what = "checkpoint step " + std::to_string(req.step) + " not saved: ";
-  auto fail_if = [&](const std::string& local) {
-    if (std::string e = agree(world, local); !e.empty()) throw CheckpointError(what + e);
-  };
+namespace {
 
-  // 1. Rank 0 makes a fresh step_X.tmp/ (a leftover from a crashed save of the same step goes).
+struct SavePaths {
+  fs::path root, final_dir, tmp;
+  std::string what;  // the error prefix
+};
+
+SavePaths paths_of(const SaveRequest& req) {
+  SavePaths p;
+  p.root = checkpoints_dir(req.out_dir);
+  p.final_dir = p.root / step_dir_name(req.step);
+  p.tmp = p.final_dir.string() + ".tmp";
+  p.what = "checkpoint step " + std::to_string(req.step) + " not saved: ";
+  return p;
+}
+
+}  // namespace
+
+// 1. Rank 0 makes a fresh step_X.tmp/ (a leftover from a crashed save of the same step goes).
+void begin_save(Communicator& world, const SaveRequest& req) {
+  const SavePaths p = paths_of(req);
   std::string err = check_request(req);
-  if (rank == 0 && err.empty()) {
+  if (world.rank() == 0 && err.empty()) {
     try {
-      fs::create_directories(root);
-      fs::remove_all(tmp);
-      fs::create_directory(tmp);
+      fs::create_directories(p.root);
+      fs::remove_all(p.tmp);
+      fs::create_directory(p.tmp);
     } catch (const std::exception& e) {
       err = e.what();
     }
   }
-  fail_if(err);
+  if (std::string e = agree(world, err); !e.empty()) throw CheckpointError(p.what + e);
+}
 
-  // 2. Every rank writes and fsyncs its shard file.
+// 2. Every rank writes and fsyncs its shard file (no communication: safe on another thread).
+ShardWrite write_shard(int rank, const SaveRequest& req) {
+  const SavePaths p = paths_of(req);
+  const Faults faults = read_faults(req.step);
   char file_name[32];
   std::snprintf(file_name, sizeof file_name, "rank_%05d.h5", rank);
-  std::vector<PieceRecord> recs;
+  ShardWrite w;
   try {
-    recs = write_shard_file((tmp / file_name).string(), file_name, req.pieces, [&](size_t i) {
+    w.records = write_shard_file((p.tmp / file_name).string(), file_name, req.pieces, [&](size_t i) {
       if (i != req.pieces.size() / 2) return;  // mid-way through this rank's pieces
       maybe_kill(faults, rank, "writing");
       if (faults.enospc_rank == rank)
         throw std::system_error(ENOSPC, std::generic_category(), "writing (injected by SY_FAULT_CKPT_ENOSPC)");
     });
+    if (rank == 0) fsync_dir(p.tmp.string());  // rank 0's own file entry; the others' are covered by step 3's fsync
   } catch (const std::exception& e) {
-    err = e.what();
+    w.error = e.what();
   }
-  if (err.empty() && rank == 0) {
-    try {
-      fsync_dir(tmp.string());  // rank 0's own file entry; the others' are covered by step 3's fsync
-    } catch (const std::exception& e) {
-      err = e.what();
-    }
-  }
-  if (std::string e = agree(world, err); !e.empty()) {
-    std::error_code ec;
-    if (rank == 0) fs::remove_all(tmp, ec);  // every file is closed: the agreement came after
-    throw CheckpointError(what + e);
-  }
-  const std::string records = gather_to_root(world, encode(req.pieces, recs));
-  maybe_kill(faults, rank, "before_manifest");
+  return w;
+}
 
-  // 3. Rank 0 commits: manifest last, then the rename that makes it visible, then `latest`.
+// 3. Agreement, then rank 0 commits: manifest last, the rename that makes it visible, `latest`.
+void finish_save(Communicator& world, const SaveRequest& req, const ShardWrite& written) {
+  const int rank = world.rank();
+  const SavePaths p = paths_of(req);
+  const Faults faults = read_faults(req.step);
+  if (std::string e = agree(world, written.error); !e.empty()) {
+    std::error_code ec;
+    if (rank == 0) fs::remove_all(p.tmp, ec);  // every file is closed: the agreement came after
+    throw CheckpointError(p.what + e);
+  }
+  const std::string records = gather_to_root(world, encode(req.pieces, written.records));
+  maybe_kill(faults, rank, "before_manifest");
+  std::string err;
   if (rank == 0) {
     try {
-      write_text_file((tmp / "manifest.json").string(), build_manifest(req, world.size(), records).to_json());
-      fsync_dir(tmp.string());
+      write_text_file((p.tmp / "manifest.json").string(), build_manifest(req, world.size(), records).to_json());
+      fsync_dir(p.tmp.string());
       maybe_kill(faults, rank, "before_rename");
-      if (fs::exists(final_dir)) remove_dir_atomically(final_dir, "replaced");  // re-saving a step
-      fs::rename(tmp, final_dir);
-      fsync_dir(root.string());
+      if (fs::exists(p.final_dir)) remove_dir_atomically(p.final_dir, "replaced");  // re-saving a step
+      fs::rename(p.tmp, p.final_dir);
+      fsync_dir(p.root.string());
       maybe_kill(faults, rank, "before_latest");
-      write_text_file((root / "latest.tmp").string(), final_dir.filename().string() + "\n");
-      fs::rename(root / "latest.tmp", root / "latest");
-      fsync_dir(root.string());
-      prune(root, req.keep);
+      write_text_file((p.root / "latest.tmp").string(), p.final_dir.filename().string() + "\n");
+      fs::rename(p.root / "latest.tmp", p.root / "latest");
+      fsync_dir(p.root.string());
+      prune(p.root, req.keep);
     } catch (const std::exception& e) {
       err = e.what();
       std::error_code ec;
-      fs::remove_all(tmp, ec);  // gone already if the rename happened
+      fs::remove_all(p.tmp, ec);  // gone already if the rename happened
     }
   } else {
     // These phases are rank 0's; another rank named in them dies while waiting for its commit.
     maybe_kill(faults, rank, "before_rename");
     maybe_kill(faults, rank, "before_latest");
   }
-  fail_if(err);
+  if (std::string e = agree(world, err); !e.empty()) throw CheckpointError(p.what + e);
+}
+
+void save_checkpoint(Communicator& world, const SaveRequest& req) {
+  begin_save(world, req);
+  finish_save(world, req, write_shard(world.rank(), req));
 }
 
 void remove_stale_tmp(Communicator& world, const std::string& out_dir) {

@@ -61,7 +61,7 @@ std::vector<Section> sections_of(Recipe& r) {
         {"zero", &p.zero}, {"order", &p.order}, {"timeout_s", &p.timeout_s}, {"bucket_mb", &p.bucket_mb}}},
       {"checkpoint",
        {{"every_steps", &r.checkpoint.every_steps}, {"keep", &r.checkpoint.keep}, {"resume", &r.checkpoint.resume},
-        {"on_failure", &r.checkpoint.on_failure}}},
+        {"on_failure", &r.checkpoint.on_failure}, {"async", &r.checkpoint.async}}},
   };
 }
 

@@ -15,6 +15,7 @@
 #include "parallel/data_parallel.h"
 #include "parallel/token_exchange_comm.h"
 #include "trainer/batch_source.h"
+#include "trainer/checkpoint_writer.h"
 #include "trainer/evaluate.h"
 #include "trainer/metrics_log.h"
 #include "trainer/run_context.h"
@@ -78,9 +79,10 @@ void write_memory_report(const std::string& path, const Model& model, const Opti
 
 // Every rank contributes its pieces: the parameters once (DP rank 0); the optimizer moments by
 // shard under ZeRO, else from DP rank 0 for dense parameters and from the owning EP rank (the
-// first of its EDP group) for each expert.
-void save_train_state(RunContext& ctx, const Recipe& r, const std::string& out_dir, Model& model, const Optimizer& opt,
-                      const DataParallel& dp, int64_t step) {
+// first of its EDP group) for each expert. Hands both to the writer, which saves now or in the
+// background.
+void save_train_state(CheckpointWriter& writer, RunContext& ctx, const Recipe& r, const std::string& out_dir,
+                      Model& model, const Optimizer& opt, const DataParallel& dp, int64_t step) {
   const bool first = ctx.dp->rank() == 0;
   const bool zero = r.parallel.zero > 0;
   StateSnapshot snap = snapshot_state(model, opt, first, [&](const ParamInfo& p) {
@@ -99,7 +101,18 @@ void save_train_state(RunContext& ctx, const Recipe& r, const std::string& out_d
                {"seed", std::to_string(r.train.seed)},
                {"consumed_tokens", std::to_string(step * r.train.micro_batch * r.train.grad_accum * ctx.dp->size() *
                                                   r.model.seq_len)}};
-  save_checkpoint(*ctx.world, req);
+  writer.save(std::move(snap), std::move(req));
+}
+
+// Runs a checkpoint action; a failure (the same CheckpointError on every rank, since saves agree
+// on failure) stops training or is reported, as checkpoint.on_failure says.
+template <class F> void guarded_save(const Recipe& r, bool rank0, F&& action) {
+  try {
+    action();
+  } catch (const CheckpointError& e) {
+    if (r.checkpoint.on_failure == "stop") throw;
+    if (rank0) std::fprintf(stderr, "switchyard: warning: %s; training continues (checkpoint.on_failure=continue)\n", e.what());
+  }
 }
 
 }  // namespace
@@ -152,6 +165,7 @@ int run_training(const Recipe& r) {
     dp.set_expert_parallel(*ctx.ep, *ctx.edp);
   }
   Optimizer opt(r.optim, model.params(), *backend, tc.steps, dp.optimizer_shard());
+  CheckpointWriter writer(*ctx.world, r.checkpoint.async);
   int64_t step = 0;
   if (resume_ckpt) {
     step = restore_state(*resume_ckpt, model, opt);
@@ -239,9 +253,11 @@ int run_training(const Recipe& r) {
     ++step;
 
     // Every rank must agree to stop at the same step: one tiny all-reduce of the local reasons.
-    int32_t stop[2] = {int32_t(tc.max_minutes > 0 && seconds_since(start) / 60.0 >= tc.max_minutes),
-                       int32_t(g_stop_requested.load())};
-    ctx.world->all_reduce(stop, 2, CommType::I32, ReduceOp::Max);
+    // The same all-reduce carries each rank's vote on a background checkpoint write still running.
+    int32_t stop[3] = {int32_t(tc.max_minutes > 0 && seconds_since(start) / 60.0 >= tc.max_minutes),
+                       int32_t(g_stop_requested.load()), writer.busy()};
+    ctx.world->all_reduce(stop, 3, CommType::I32, ReduceOp::Max);
+    if (writer.in_flight() && stop[2] == 0) guarded_save(r, rank0, [&] { writer.finish(); });
     const bool stop_here = tc.stop_at_step > 0 && step >= tc.stop_at_step;
     const bool stopping = stop[0] || stop[1] || stop_here || step == tc.steps;
     const bool eval_now = stopping || (tc.eval_every > 0 && step % tc.eval_every == 0);
@@ -274,14 +290,9 @@ int run_training(const Recipe& r) {
       window_start = Clock::now();
     }
     if (r.checkpoint.every_steps > 0 && (step % r.checkpoint.every_steps == 0 || stopping))
-      try {
-        save_train_state(ctx, r, out_dir, model, opt, dp, step);
-      } catch (const CheckpointError& e) {
-        // Every rank gets the same error (the save agrees on failure), so all take this branch.
-        if (r.checkpoint.on_failure == "stop") throw;
-        if (rank0) std::fprintf(stderr, "switchyard: warning: %s; training continues (checkpoint.on_failure=continue)\n", e.what());
-      }
+      guarded_save(r, rank0, [&] { save_train_state(writer, ctx, r, out_dir, model, opt, dp, step); });
     if (stopping) {
+      guarded_save(r, rank0, [&] { writer.finish(); });  // exit waits for a save in flight
       if (stop_here) stop_reason = "reached train.stop_at_step";
       if (stop[0]) {
         char buf[64];
