@@ -202,7 +202,18 @@ int run_training(const Recipe& r) {
   std::vector<int64_t> window_counts(n_moe * (n_exp + 1) + 2, 0);
   double last_val = NAN;
   std::string stop_reason = "finished";
-  while (step < tc.steps) {
+  // A run resumed at or past train.stop_at_step does no step: it writes its state back (when
+  // checkpoints are on) and stops, which turns a checkpoint into this layout's checkpoint.
+  const bool resumed_past_stop = tc.stop_at_step > 0 && step >= tc.stop_at_step;
+  if (resumed_past_stop) {
+    if (r.checkpoint.every_steps > 0)
+      guarded_save(r, rank0, [&] {
+        save_train_state(writer, ctx, r, out_dir, model, opt, dp, step);
+        writer.finish();
+      });
+    stop_reason = "reached train.stop_at_step";
+  }
+  while (!resumed_past_stop && step < tc.steps) {
     maybe_stall_for_test(ctx.world->rank(), step + 1);
     backend->fill(model.params().grads(), 0);
     // counts: per MoE layer E routed counts and the dropped count, then two totals of the step's
