@@ -78,6 +78,11 @@ int main(int argc, char** argv) {
   CLI::App* train = app.add_subcommand("train", "Train a model from a recipe");
   train->add_option("RECIPE", recipe_path, "Recipe file (TOML), e.g. recipes/tiny-moe.toml")->required();
   add_set_option(train, sets);
+  std::string resume;
+  train->add_option("--resume", resume,
+                    "auto (default: the newest checkpoint under out_dir that verifies), none, or a step directory; "
+                    "same as --set checkpoint.resume=...")
+      ->type_name("auto|none|DIR");
 
   CLI::App* eval = app.add_subcommand("eval", "Mean loss of saved weights over a token file, read in order");
   eval->add_option("RECIPE", recipe_path, "The recipe the weights were trained with")->required();
@@ -126,7 +131,10 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (train->parsed()) return sy::run_training(sy::load_recipe(recipe_path, sets));
+    if (train->parsed()) {
+      if (!resume.empty()) sets.push_back("checkpoint.resume=" + resume);
+      return sy::run_training(sy::load_recipe(recipe_path, sets));
+    }
     if (eval->parsed()) {
       if (windows < 1)
         throw sy::ConfigError("--windows=" + std::to_string(windows) + " must be at least 1");

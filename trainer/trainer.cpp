@@ -99,6 +99,7 @@ void save_train_state(CheckpointWriter& writer, RunContext& ctx, const Recipe& r
                {"layout", "dp=" + std::to_string(ctx.dp->size()) + " ep=" + std::to_string(ctx.ep->size()) +
                               " zero=" + std::to_string(r.parallel.zero)},
                {"seed", std::to_string(r.train.seed)},
+               {"code_version", SY_CODE_VERSION},
                {"consumed_tokens", std::to_string(step * r.train.micro_batch * r.train.grad_accum * ctx.dp->size() *
                                                   r.model.seq_len)}};
   writer.save(std::move(snap), std::move(req));
