@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <span>
 
 #include "checkpoint/checkpoint.h"
 #include "run_harness.h"
@@ -17,26 +18,50 @@ namespace {
 const char* kBase =
     " --set train.steps=20 --set train.grad_accum=2 --set model.capacity_factor=1.0 --set parallel.zero=1";
 
-TEST(Resume, TwentyStepsEqualTenPlusResumePlusTenBitwise) {
-  testing::RunDir d("resume");
-  auto r = d.train("straight", 2, kBase);
-  ASSERT_EQ(r.code, 0) << r.output;
-  // The split run: stop cleanly after step 10 (saving), then a fresh launch resumes by itself.
+void expect_same_weights_bitwise(const testing::RunDir& d, const std::string& a, const std::string& b) {
+  const auto wa = d.weights(a), wb = d.weights(b);
+  ASSERT_EQ(wa.size(), wb.size());
+  for (const auto& [name, arr] : wa) EXPECT_TRUE(arr.bytes == wb.at(name).bytes) << b << " " << name;
+}
+
+// 20 steps straight against 10 steps (stopping cleanly, saving), then a fresh launch that
+// resumes by itself for the other 10: every loss as written (17 significant digits: the doubles
+// themselves) and every final parameter equal bit for bit.
+void expect_split_run_equals_straight(const testing::RunDir& d, int ranks, const std::string& sets) {
   const std::string ck = " --set checkpoint.every_steps=5";
-  r = d.train("split", 2, std::string(kBase) + ck + " --set train.stop_at_step=10");
+  auto r = d.train("straight", ranks, sets);
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = d.train("split", ranks, sets + ck + " --set train.stop_at_step=10");
   ASSERT_EQ(r.code, 0) << r.output;
   ASSERT_EQ(d.losses("split").size(), 10u);
-  r = d.train("split", 2, std::string(kBase) + ck);
+  r = d.train("split", ranks, sets + ck);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("after step 10"), std::string::npos) << r.output;
-  // Losses as written (17 significant digits: the doubles themselves) and every parameter.
   const auto a = d.field("straight", "loss"), b = d.field("split", "loss");
   ASSERT_EQ(a.size(), 20u);
   EXPECT_EQ(a, b);
-  const auto wa = d.weights("straight"), wb = d.weights("split");
-  ASSERT_EQ(wa.size(), wb.size());
-  for (const auto& [name, arr] : wa) EXPECT_TRUE(arr.bytes == wb.at(name).bytes) << name;
+  expect_same_weights_bitwise(d, "straight", "split");
+}
+
+// Resumes `from_dir` in each layout for one step: its loss equals `want` within 1e-6.
+void expect_next_step_loss(const testing::RunDir& d, const std::string& from_dir, const std::string& tag,
+                           std::span<const std::pair<std::string, std::pair<int, std::string>>> layouts, double want) {
+  for (const auto& [name, layout] : layouts) {
+    const std::string run = "load_" + tag + "_at_" + name;
+    const auto r = d.train(run, layout.first,
+                           std::string(kBase) + layout.second + " --set train.stop_at_step=11 --set checkpoint.resume=" +
+                               from_dir);
+    ASSERT_EQ(r.code, 0) << r.output;
+    const auto got = d.losses(run);
+    ASSERT_EQ(got.size(), 1u) << run;
+    EXPECT_NEAR(got[0], want, 1e-6 * want) << run;
+  }
+}
+
+TEST(Resume, TwentyStepsEqualTenPlusResumePlusTenBitwise) {
+  testing::RunDir d("resume");
+  expect_split_run_equals_straight(d, 2, kBase);
 }
 
 TEST(Resume, CheckpointFromDp2Zero1LoadsIntoOneRankAndDp4Zero2) {
@@ -46,65 +71,31 @@ TEST(Resume, CheckpointFromDp2Zero1LoadsIntoOneRankAndDp4Zero2) {
   ASSERT_EQ(r.code, 0) << r.output;
   r = d.train("saved", 2, std::string(kBase) + ck + " --set train.stop_at_step=10");
   ASSERT_EQ(r.code, 0) << r.output;
-  const auto want = d.losses("straight");
   // The same global batch (4 micro-batches of 2 per step) on other layouts, resuming from
   // saved/'s checkpoint: the next step's loss equals the uninterrupted run's within 1e-6.
-  const std::string resume = " --set checkpoint.resume=" + (d.path() / "saved" / "checkpoints" / "step_00000010").string();
   const std::pair<std::string, std::pair<int, std::string>> layouts[] = {
       {"one", {0, " --set parallel.zero=0 --set train.grad_accum=4"}},
       {"dp4", {4, " --set parallel.zero=2 --set train.grad_accum=1"}}};
-  for (const auto& [name, layout] : layouts) {
-    r = d.train(name, layout.first, std::string(kBase) + layout.second + resume + " --set train.stop_at_step=11");
-    ASSERT_EQ(r.code, 0) << r.output;
-    const auto got = d.losses(name);
-    ASSERT_EQ(got.size(), 1u) << name;
-    EXPECT_NEAR(got[0], want[10], 1e-6 * want[10]) << name;
-  }
+  expect_next_step_loss(d, (d.path() / "saved" / "checkpoints" / "step_00000010").string(), "saved", layouts,
+                        d.losses("straight").at(10));
 }
 
 TEST(Resume, Dp2Ep2Zero1ResumesBitwise) {
   // The layout: 4 ranks, dp2 x ep2 with ZeRO-1, grad_accum 2, capacity drops.
   testing::RunDir d("resume_dpep");
-  const std::string sets = std::string(kBase) + " --set parallel.ep=2";
-  const std::string ck = " --set checkpoint.every_steps=5";
-  ASSERT_EQ(d.train("straight", 4, sets).code, 0);
-  auto r = d.train("split", 4, sets + ck + " --set train.stop_at_step=10");
-  ASSERT_EQ(r.code, 0) << r.output;
-  r = d.train("split", 4, sets + ck);
-  ASSERT_EQ(r.code, 0) << r.output;
-  EXPECT_NE(r.output.find("after step 10"), std::string::npos) << r.output;
-  EXPECT_EQ(d.field("split", "loss"), d.field("straight", "loss"));
-  const auto wa = d.weights("straight"), wb = d.weights("split");
-  for (const auto& [name, arr] : wa) EXPECT_TRUE(arr.bytes == wb.at(name).bytes) << name;
+  expect_split_run_equals_straight(d, 4, std::string(kBase) + " --set parallel.ep=2");
 }
 
 TEST(Resume, ExpertParallelRunResumesBitwiseAndLoadsIntoOtherLayouts) {
   testing::RunDir d("resume_ep");
-  const std::string ep = std::string(kBase) + " --set parallel.zero=0 --set parallel.ep=2 --set model.n_shared_experts=1";
-  const std::string ck = " --set checkpoint.every_steps=5";
-  auto r = d.train("straight", 2, ep);
-  ASSERT_EQ(r.code, 0) << r.output;
-  r = d.train("split", 2, ep + ck + " --set train.stop_at_step=10");
-  ASSERT_EQ(r.code, 0) << r.output;
-  r = d.train("split", 2, ep + ck);
-  ASSERT_EQ(r.code, 0) << r.output;
-  EXPECT_NE(r.output.find("after step 10"), std::string::npos) << r.output;
-  EXPECT_EQ(d.field("straight", "loss"), d.field("split", "loss"));
-  const auto wa = d.weights("straight"), wb = d.weights("split");
-  for (const auto& [name, arr] : wa) EXPECT_TRUE(arr.bytes == wb.at(name).bytes) << name;
+  const std::string shared = " --set parallel.zero=0 --set model.n_shared_experts=1";
+  expect_split_run_equals_straight(d, 2, std::string(kBase) + shared + " --set parallel.ep=2");
   // The ep2 checkpoint (experts' moments written by their owners) into one rank and into dp2
   // without expert parallelism: the next step's loss equals the uninterrupted run's.
-  const auto want = d.losses("straight");
-  const std::string resume = " --set checkpoint.resume=" + (d.path() / "split" / "checkpoints" / "step_00000010").string();
   const std::pair<std::string, std::pair<int, std::string>> layouts[] = {
-      {"one", {0, " --set parallel.ep=1 --set train.grad_accum=4"}}, {"dp2", {2, " --set parallel.ep=1"}}};
-  for (const auto& [name, layout] : layouts) {
-    r = d.train(name, layout.first, ep + layout.second + resume + " --set train.stop_at_step=11");
-    ASSERT_EQ(r.code, 0) << r.output;
-    const auto got = d.losses(name);
-    ASSERT_EQ(got.size(), 1u) << name;
-    EXPECT_NEAR(got[0], want[10], 1e-6 * want[10]) << name;
-  }
+      {"one", {0, shared + " --set train.grad_accum=4"}}, {"dp2", {2, shared}}};
+  expect_next_step_loss(d, (d.path() / "split" / "checkpoints" / "step_00000010").string(), "ep2", layouts,
+                        d.losses("straight").at(10));
 }
 
 TEST(Resume, ReshardingMatrixAcrossDpEpZeroLayouts) {
@@ -144,14 +135,8 @@ TEST(Resume, ReshardingMatrixAcrossDpEpZeroLayouts) {
         b.read(name, 0, n, y.data(), DType::F32);
         ASSERT_TRUE(x == y) << back << " " << name;
       }
-      const std::string run = "load_" + from + "_at_" + to;
-      const auto r = d.train(run, layout.first,
-                             std::string(kBase) + layout.second + " --set train.stop_at_step=11 --set checkpoint.resume=" +
-                                 (d.path() / ("save_" + from) / "checkpoints" / "step_00000010").string());
-      ASSERT_EQ(r.code, 0) << r.output;
-      const auto got = d.losses(run);
-      ASSERT_EQ(got.size(), 1u) << run;
-      EXPECT_NEAR(got[0], want, 1e-6 * want) << run;
+      const std::pair<std::string, std::pair<int, std::string>> one[] = {{to, layout}};
+      expect_next_step_loss(d, from_dir, from, one, want);
     }
 }
 
@@ -173,8 +158,7 @@ TEST(Resume, AsyncCheckpointsHoldTheValuesOfTheirStepWhileTrainingGoesOn) {
   const auto want = d.field("straight", "loss"), got = d.field("from5", "loss");
   ASSERT_EQ(got.size(), 15u);
   EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin() + 5));
-  const auto wa = d.weights("straight"), wb = d.weights("from5");
-  for (const auto& [name, arr] : wa) EXPECT_TRUE(arr.bytes == wb.at(name).bytes) << name;
+  expect_same_weights_bitwise(d, "straight", "from5");
 }
 
 int verify(const testing::RunDir& d, const std::string& run) {
