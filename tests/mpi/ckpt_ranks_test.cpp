@@ -9,6 +9,8 @@
 // f32 replicated, passed by rank 0 only. Values depend on the element index and the step.
 #include <gtest/gtest.h>
 
+#include "mpi_gtest.h"
+
 #include <unistd.h>
 
 #include <cstdio>
@@ -131,16 +133,6 @@ TEST(CkptRanks, EnospcOnLastRankReachesEveryRank) {
   if (r == 0) fs::remove_all(dir);
 }
 
-class FailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit FailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& r) override {
-    if (r.failed()) std::printf("rank %d: %s:%d: %s\n", rank_, r.file_name(), r.line_number(), r.summary());
-  }
-
- private:
-  int rank_;
-};
 
 // The `save` and `resume` modes: exit 0 on success, 1 after printing a CheckpointError.
 int run_mode(const std::string& mode, const std::string& dir, int64_t step) {
@@ -173,12 +165,7 @@ int main(int argc, char** argv) {
     if (mode) {
       rc = sy::run_mode(argv[1], argv[2], std::atoll(argv[3]));
     } else {
-      if (world->rank() != 0) {
-        auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-        delete listeners.Release(listeners.default_result_printer());
-        listeners.Append(new sy::FailurePrinter(world->rank()));
-      }
-      rc = RUN_ALL_TESTS();
+      rc = sy::run_tests_on_ranks(*world);
     }
   }
   sy::mpi_finalize_if_initialised();

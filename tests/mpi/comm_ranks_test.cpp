@@ -3,6 +3,8 @@
 // closed forms or loops over ranks written independently of the communicator.
 #include <gtest/gtest.h>
 
+#include "mpi_gtest.h"
+
 #include <cstdio>
 #include <numeric>
 #include <vector>
@@ -252,18 +254,6 @@ TEST_F(Mpi, RecvTimeoutNamesThePeerAndIsRecoverable) {
   EXPECT_FALSE(mpi_timed_out());
 }
 
-// Ranks other than 0 print only their failures, prefixed, so the output stays readable.
-class FailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit FailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& res) override {
-    if (res.failed())
-      std::printf("[rank %d] %s:%d: %s\n", rank_, res.file_name() ? res.file_name() : "?", res.line_number(), res.summary());
-  }
-
- private:
-  int rank_;
-};
 
 }  // namespace
 }  // namespace sy
@@ -274,12 +264,7 @@ int main(int argc, char** argv) {
   {
     auto world = sy::make_mpi_world_comm(30);
     sy::g_world = world.get();
-    if (world->rank() != 0) {
-      auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-      delete listeners.Release(listeners.default_result_printer());
-      listeners.Append(new sy::FailurePrinter(world->rank()));
-    }
-    rc = RUN_ALL_TESTS();
+    rc = sy::run_tests_on_ranks(*world);
   }
   sy::mpi_finalize_if_initialised();
   return rc;
