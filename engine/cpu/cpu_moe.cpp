@@ -25,6 +25,29 @@ void CpuBackend::gather_rows(const Tensor& x, const Tensor& src_rows, const Tens
   for (int64_t i = 0; i < m; ++i) std::memcpy(o + i * row_bytes, xs + src[i] * row_bytes, row_bytes);
 }
 
+namespace {
+
+// dst[i, :] += weight(i * k + j) * src[slots[i, j], :] over the kept slots (slots >= 0): the
+// adjoint of gather (unit weights) and the weighted combine share it. Each output row is owned
+// by one thread, so there is no race however the slots repeat.
+template <class T, class Weight>
+void add_slot_rows(const T* src, const int32_t* slots, int64_t n, int64_t k, int64_t d, T* dst, Weight weight) {
+#pragma omp parallel for schedule(static) if (worth_threads(n * k * d))
+  for (int64_t i = 0; i < n; ++i) {
+    T* o = dst + i * d;
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t s = slots[i * k + j];
+      if (s < 0) continue;
+      const T wt = weight(i * k + j);
+      const T* r = src + s * d;
+#pragma omp simd
+      for (int64_t c = 0; c < d; ++c) o[c] += wt * r[c];
+    }
+  }
+}
+
+}  // namespace
+
 void CpuBackend::gather_rows_backward(const Tensor& dxp, const Tensor& slot_rows, const Tensor& dx) {
   const char* op = "gather_rows_backward";
   const DType dt = check_float(op, {{"dxp", dxp}, {"dx", dx}});
@@ -34,21 +57,7 @@ void CpuBackend::gather_rows_backward(const Tensor& dxp, const Tensor& slot_rows
   check_shape(op, {"dx", dx}, {n, d});
   check_indices(op, {"slot_rows", slot_rows}, 0, m, true);
   const int32_t* slots = slot_rows.data<int32_t>();
-  dispatch(dt, [&]<class T>(T) {
-    const T* src = dxp.data<T>();
-    T* dst = dx.data<T>();
-#pragma omp parallel for schedule(static) if (worth_threads(n * k * d))
-    for (int64_t i = 0; i < n; ++i) {
-      T* o = dst + i * d;
-      for (int64_t j = 0; j < k; ++j) {
-        const int64_t s = slots[i * k + j];
-        if (s < 0) continue;
-        const T* r = src + s * d;
-#pragma omp simd
-        for (int64_t c = 0; c < d; ++c) o[c] += r[c];
-      }
-    }
-  });
+  dispatch(dt, [&]<class T>(T) { add_slot_rows(dxp.data<T>(), slots, n, k, d, dx.data<T>(), [](int64_t) { return T(1); }); });
 }
 
 void CpuBackend::combine_forward(const Tensor& y, const Tensor& slot_rows, const Tensor& w, const Tensor& out) {
@@ -62,20 +71,8 @@ void CpuBackend::combine_forward(const Tensor& y, const Tensor& slot_rows, const
   check_indices(op, {"slot_rows", slot_rows}, 0, m, true);
   const int32_t* slots = slot_rows.data<int32_t>();
   dispatch(dt, [&]<class T>(T) {
-    const T *ys = y.data<T>(), *ws = w.data<T>();
-    T* o = out.data<T>();
-#pragma omp parallel for schedule(static) if (worth_threads(n * k * d))
-    for (int64_t i = 0; i < n; ++i) {
-      T* orow = o + i * d;
-      for (int64_t j = 0; j < k; ++j) {
-        const int64_t s = slots[i * k + j];
-        if (s < 0) continue;
-        const T wt = ws[i * k + j];
-        const T* r = ys + s * d;
-#pragma omp simd
-        for (int64_t c = 0; c < d; ++c) orow[c] += wt * r[c];
-      }
-    }
+    const T* ws = w.data<T>();
+    add_slot_rows(y.data<T>(), slots, n, k, d, out.data<T>(), [ws](int64_t slot) { return ws[slot]; });
   });
 }
 
