@@ -38,15 +38,18 @@ int main(int argc, char** argv) {
     auto world = env.world > 1 ? make_mpi_world_comm(600) : make_local_comm();
     {
       auto be = make_cpu_backend();
-      Model model(r.model, *be, DType::F32, 1, world->size());
-      DataParallel dp(*world, *be, model.params(), world->size() > 1 ? 1 : 0, 1 << 20);
+      Model model(r.model, *be, DType::F32, 1, ModelShard{{}, world->size(), world->size()});
+      auto ep = make_local_comm();
+      DataParallel dp({world.get(), ep.get(), world.get()}, *be, model.params(), world->size() > 1 ? 1 : 0, 1 << 20);
       Optimizer opt(r.optim, model.params(), *be, 10, dp.optimizer_shard());
       double t_snap = 0, t_save = 0, t_load = 0;
       int64_t bytes = 0;
       for (int rep = 0; rep < reps; ++rep) {
         world->barrier();
         auto t = Clock::now();
-        StateSnapshot snap = snapshot_state(model, opt, world->rank() == 0, [](const ParamInfo&) { return true; });
+        StateSnapshot snap = snapshot_state(
+            model, opt, world->rank() == 0, [&](const ParamInfo& p) { return dp.writes_value(p); },
+            [&](const ParamInfo& p) { return dp.writes_moments(p); });
         t_snap += secs(t);
         int64_t mine = 0;
         for (const auto& b : snap.buffers) mine += int64_t(b.size());
@@ -71,7 +74,9 @@ int main(int argc, char** argv) {
         for (int rep = 0; rep < reps; ++rep) {
           world->barrier();
           auto t = Clock::now();
-          StateSnapshot snap = snapshot_state(model, opt, world->rank() == 0, [](const ParamInfo&) { return true; });
+          StateSnapshot snap = snapshot_state(
+            model, opt, world->rank() == 0, [&](const ParamInfo& p) { return dp.writes_value(p); },
+            [&](const ParamInfo& p) { return dp.writes_moments(p); });
           SaveRequest req{out, 100 + rep, snap.pieces, {{"bench", "async"}}, 2};
           writer.save(std::move(snap), std::move(req));
           t_block += secs(t);

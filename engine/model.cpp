@@ -7,19 +7,19 @@
 
 namespace sy {
 
-Model::Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed, int64_t pad_multiple)
+Model::Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed, ModelShard shard)
     : cfg_(cfg), be_(be), dtype_(dtype) {
   cfg_.validate();
   embed_ = ps_.add("embed.weight", {cfg_.vocab_size, cfg_.d_model}, ParamKind::Embedding, cfg_.init_std);
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
     attn_.push_back(std::make_unique<AttentionBlock>(ps_, cfg_, l));
-    ffn_.push_back(std::make_unique<FfnBlock>(ps_, cfg_, l));
+    ffn_.push_back(std::make_unique<FfnBlock>(ps_, cfg_, l, shard.experts));
   }
   final_norm_ = ps_.add("final_norm.weight", {cfg_.d_model}, ParamKind::Norm, 0);
   lm_head_ = cfg_.tie_embeddings
                  ? embed_
                  : ps_.add("lm_head.weight", {cfg_.vocab_size, cfg_.d_model}, ParamKind::Matrix, cfg_.init_std);
-  ps_.allocate(be_, dtype_, pad_multiple);
+  ps_.allocate(be_, dtype_, shard.dense_pad, shard.expert_pad);
   ps_.initialize(be_, seed);
   for (auto& f : ffn_) f->allocate_buffers(be_, dtype_);
 }
@@ -157,6 +157,12 @@ int64_t Model::active_params_per_token() const {
       n += 3 * d * cfg_.d_ff;
   }
   return n;
+}
+
+int64_t Model::total_params() const {
+  int64_t moe_layers = 0;
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) moe_layers += cfg_.layer_is_moe(l);
+  return ps_.dense_segment().numel + moe_layers * cfg_.n_experts * 3 * cfg_.d_model * cfg_.expert_ffn_dim;
 }
 
 double Model::train_flops_per_token() const {

@@ -30,10 +30,17 @@ struct LossParts {
   double total() const { return ce + aux + z; }
 };
 
+// Which part of the model an instance holds, and how its flat buffers are padded: a rank under
+// expert parallelism holds the dense parameters and its own run of experts; each segment of the
+// flat buffers is padded to a multiple of the group it is sharded over (ZeRO).
+struct ModelShard {
+  ExpertRange experts;  // default: every expert
+  int64_t dense_pad = 1, expert_pad = 1;
+};
+
 class Model {
  public:
-  // pad_multiple: the flat parameter buffers are padded to a multiple of it (ZeRO shards).
-  Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed, int64_t pad_multiple = 1);
+  Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed, ModelShard shard = {});
 
   // Forward only (evaluation); the logits stay available through logits().
   LossParts forward(const HostBatch& b);
@@ -57,6 +64,8 @@ class Model {
   // LM head; not the embedding lookup or norms), and the training FLOPs per token:
   // 6 * active + 12 * n_layers * n_heads * head_dim * seq_len (docs/model.md).
   int64_t active_params_per_token() const;
+  // Parameters of the whole model (every expert), whatever part this instance holds.
+  int64_t total_params() const;
   double train_flops_per_token() const;
 
  private:

@@ -8,38 +8,64 @@
 
 namespace sy {
 
-int ParamStore::add(const std::string& name, Shape shape, ParamKind kind, double init_std, bool expert) {
+namespace {
+
+std::string expert_tag(int64_t e) { return ".experts." + std::to_string(e) + "."; }
+
+// FNV-1a: a stable 64-bit key for a parameter's name (the initialisation stream).
+uint64_t name_key(const std::string& s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
+}  // namespace
+
+std::string expert_param_name(const ParamInfo& p, int64_t expert) {
+  const std::string from = expert_tag(p.expert);
+  const size_t at = p.name.find(from);
+  if (at == std::string::npos) throw std::logic_error("expert parameter " + p.name + " lacks " + from);
+  return p.name.substr(0, at) + expert_tag(expert) + p.name.substr(at + from.size());
+}
+
+int ParamStore::add(const std::string& name, Shape shape, ParamKind kind, double init_std, int64_t expert) {
   if (values_.defined()) throw std::logic_error("ParamStore::add after allocate: " + name);
   if (find(name) >= 0) throw std::logic_error("duplicate parameter " + name);
+  if (expert >= 0 && name.find(expert_tag(expert)) == std::string::npos)
+    throw std::logic_error("expert parameter " + name + " must hold " + expert_tag(expert));
   ParamInfo p;
   p.name = name;
   p.numel = shape_numel(shape);
   p.shape = std::move(shape);
   p.kind = kind;
-  p.offset = total_;
   p.init_std = init_std;
   p.expert = expert;
-  total_ += p.numel;
   infos_.push_back(std::move(p));
   return static_cast<int>(infos_.size()) - 1;
 }
 
-void ParamStore::allocate(Backend& be, DType dtype, int64_t pad_multiple) {
-  const int64_t padded = (total_ + pad_multiple - 1) / pad_multiple * pad_multiple;
-  values_ = be.zeros({padded}, dtype);
-  grads_ = be.zeros({padded}, dtype);
+void ParamStore::allocate(Backend& be, DType dtype, int64_t dense_pad, int64_t expert_pad) {
+  auto round_up = [](int64_t n, int64_t m) { return (n + m - 1) / m * m; };
+  dense_ = {};
+  for (ParamInfo& p : infos_)
+    if (!p.is_expert()) p.offset = dense_.numel, dense_.numel += p.numel;
+  dense_.padded = round_up(dense_.numel, dense_pad);
+  experts_ = {dense_.padded, 0, 0};
+  for (ParamInfo& p : infos_)
+    if (p.is_expert()) p.offset = experts_.begin + experts_.numel, experts_.numel += p.numel;
+  experts_.padded = round_up(experts_.numel, expert_pad);
+  values_ = be.zeros({dense_.padded + experts_.padded}, dtype);
+  grads_ = be.zeros({dense_.padded + experts_.padded}, dtype);
 }
 
 void ParamStore::initialize(Backend& be, uint64_t seed) {
-  // Each parameter draws from its own stream keyed by its index, so adding a parameter at the
-  // end does not change the others' initial values.
   for (size_t i = 0; i < infos_.size(); ++i) {
     const ParamInfo& p = infos_[i];
     std::vector<double> host(static_cast<size_t>(p.numel));
     if (p.kind == ParamKind::Norm) {
       std::fill(host.begin(), host.end(), 1.0);
     } else {
-      Philox rng(seed, 0x9a7a000000000000ull + i);
+      Philox rng(seed, name_key(p.name));
       for (auto& x : host) x = p.init_std * rng.normal();
     }
     upload_f64(be, host, value(static_cast<int>(i)));

@@ -1,8 +1,13 @@
 // ParamStore: every trainable parameter of a model lives in one flat buffer, and its gradient in
 // a second flat buffer of the same layout. Flat buffers make the optimizer, gradient clipping,
 // bucketed all-reduce and ZeRO sharding work on plain ranges instead of lists of tensors.
-// Parameters are laid out in declaration order without padding, so parameters declared one
-// after another (an expert's w1 then w3) form one contiguous, jointly addressable matrix.
+//
+// The buffers have two segments: the dense parameters, then the routed experts' parameters.
+// They reduce and shard over different groups under expert parallelism (dense over data
+// parallelism, experts over expert-data parallelism), so each segment is padded on its own to
+// a multiple of its group's size. Within a segment parameters keep their declaration order
+// without gaps, so parameters declared one after another (an expert's w1 then w3) form one
+// contiguous, jointly addressable matrix.
 #pragma once
 
 #include <cstdint>
@@ -23,20 +28,38 @@ struct ParamInfo {
   int64_t offset = 0;  // elements into the flat buffers
   int64_t numel = 0;
   double init_std = 0;  // Matrix/Embedding: N(0, init_std); Norm: ones
-  bool expert = false;  // belongs to a routed expert (reduced over the expert-data-parallel group)
+  // Routed experts only: the expert's global index. Such a parameter lives in the expert segment,
+  // and its name holds ".experts.<expert>." (expert_param_name renames it for another index).
+  int64_t expert = -1;
+  bool is_expert() const { return expert >= 0; }
 };
+
+// A contiguous range of the flat buffers: [begin, begin + numel) holds parameters, and the
+// segment runs on with zero padding to begin + padded.
+struct ParamSegment {
+  int64_t begin = 0, numel = 0, padded = 0;
+};
+
+// The name of the same parameter of another expert: ".experts.<p.expert>." becomes
+// ".experts.<expert>.".
+std::string expert_param_name(const ParamInfo& p, int64_t expert);
 
 class ParamStore {
  public:
-  int add(const std::string& name, Shape shape, ParamKind kind, double init_std, bool expert = false);
-  // Allocates the flat value and gradient buffers (zeroed), padded to a multiple of
-  // `pad_multiple` elements so that they split into equal shards (ZeRO).
-  void allocate(Backend& be, DType dtype, int64_t pad_multiple = 1);
-  // Deterministic initialisation from the seed (independent of the backend and thread count).
+  // expert: the routed expert's global index, -1 for a dense parameter.
+  int add(const std::string& name, Shape shape, ParamKind kind, double init_std, int64_t expert = -1);
+  // Lays the parameters out and allocates the flat value and gradient buffers (zeroed); each
+  // segment is padded to a multiple of its pad so that it splits into equal shards (ZeRO).
+  void allocate(Backend& be, DType dtype, int64_t dense_pad = 1, int64_t expert_pad = 1);
+  // Deterministic initialisation from the seed, independent of the backend, the thread count and
+  // of which other parameters this store holds: each parameter's stream is keyed by its name, so
+  // a rank holding experts 4..7 initialises them exactly as a rank holding all of them does.
   void initialize(Backend& be, uint64_t seed);
 
-  int64_t total_numel() const { return total_; }
-  int64_t padded_numel() const { return values_.numel(); }
+  // Parameters (not padding) in both segments.
+  int64_t total_numel() const { return dense_.numel + experts_.numel; }
+  const ParamSegment& dense_segment() const { return dense_; }
+  const ParamSegment& expert_segment() const { return experts_; }
   const std::vector<ParamInfo>& infos() const { return infos_; }
   const ParamInfo& info(int id) const { return infos_.at(id); }
   int find(const std::string& name) const;  // -1 if absent
@@ -53,7 +76,7 @@ class ParamStore {
  private:
   Tensor fused(const Tensor& flat, int first, int count) const;
   std::vector<ParamInfo> infos_;
-  int64_t total_ = 0;
+  ParamSegment dense_, experts_;
   Tensor values_, grads_;
 };
 

@@ -9,24 +9,41 @@
 namespace sy {
 
 Optimizer::Optimizer(const OptimConfig& cfg, ParamStore& ps, Backend& be, int64_t total_steps, OptimShard shard)
-    : cfg_(cfg), ps_(ps), be_(be), total_steps_(total_steps), begin_(shard.begin),
-      end_(shard.end < 0 ? ps.total_numel() : std::min(shard.end, ps.total_numel())) {
-  if (begin_ < 0 || begin_ > end_) throw std::invalid_argument("optimizer shard out of range");
-  grads_ = shard.grads.defined() ? shard.grads : ps.grads().view(begin_, {end_ - begin_});
-  reduce_sum_squares_ = shard.reduce_sum_squares ? shard.reduce_sum_squares : [](double x) { return x; };
-  for (const ParamInfo& p : ps.infos()) {
-    const int64_t lo = std::max(p.offset, begin_), hi = std::min(p.offset + p.numel, end_);
-    if (lo >= hi) continue;
-    const bool decay = p.kind == ParamKind::Matrix || (p.kind == ParamKind::Norm && cfg.decay_norms) ||
-                       (p.kind == ParamKind::Embedding && cfg.decay_embeddings);
-    if (!ranges_.empty() && ranges_.back().decay == decay && ranges_.back().offset + ranges_.back().numel == lo)
-      ranges_.back().numel += hi - lo;
-    else
-      ranges_.push_back({lo, hi - lo, decay});
+    : cfg_(cfg), ps_(ps), be_(be), total_steps_(total_steps), pieces_(std::move(shard.pieces)) {
+  if (pieces_.empty()) {
+    for (const ParamSegment& seg : {ps.dense_segment(), ps.expert_segment()})
+      if (seg.numel > 0) pieces_.push_back({seg.begin, seg.begin + seg.numel, Tensor()});
+  }
+  reduce_sum_squares_ = shard.reduce_sum_squares;
+  if (!reduce_sum_squares_)
+    reduce_sum_squares_ = [](const std::vector<double>& x) {
+      double sum = 0;
+      for (double v : x) sum += v;
+      return sum;
+    };
+  int64_t state = 0;
+  for (size_t i = 0; i < pieces_.size(); ++i) {
+    OptimPiece& pc = pieces_[i];
+    if (pc.begin < 0 || pc.begin > pc.end || pc.end > ps.values().numel())
+      throw std::invalid_argument("optimizer piece out of range");
+    if (!pc.grads.defined()) pc.grads = ps.grads().view(pc.begin, {pc.end - pc.begin});
+    state_offsets_.push_back(state);
+    state += pc.end - pc.begin;
+    for (const ParamInfo& p : ps.infos()) {
+      const int64_t lo = std::max(p.offset, pc.begin), hi = std::min(p.offset + p.numel, pc.end);
+      if (lo >= hi) continue;
+      const bool decay = p.kind == ParamKind::Matrix || (p.kind == ParamKind::Norm && cfg.decay_norms) ||
+                         (p.kind == ParamKind::Embedding && cfg.decay_embeddings);
+      Range* last = ranges_.empty() ? nullptr : &ranges_.back();
+      if (last && last->piece == i && last->decay == decay && last->offset + last->numel == lo)
+        last->numel += hi - lo;
+      else
+        ranges_.push_back({lo, hi - lo, i, decay});
+    }
   }
   if (cfg.name == "adamw") {
-    m_ = be.zeros({end_ - begin_}, ps.values().dtype());
-    v_ = be.zeros({end_ - begin_}, ps.values().dtype());
+    m_ = be.zeros({state}, ps.values().dtype());
+    v_ = be.zeros({state}, ps.values().dtype());
   } else if (cfg.name != "sgd") {
     throw std::invalid_argument("unknown optimizer " + cfg.name);
   }
@@ -36,7 +53,9 @@ int64_t Optimizer::state_bytes() const { return m_.defined() ? int64_t(m_.nbytes
 
 OptimStepResult Optimizer::step() {
   OptimStepResult r;
-  r.grad_norm = std::sqrt(reduce_sum_squares_(grads_.numel() ? be_.sum_squares(grads_) : 0.0));
+  std::vector<double> local;
+  for (const OptimPiece& pc : pieces_) local.push_back(pc.grads.numel() ? be_.sum_squares(pc.grads) : 0.0);
+  r.grad_norm = std::sqrt(reduce_sum_squares_(local));
   // Clipping is a factor on the gradients, applied inside the update rather than as a separate
   // pass over the whole buffer.
   double grad_scale = 1;
@@ -48,7 +67,9 @@ OptimStepResult Optimizer::step() {
   ++step_;
   for (const Range& rg : ranges_) {
     const Tensor p = ps_.values().view(rg.offset, {rg.numel});
-    const Tensor g = grads_.view(rg.offset - begin_, {rg.numel});
+    const OptimPiece& pc = pieces_[rg.piece];
+    const Tensor g = pc.grads.view(rg.offset - pc.begin, {rg.numel});
+    const int64_t at = state_offsets_[rg.piece] + rg.offset - pc.begin;
     if (cfg_.name == "sgd") {
       be_.axpy(-r.lr * grad_scale, g, p);
       continue;
@@ -61,7 +82,7 @@ OptimStepResult Optimizer::step() {
     a.weight_decay = rg.decay ? cfg_.weight_decay : 0.0;
     a.step = step_;
     a.grad_scale = grad_scale;
-    be_.adamw_update(p, g, m_.view(rg.offset - begin_, {rg.numel}), v_.view(rg.offset - begin_, {rg.numel}), a);
+    be_.adamw_update(p, g, m_.view(at, {rg.numel}), v_.view(at, {rg.numel}), a);
   }
   return r;
 }

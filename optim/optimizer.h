@@ -1,8 +1,9 @@
 // The optimizer over a model's flat parameter buffer: global grad-norm clipping, then AdamW
 // (decoupled weight decay, on matrices only by default) or plain SGD, at the scheduled rate.
-// It may own only a shard [begin, end) of the flat buffer (ZeRO): then it holds moments for
-// that shard alone, reads the shard's gradients from wherever the caller keeps them, and a
-// caller-supplied reduction turns its shard's sum of squares into the global one.
+// It may own only pieces of the flat buffer (ZeRO: a shard of the dense segment and one of the
+// expert segment): then it holds moments for those pieces alone, reads their gradients from
+// wherever the caller keeps them, and a caller-supplied reduction turns its pieces' sums of
+// squares into the global one.
 #pragma once
 
 #include <cstdint>
@@ -14,11 +15,17 @@
 
 namespace sy {
 
+// A range [begin, end) of the flat buffer the optimizer updates.
+struct OptimPiece {
+  int64_t begin = 0, end = 0;
+  Tensor grads;  // [end - begin] gradients of the range; undefined: the ParamStore's view
+};
+
 struct OptimShard {
-  int64_t begin = 0, end = -1;  // elements of the flat buffer; end -1: all of it
-  Tensor grads;                 // [end - begin] gradients of the shard; undefined: ps.grads() view
-  // Local sum of squares -> global sum of squares (identity when the optimizer sees every gradient).
-  std::function<double(double)> reduce_sum_squares;
+  std::vector<OptimPiece> pieces;  // empty: every parameter of both segments
+  // The pieces' local sums of squares (one each) -> the global sum of squares. Unset: their sum
+  // (when the optimizer sees every gradient).
+  std::function<double(const std::vector<double>&)> reduce_sum_squares;
 };
 
 struct OptimStepResult {
@@ -39,14 +46,16 @@ class Optimizer {
   // AdamW moments of the shard (undefined for SGD).
   const Tensor& exp_avg() const { return m_; }
   const Tensor& exp_avg_sq() const { return v_; }
-  int64_t shard_begin() const { return begin_; }
-  int64_t shard_end() const { return end_; }
+  // The pieces this optimizer updates; piece i's moments are exp_avg()[state_offset(i) + ...].
+  const std::vector<OptimPiece>& pieces() const { return pieces_; }
+  int64_t state_offset(size_t piece) const { return state_offsets_.at(piece); }
   // Bytes of optimizer state this process holds.
   int64_t state_bytes() const;
 
  private:
   struct Range {
-    int64_t offset, numel;  // in flat-buffer elements, inside the shard
+    int64_t offset, numel;  // in flat-buffer elements, inside one piece
+    size_t piece;
     bool decay;
   };
   OptimConfig cfg_;
@@ -54,9 +63,9 @@ class Optimizer {
   Backend& be_;
   int64_t total_steps_;
   int64_t step_ = 0;
-  int64_t begin_, end_;
-  Tensor grads_;
-  std::function<double(double)> reduce_sum_squares_;
+  std::vector<OptimPiece> pieces_;
+  std::vector<int64_t> state_offsets_;
+  std::function<double(const std::vector<double>&)> reduce_sum_squares_;
   std::vector<Range> ranges_;  // consecutive parameters with the same decay rule, merged
   Tensor m_, v_;
 };

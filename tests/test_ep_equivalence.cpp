@@ -82,6 +82,38 @@ TEST(EpConfig, EpMustDivideTheExperts) {
   EXPECT_NE(r.output.find("parallel.ep=3 does not divide model.n_experts=8"), std::string::npos) << r.output;
 }
 
+int64_t memory_field(const testing::RunDir& d, const std::string& run, int rank, const std::string& key) {
+  const std::string text = d.file(run + "/memory.rank" + std::to_string(rank) + ".json");
+  const size_t at = text.find("\"" + key + "\":");
+  return at == std::string::npos ? -1 : std::stoll(text.substr(at + key.size() + 3));
+}
+
+// Storage follows ownership: at dp2 x ep2 each rank holds the dense parameters and half the
+// experts (not all of them), and ZeRO-1 shards the dense moments over the 4 DP ranks and each
+// expert half over its 2 EDP ranks, so every rank keeps a quarter of the 1-rank optimizer state.
+TEST(EpEquivalence, AdamWDp2Ep2Zero1ShardsExpertStorageAndStateByOwner) {
+  testing::RunDir d("ep_z1_mem");
+  auto r = d.train("ref", 0, std::string(kShared) + " --set train.grad_accum=4");
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = d.train("dp2ep2z1", 4, std::string(kShared) + " --set parallel.ep=2 --set parallel.zero=1");
+  ASSERT_EQ(r.code, 0) << r.output;
+  testing::expect_same_run(d, "ref", "dp2ep2z1");
+  const int64_t dense = memory_field(d, "ref", 0, "dense_params"), experts = memory_field(d, "ref", 0, "expert_params");
+  const int64_t state = memory_field(d, "ref", 0, "optimizer_state_bytes");
+  ASSERT_GT(experts, 0);
+  ASSERT_EQ(state, 8 * (dense + experts));  // two float32 moments per parameter
+  for (int rank = 0; rank < 4; ++rank) {
+    EXPECT_EQ(memory_field(d, "dp2ep2z1", rank, "dense_params"), dense);
+    EXPECT_EQ(memory_field(d, "dp2ep2z1", rank, "expert_params"), experts / 2);
+    // Each segment padded to its group's size: at most 3 dense and 1 expert padding elements.
+    const int64_t bytes = memory_field(d, "dp2ep2z1", rank, "parameter_bytes");
+    EXPECT_GE(bytes, 4 * (dense + experts / 2));
+    EXPECT_LE(bytes, 4 * (dense + experts / 2 + 4));
+    const int64_t opt = memory_field(d, "dp2ep2z1", rank, "optimizer_state_bytes");
+    EXPECT_NEAR(double(opt), double(state) / 4, 8.0 * 4) << "rank " << rank;
+  }
+}
+
 TEST(EpEquivalence, AdamWEp2Zero1Capacity) { check_ep(2, 2, std::string(kCapacity) + " --set parallel.zero=1", "ep_z1"); }
 TEST(EpEquivalence, SgdDp2Ep2Zero2Shared) {
   check_ep(4, 2, std::string(kSgd) + kShared + " --set parallel.zero=2", "ep_z2");

@@ -42,30 +42,33 @@ void load_piece(const CheckpointReader& ckpt, Backend& be, const std::string& na
   be.upload(host.data(), dst);
 }
 
-// Calls f(param, lo, hi) for the part [lo, hi) of each parameter inside the optimizer's shard.
+// Calls f(param, lo, hi, at) for the part [lo, hi) of each parameter inside the optimizer's
+// pieces; `at` is where lo's moments are in the optimizer's state.
 template <class F> void for_each_in_shard(const ParamStore& ps, const Optimizer& opt, F&& f) {
-  for (const ParamInfo& p : ps.infos()) {
-    const int64_t lo = std::max(p.offset, opt.shard_begin()), hi = std::min(p.offset + p.numel, opt.shard_end());
-    if (lo < hi) f(p, lo, hi);
+  for (size_t i = 0; i < opt.pieces().size(); ++i) {
+    const OptimPiece& pc = opt.pieces()[i];
+    for (const ParamInfo& p : ps.infos()) {
+      const int64_t lo = std::max(p.offset, pc.begin), hi = std::min(p.offset + p.numel, pc.end);
+      if (lo < hi) f(p, lo, hi, opt.state_offset(i) + lo - pc.begin);
+    }
   }
 }
 
 }  // namespace
 
-StateSnapshot snapshot_state(Model& model, const Optimizer& opt, bool write_replicated,
+StateSnapshot snapshot_state(Model& model, const Optimizer& opt, bool write_buffers,
+                             const std::function<bool(const ParamInfo&)>& writes_value,
                              const std::function<bool(const ParamInfo&)>& writes_moments) {
   StateSnapshot s;
   Backend& be = model.backend();
   const ParamStore& ps = model.params();
-  if (write_replicated) {
-    for (size_t i = 0; i < ps.infos().size(); ++i)
-      add_piece(s, be, ps.infos()[i].name, ps.infos()[i].shape, ps.value(int(i)), 0);
+  for (size_t i = 0; i < ps.infos().size(); ++i)
+    if (writes_value(ps.infos()[i])) add_piece(s, be, ps.infos()[i].name, ps.infos()[i].shape, ps.value(int(i)), 0);
+  if (write_buffers)
     for (auto& [name, t] : model.buffers()) add_piece(s, be, kBuffer + name, t.shape(), t, 0);
-  }
   if (opt.exp_avg().defined()) {
-    for_each_in_shard(ps, opt, [&](const ParamInfo& p, int64_t lo, int64_t hi) {
+    for_each_in_shard(ps, opt, [&](const ParamInfo& p, int64_t lo, int64_t hi, int64_t at) {
       if (!writes_moments(p)) return;
-      const int64_t at = lo - opt.shard_begin();
       add_piece(s, be, kExpAvg + p.name, p.shape, opt.exp_avg().view(at, {hi - lo}), lo - p.offset);
       add_piece(s, be, kExpAvgSq + p.name, p.shape, opt.exp_avg_sq().view(at, {hi - lo}), lo - p.offset);
     });
@@ -80,8 +83,7 @@ int64_t restore_state(const CheckpointReader& ckpt, Model& model, Optimizer& opt
     load_piece(ckpt, be, ps.infos()[i].name, ps.infos()[i].shape, ps.value(int(i)), 0);
   for (auto& [name, t] : model.buffers()) load_piece(ckpt, be, kBuffer + name, t.shape(), t, 0);
   if (opt.exp_avg().defined()) {
-    for_each_in_shard(ps, opt, [&](const ParamInfo& p, int64_t lo, int64_t hi) {
-      const int64_t at = lo - opt.shard_begin();
+    for_each_in_shard(ps, opt, [&](const ParamInfo& p, int64_t lo, int64_t hi, int64_t at) {
       load_piece(ckpt, be, kExpAvg + p.name, p.shape, opt.exp_avg().view(at, {hi - lo}), lo - p.offset);
       load_piece(ckpt, be, kExpAvgSq + p.name, p.shape, opt.exp_avg_sq().view(at, {hi - lo}), lo - p.offset);
     });

@@ -23,15 +23,17 @@ struct StateSnapshot {
   std::vector<TensorPiece> pieces;
 };
 
-// `write_replicated`: this rank writes the tensors every data-parallel rank holds identically
-// (parameters, router biases); exactly one rank per replica set passes true.
+// `writes_value(p)`: this rank writes parameter p (one rank of the group p is replicated over).
+// `write_buffers`: this rank writes the router biases (one rank in all: every rank holds them).
 // `writes_moments(p)`: this rank writes the moments of parameter p that lie in its optimizer
-// shard (under ZeRO every rank, the shards being disjoint; otherwise one rank, and for an
-// expert-parallel expert the rank that owns it). Exactly one rank must claim each element.
-StateSnapshot snapshot_state(Model& model, const Optimizer& opt, bool write_replicated,
+// pieces (under ZeRO every rank, the shards being disjoint; otherwise one rank per replica
+// group). Exactly one rank must claim each element.
+StateSnapshot snapshot_state(Model& model, const Optimizer& opt, bool write_buffers,
+                             const std::function<bool(const ParamInfo&)>& writes_value,
                              const std::function<bool(const ParamInfo&)>& writes_moments);
 
-// Loads parameters, router biases and this rank's share of the optimizer moments; returns the
+// Loads the parameters this rank holds, router biases and its share of the optimizer moments
+// (by global names, so any layout that wrote them will do); returns the
 // step the checkpoint was taken after. ConfigError naming the tensor if one is missing or of
 // another shape.
 int64_t restore_state(const CheckpointReader& ckpt, Model& model, Optimizer& opt);

@@ -71,25 +71,26 @@ void summarise_experts(const std::vector<int64_t>& counts, int64_t n_layers, int
 
 void write_memory_report(const std::string& path, const Model& model, const Optimizer& opt, const DataParallel& dp) {
   std::ofstream f(path);
-  f << "{\"parameter_bytes\":" << model.params().values().nbytes()
+  f << "{\"dense_params\":" << model.params().dense_segment().numel
+    << ",\"expert_params\":" << model.params().expert_segment().numel
+    << ",\"parameter_bytes\":" << model.params().values().nbytes()
     << ",\"gradient_buffer_bytes\":" << model.params().grads().nbytes()
     << ",\"reduced_gradient_bytes\":" << dp.reduced_gradient_bytes() << ",\"optimizer_state_bytes\":" << opt.state_bytes()
-    << ",\"optimizer_shard\":[" << opt.shard_begin() << "," << opt.shard_end() << "]}\n";
+    << ",\"optimizer_pieces\":[";
+  for (size_t i = 0; i < opt.pieces().size(); ++i)
+    f << (i ? "," : "") << "[" << opt.pieces()[i].begin << "," << opt.pieces()[i].end << "]";
+  f << "]}\n";
 }
 
-// Every rank contributes its pieces: the parameters once (DP rank 0); the optimizer moments by
-// shard under ZeRO, else from DP rank 0 for dense parameters and from the owning EP rank (the
-// first of its EDP group) for each expert. Hands both to the writer, which saves now or in the
+// Every rank contributes its pieces: each parameter once (the first rank of the group it is
+// replicated over: DP for dense ones, EDP for experts); the optimizer moments by shard under ZeRO,
+// else from the same rank as the parameter. Hands both to the writer, which saves now or in the
 // background.
 void save_train_state(CheckpointWriter& writer, RunContext& ctx, const Recipe& r, const std::string& out_dir,
                       Model& model, const Optimizer& opt, const DataParallel& dp, int64_t step) {
-  const bool first = ctx.dp->rank() == 0;
-  const bool zero = r.parallel.zero > 0;
-  StateSnapshot snap = snapshot_state(model, opt, first, [&](const ParamInfo& p) {
-    if (zero) return true;
-    if (p.expert && ctx.ep->size() > 1) return dp.owns_optimizer_state(p.offset) && ctx.edp->rank() == 0;
-    return first;
-  });
+  StateSnapshot snap = snapshot_state(
+      model, opt, ctx.dp->rank() == 0, [&](const ParamInfo& p) { return dp.writes_value(p); },
+      [&](const ParamInfo& p) { return dp.writes_moments(p); });
   SaveRequest req;
   req.out_dir = out_dir;
   req.step = step;
@@ -154,17 +155,19 @@ int run_training(const Recipe& r) {
   std::unique_ptr<MetricsLog> metrics = rank0 ? std::make_unique<MetricsLog>(out_dir + "/metrics.jsonl") : nullptr;
 
   auto backend = make_cpu_backend();
-  Model model(r.model, *backend, parse_dtype(tc.dtype), tc.seed, dpc.size());
-  const int64_t bucket_elems = int64_t(r.parallel.bucket_mb * 1024 * 1024) / int64_t(dtype_size(model.dtype()));
-  DataParallel dp(dpc, *backend, model.params(), int(r.parallel.zero), bucket_elems);
-  // Expert parallelism: each MoE layer computes its EP rank's run of experts and exchanges token
-  // rows with the rest of its EP group (docs/parallel.md).
-  CommTokenExchange exchange(*ctx.ep);
+  // Expert parallelism: each rank holds and computes its EP rank's run of experts in every MoE
+  // layer and exchanges token rows with the rest of its EP group (docs/parallel.md).
+  ModelShard shard{{}, dpc.size(), ctx.edp->size()};
   if (ctx.ep->size() > 1) {
-    const int64_t local = r.model.n_experts / ctx.ep->size();
-    for (auto* m : model.moe_layers()) m->set_token_exchange(&exchange, ctx.ep->rank() * local, local);
-    dp.set_expert_parallel(*ctx.ep, *ctx.edp);
+    const int64_t held = r.model.n_experts / ctx.ep->size();
+    shard.experts = {ctx.ep->rank() * held, held};
   }
+  Model model(r.model, *backend, parse_dtype(tc.dtype), tc.seed, shard);
+  const int64_t bucket_elems = int64_t(r.parallel.bucket_mb * 1024 * 1024) / int64_t(dtype_size(model.dtype()));
+  DataParallel dp({&dpc, ctx.ep.get(), ctx.edp.get()}, *backend, model.params(), int(r.parallel.zero), bucket_elems);
+  CommTokenExchange exchange(*ctx.ep);
+  if (ctx.ep->size() > 1)
+    for (auto* m : model.moe_layers()) m->set_token_exchange(&exchange);
   Optimizer opt(r.optim, model.params(), *backend, tc.steps, dp.optimizer_shard());
   CheckpointWriter writer(*ctx.world, r.checkpoint.async);
   int64_t step = 0;
@@ -186,7 +189,7 @@ int run_training(const Recipe& r) {
     std::printf("switchyard: %s | %d rank(s), dp=%ld ep=%d zero=%ld | %.2fM parameters, %.2fM active per token | "
                 "%.1f MFLOP/token | %ld tokens/step | peak %.0f GFLOP/s\n",
                 r.name.c_str(), ctx.world->size(), long(n_dp), ctx.ep->size(), long(r.parallel.zero),
-                model.params().total_numel() / 1e6, model.active_params_per_token() / 1e6, flops_per_token / 1e6,
+                model.total_params() / 1e6, model.active_params_per_token() / 1e6, flops_per_token / 1e6,
                 long(tokens_per_step), tc.peak_gflops);
     std::fflush(stdout);
   }
@@ -317,13 +320,14 @@ int run_training(const Recipe& r) {
   }
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
-  if (rank0) {
+  if (rank0)
     std::printf("switchyard: %s after %ld steps in %.1f min; final val loss %.4f nats/token\n", stop_reason.c_str(),
                 long(step), seconds_since(start) / 60.0, last_val);
-    if (!tc.save_weights.empty()) {
-      save_weights(model, tc.save_weights, {{"recipe", r.resolved_toml}, {"step", std::to_string(step)}});
-      std::printf("switchyard: weights written to %s\n", tc.save_weights.c_str());
-    }
+  // Every EP group gathers its experts (collective); world rank 0 writes.
+  if (!tc.save_weights.empty()) {
+    save_weights(model, tc.save_weights, {{"recipe", r.resolved_toml}, {"step", std::to_string(step)}}, ctx.ep.get(),
+                 rank0);
+    if (rank0) std::printf("switchyard: weights written to %s\n", tc.save_weights.c_str());
   }
   ctx.world->barrier();
   return 0;

@@ -5,14 +5,45 @@
 
 namespace sy {
 
-void save_weights(Model& model, const std::string& path, const std::map<std::string, std::string>& attrs) {
+namespace {
+
+// Every EP rank's held experts, named by their global index: rank r holds the same parameter
+// shapes at the same offsets as this rank, with expert indices shifted by (r - rank) * held.
+void add_gathered_experts(Model& model, Communicator& ep, std::vector<std::pair<std::string, HostArray>>& arrays) {
+  Backend& be = model.backend();
+  const ParamStore& ps = model.params();
+  const ParamSegment seg = ps.expert_segment();
+  const auto layers = model.moe_layers();
+  const int64_t held = layers.empty() ? 0 : layers.front()->n_local_experts();
+  const size_t elem = dtype_size(ps.values().dtype());
+  std::vector<std::byte> mine(seg.numel * elem), all(seg.numel * elem * ep.size());
+  if (seg.numel > 0) be.download(ps.values().view(seg.begin, {seg.numel}), mine.data());
+  ep.all_gather(mine.data(), all.data(), seg.numel, comm_type_of(ps.values().dtype()));
+  for (int r = 0; r < ep.size(); ++r)
+    for (const ParamInfo& p : ps.infos()) {
+      if (!p.is_expert()) continue;
+      HostArray a;
+      a.shape = p.shape;
+      a.dtype = ps.values().dtype();
+      const std::byte* src = all.data() + (r * seg.numel + p.offset - seg.begin) * elem;
+      a.bytes.assign(src, src + p.numel * elem);
+      arrays.emplace_back(expert_param_name(p, p.expert + (r - ep.rank()) * held), std::move(a));
+    }
+}
+
+}  // namespace
+
+void save_weights(Model& model, const std::string& path, const std::map<std::string, std::string>& attrs,
+                  Communicator* ep, bool write) {
   Backend& be = model.backend();
   std::vector<std::pair<std::string, HostArray>> arrays;
   const ParamStore& ps = model.params();
+  const bool gather = ep && ep->size() > 1;
   for (size_t i = 0; i < ps.infos().size(); ++i)
-    arrays.emplace_back(ps.infos()[i].name, download_array(be, ps.value(int(i))));
+    if (!gather || !ps.infos()[i].is_expert()) arrays.emplace_back(ps.infos()[i].name, download_array(be, ps.value(int(i))));
+  if (gather) add_gathered_experts(model, *ep, arrays);
   for (auto& [name, t] : model.buffers()) arrays.emplace_back(name, download_array(be, t));
-  write_weights_h5(path, arrays, attrs);
+  if (write) write_weights_h5(path, arrays, attrs);
 }
 
 void load_weights(Model& model, const std::string& path) {

@@ -6,10 +6,15 @@
 #include <string>
 
 #include "engine/model.h"
+#include "parallel/comm.h"
 
 namespace sy {
 
-void save_weights(Model& model, const std::string& path, const std::map<std::string, std::string>& attrs = {});
+// Writes the whole model. Under expert parallelism each rank holds its own experts: pass the EP
+// group and call it on every rank of it (collective); the experts are all-gathered and only the
+// rank with `write` set writes the file.
+void save_weights(Model& model, const std::string& path, const std::map<std::string, std::string>& attrs = {},
+                  Communicator* ep = nullptr, bool write = true);
 // Every parameter and buffer must be present with its shape; a ConfigError names the first that is not.
 void load_weights(Model& model, const std::string& path);
 

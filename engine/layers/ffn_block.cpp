@@ -5,11 +5,12 @@
 
 namespace sy {
 
-FfnBlock::FfnBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer) : ps_(ps), cfg_(cfg) {
+FfnBlock::FfnBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer, ExpertRange held_experts)
+    : ps_(ps), cfg_(cfg) {
   const std::string p = "layers." + std::to_string(layer);
   norm_ = ps.add(p + ".ffn_norm.weight", {cfg.d_model}, ParamKind::Norm, 0);
   if (cfg.layer_is_moe(layer)) {
-    moe_ = std::make_unique<MoeLayer>(ps, cfg, layer);
+    moe_ = std::make_unique<MoeLayer>(ps, cfg, layer, held_experts);
   } else {
     const double out_std = cfg.init_std / std::sqrt(2.0 * double(cfg.n_layers));
     dense_ = std::make_unique<SwiGluMlp>(ps, p + ".mlp", cfg.d_model, cfg.d_ff, cfg.init_std, out_std);

@@ -2,22 +2,27 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 #include <string>
 
 #include "engine/host_io.h"
 
 namespace sy {
 
-MoeLayer::MoeLayer(ParamStore& ps, const ModelConfig& cfg, int64_t layer) : ps_(ps), cfg_(cfg) {
+MoeLayer::MoeLayer(ParamStore& ps, const ModelConfig& cfg, int64_t layer, ExpertRange held) : ps_(ps), cfg_(cfg) {
+  first_local_ = held.first;
+  n_local_ = held.count < 0 ? cfg.n_experts - held.first : held.count;
+  if (first_local_ < 0 || n_local_ < 1 || first_local_ + n_local_ > cfg.n_experts)
+    throw std::logic_error("held experts out of range");
   const std::string p = "layers." + std::to_string(layer) + ".moe";
   const double out_std = cfg.init_std / std::sqrt(2.0 * double(cfg.n_layers));
   router_ = ps.add(p + ".router.weight", {cfg.n_experts, cfg.d_model}, ParamKind::Matrix, cfg.init_std);
-  for (int64_t e = 0; e < cfg.n_experts; ++e) {
+  for (int64_t e = first_local_; e < first_local_ + n_local_; ++e) {
     const std::string q = p + ".experts." + std::to_string(e);
     // w1 and w3 back to back: they form the fused [2F, D] gate|up matrix of the grouped op.
-    expert_w1_.push_back(ps.add(q + ".w1", {cfg.expert_ffn_dim, cfg.d_model}, ParamKind::Matrix, cfg.init_std, true));
-    ps.add(q + ".w3", {cfg.expert_ffn_dim, cfg.d_model}, ParamKind::Matrix, cfg.init_std, true);
-    ps.add(q + ".w2", {cfg.d_model, cfg.expert_ffn_dim}, ParamKind::Matrix, out_std, true);
+    expert_w1_.push_back(ps.add(q + ".w1", {cfg.expert_ffn_dim, cfg.d_model}, ParamKind::Matrix, cfg.init_std, e));
+    ps.add(q + ".w3", {cfg.expert_ffn_dim, cfg.d_model}, ParamKind::Matrix, cfg.init_std, e);
+    ps.add(q + ".w2", {cfg.d_model, cfg.expert_ffn_dim}, ParamKind::Matrix, out_std, e);
   }
   for (int64_t s = 0; s < cfg.n_shared_experts; ++s)
     shared_.push_back(std::make_unique<SwiGluMlp>(ps, p + ".shared." + std::to_string(s), cfg.d_model,
@@ -49,27 +54,22 @@ void MoeLayer::ensure(Backend& be, int64_t n, DType dt) {
   dxp_ = be.empty({cap, d}, dt);
 }
 
-std::vector<Tensor> MoeLayer::expert_w13(bool grad, int64_t first, int64_t count) const {
+std::vector<Tensor> MoeLayer::expert_w13(bool grad) const {
   std::vector<Tensor> v;
-  const int64_t end = count < 0 ? int64_t(expert_w1_.size()) : first + count;
-  for (int64_t e = first; e < end; ++e) {
-    const int id = expert_w1_[e];
-    v.push_back(grad ? ps_.fused_grad(id, 2) : ps_.fused_value(id, 2));
-  }
+  for (int id : expert_w1_) v.push_back(grad ? ps_.fused_grad(id, 2) : ps_.fused_value(id, 2));
   return v;
 }
 
-std::vector<Tensor> MoeLayer::expert_w2(bool grad, int64_t first, int64_t count) const {
+std::vector<Tensor> MoeLayer::expert_w2(bool grad) const {
   std::vector<Tensor> v;
-  const int64_t end = count < 0 ? int64_t(expert_w1_.size()) : first + count;
-  for (int64_t e = first; e < end; ++e) v.push_back(grad ? ps_.grad(expert_w1_[e] + 2) : ps_.value(expert_w1_[e] + 2));
+  for (int id : expert_w1_) v.push_back(grad ? ps_.grad(id + 2) : ps_.value(id + 2));
   return v;
 }
 
-void MoeLayer::set_token_exchange(TokenExchange* ex, int64_t first_local, int64_t n_local) {
-  disp_ = ex ? std::make_unique<ExpertDispatcher>(*ex, cfg_.n_experts, first_local, n_local) : nullptr;
-  first_local_ = ex ? first_local : 0;
-  n_local_ = ex ? n_local : cfg_.n_experts;
+void MoeLayer::set_token_exchange(TokenExchange* ex) {
+  if (!ex && n_local_ != cfg_.n_experts)
+    throw std::logic_error("a layer holding only some experts needs a token exchange");
+  disp_ = ex ? std::make_unique<ExpertDispatcher>(*ex, cfg_.n_experts, first_local_, n_local_) : nullptr;
 }
 
 MoeForwardStats MoeLayer::forward(Backend& be, const Tensor& xn, const Tensor& out) {
@@ -93,6 +93,7 @@ MoeForwardStats MoeLayer::forward(Backend& be, const Tensor& xn, const Tensor& o
     be.gather_rows(xn, src_rows_.rows(0, rows_), xp_.rows(0, rows_));
   }
   if (disp_) ep_experts_forward(be);
+  else if (n_local_ != e) throw std::logic_error("a layer holding only some experts needs a token exchange");
   else experts_forward(be);
   if (rows_ > 0) be.combine_forward(yp_.rows(0, rows_), slot_rows_, w_, out);
   for (auto& s : shared_) s->forward(be, xn, out);
@@ -212,8 +213,7 @@ void MoeLayer::ep_experts_forward(Backend& be) {
   }
   disp_->dispatch(be, xp_.rows(0, rows_), xe_.rows(0, r));
   if (r > 0) {
-    const auto w13 = expert_w13(false, disp_->first_local(), disp_->n_local());
-    const auto w2 = expert_w2(false, disp_->first_local(), disp_->n_local());
+    const auto w13 = expert_w13(false), w2 = expert_w2(false);
     for (const auto& s : disp_->segments()) {
       const int64_t lo = s.begin, hi = s.begin + s.offsets.back();
       if (lo == hi) continue;
@@ -231,10 +231,9 @@ void MoeLayer::ep_experts_backward(Backend& be) {
   const Tensor dye = ye_.rows(0, r);  // the forward's outputs are no longer needed
   disp_->dispatch(be, dyp_.rows(0, rows_), dye);
   if (r > 0) {
-    const int64_t first = disp_->first_local(), n = disp_->n_local();
     be.fill(dxe_.rows(0, r), 0);
-    const auto w13 = expert_w13(false, first, n), w2 = expert_w2(false, first, n);
-    const auto dw13 = expert_w13(true, first, n), dw2 = expert_w2(true, first, n);
+    const auto w13 = expert_w13(false), w2 = expert_w2(false);
+    const auto dw13 = expert_w13(true), dw2 = expert_w2(true);
     for (const auto& s : disp_->segments()) {
       const int64_t lo = s.begin, hi = s.begin + s.offsets.back();
       if (lo == hi) continue;

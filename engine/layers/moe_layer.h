@@ -19,6 +19,12 @@ namespace sy {
 
 enum class ExpertsImpl : uint8_t { Grouped, Sequential };
 
+// The routed experts a model instance holds: [first, first + count) of every MoE layer
+// (count -1: all of them). Under expert parallelism each rank holds only its own.
+struct ExpertRange {
+  int64_t first = 0, count = -1;
+};
+
 // What one forward pass of the layer reports.
 struct MoeForwardStats {
   double aux_loss = 0;  // coefficient applied
@@ -33,7 +39,7 @@ struct MoeForwardStats {
 
 class MoeLayer {
  public:
-  MoeLayer(ParamStore& ps, const ModelConfig& cfg, int64_t layer);
+  MoeLayer(ParamStore& ps, const ModelConfig& cfg, int64_t layer, ExpertRange held = {});
   // The router's balancing bias (not trained; changed by update_bias). Allocated by the model.
   void allocate_buffers(Backend& be, DType dt);
 
@@ -49,11 +55,10 @@ class MoeLayer {
   const std::vector<int64_t>& pending_load() const { return load_since_update_; }
 
   void set_experts_impl(ExpertsImpl impl) { impl_ = impl; }
-  // Expert parallelism: this rank computes experts [first_local, first_local + n_local) and
-  // exchanges token rows with the other ranks of its EP group through `ex` (which must outlive
-  // the layer's use). Every expert's parameters stay declared; the others are never read and
-  // their gradients stay zero. nullptr: every expert is local (no communication).
-  void set_token_exchange(TokenExchange* ex, int64_t first_local, int64_t n_local);
+  // Expert parallelism: this rank computes the experts it holds and exchanges token rows with the
+  // other ranks of its EP group through `ex` (which must outlive the layer's use). nullptr: no
+  // communication, which needs every expert held.
+  void set_token_exchange(TokenExchange* ex);
   int64_t first_local_expert() const { return first_local_; }
   int64_t n_local_experts() const { return n_local_; }
   bool expert_parallel() const { return disp_ != nullptr; }
@@ -69,14 +74,14 @@ class MoeLayer {
   void experts_backward(Backend& be);
   void ep_experts_forward(Backend& be);
   void ep_experts_backward(Backend& be);
-  // Experts [first, first + count) (count -1: to the last).
-  std::vector<Tensor> expert_w13(bool grad, int64_t first = 0, int64_t count = -1) const;
-  std::vector<Tensor> expert_w2(bool grad, int64_t first = 0, int64_t count = -1) const;
+  // Every held expert's fused [2F, D] gate|up and [D, F] down matrices (values or gradients).
+  std::vector<Tensor> expert_w13(bool grad) const;
+  std::vector<Tensor> expert_w2(bool grad) const;
 
   ParamStore& ps_;
   const ModelConfig& cfg_;
   int router_;
-  std::vector<int> expert_w1_;  // per expert: w1 id (w3 = +1, w2 = +2)
+  std::vector<int> expert_w1_;  // per held expert: w1 id (w3 = +1, w2 = +2)
   std::vector<std::unique_ptr<SwiGluMlp>> shared_;
   ExpertsImpl impl_ = ExpertsImpl::Grouped;
 

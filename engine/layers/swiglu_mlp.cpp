@@ -3,11 +3,11 @@
 namespace sy {
 
 SwiGluMlp::SwiGluMlp(ParamStore& ps, const std::string& prefix, int64_t d_model, int64_t d_ff, double init_std,
-                     double out_std, bool expert)
+                     double out_std)
     : ps_(ps), d_ff_(d_ff) {
-  w1_ = ps.add(prefix + ".w1", {d_ff, d_model}, ParamKind::Matrix, init_std, expert);
-  w3_ = ps.add(prefix + ".w3", {d_ff, d_model}, ParamKind::Matrix, init_std, expert);
-  w2_ = ps.add(prefix + ".w2", {d_model, d_ff}, ParamKind::Matrix, out_std, expert);
+  w1_ = ps.add(prefix + ".w1", {d_ff, d_model}, ParamKind::Matrix, init_std);
+  w3_ = ps.add(prefix + ".w3", {d_ff, d_model}, ParamKind::Matrix, init_std);
+  w2_ = ps.add(prefix + ".w2", {d_model, d_ff}, ParamKind::Matrix, out_std);
 }
 
 void SwiGluMlp::ensure(Backend& be, int64_t n, DType dt) {

@@ -11,7 +11,7 @@ namespace sy {
 class SwiGluMlp {
  public:
   SwiGluMlp(ParamStore& ps, const std::string& prefix, int64_t d_model, int64_t d_ff, double init_std,
-            double out_std, bool expert = false);
+            double out_std);
   // out += mlp(xn); xn [N, D]. Keeps what the backward pass needs.
   void forward(Backend& be, const Tensor& xn, const Tensor& out);
   // dxn += d/dxn, parameter gradients +=; dout [N, D].
