@@ -37,6 +37,10 @@ void check_ep(int ranks, int ep, const std::string& sets, const std::string& tag
   ASSERT_EQ(tokens_ref.size(), 10u);
   EXPECT_EQ(tokens, tokens_ref);
   EXPECT_EQ(d.field(name, "dropped_share"), d.field("ref", "dropped_share"));
+  // Not only as many: the same tokens, micro-batch by micro-batch and layer by layer.
+  const auto digest_ref = d.field("ref", "dropped_digest");
+  ASSERT_EQ(digest_ref.size(), 10u);
+  EXPECT_EQ(d.field(name, "dropped_digest"), digest_ref);
   // Communication volume: the all-to-all bytes the communicator counted each step equal the
   // count implied by the routing (rows sent off-rank x d_model x 4 bytes, dispatch and combine,
   // forward and backward, plus the per-layer count exchange), and are not zero.

@@ -19,6 +19,10 @@ struct StepRecord {
   double tokens_per_s = 0, mfu = 0;
   double expert_share_min = 0, expert_share_max = 0;  // share of a layer's assignments per expert
   double dropped_share = 0;
+  // Which tokens were dropped, as a sum over micro-batches and MoE layers of a 32-bit hash of
+  // (the micro-batch's first sample, layer, dropped_digest): equal in any layout that drops the
+  // same tokens of the same micro-batches (-1: no MoE layer).
+  int64_t dropped_digest = -1;
   double expert_imbalance = 0;  // max over layers of (most loaded expert / mean load)
   // Expert parallelism, this step, summed over ranks: all-to-all bytes the communicator recorded
   // and the bytes the routing implies (-1: no expert parallelism).

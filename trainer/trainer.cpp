@@ -41,6 +41,18 @@ void maybe_stall_for_test(int rank, int64_t step) {
   if (r && s && std::atoi(r) == rank && std::atoll(s) == step) std::raise(SIGSTOP);
 }
 
+// 32 bits of (micro-batch, layer, dropped_digest), mixed (splitmix64's finaliser) so that the
+// sum over micro-batches and layers identifies the dropped set; see StepRecord::dropped_digest.
+int64_t drop_fingerprint(int64_t first_sample, int64_t layer, uint64_t digest) {
+  uint64_t x = digest ^ (uint64_t(first_sample) * 0x9e3779b97f4a7c15ull) ^ (uint64_t(layer + 1) << 56);
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebull;
+  x ^= x >> 31;
+  return int64_t(x >> 32);
+}
+
 DType parse_dtype(const std::string& s) { return s == "float64" ? DType::F64 : DType::F32; }
 
 // Loss parts and expert loads of one step, summed over micro-batches, then over ranks.
@@ -203,7 +215,7 @@ int run_training(const Recipe& r) {
   auto window_start = Clock::now();
   int64_t window_tokens = 0;
   const int64_t n_moe = int64_t(model.moe_layers().size()), n_exp = r.model.n_experts;
-  std::vector<int64_t> window_counts(n_moe * (n_exp + 1) + 2, 0);
+  std::vector<int64_t> window_counts(n_moe * (n_exp + 1) + 3, 0);
   double last_val = NAN;
   std::string stop_reason = "finished";
   // A run resumed at or past train.stop_at_step does no step: it writes its state back (when
@@ -224,7 +236,7 @@ int run_training(const Recipe& r) {
     // token exchange: the all-to-all bytes the communicator recorded, and the bytes the routing
     // implies (below); summed over ranks they must agree (docs/parallel.md).
     // losses: ce, aux, z, and the seconds this rank spent in token exchanges (averaged over ranks).
-    StepTotals t{std::vector<double>(4, 0.0), std::vector<int64_t>(n_moe * (n_exp + 1) + 2, 0)};
+    StepTotals t{std::vector<double>(4, 0.0), std::vector<int64_t>(n_moe * (n_exp + 1) + 3, 0)};
     ctx.ep->stats().reset();
     exchange.reset_seconds();
     int64_t rows_off_rank = 0;
@@ -237,6 +249,7 @@ int run_training(const Recipe& r) {
       for (int64_t l = 0; l < n_moe; ++l) {
         for (int64_t e = 0; e < n_exp; ++e) t.counts[l * (n_exp + 1) + e] += parts.moe[l].routed[e];
         t.counts[l * (n_exp + 1) + n_exp] += parts.moe[l].dropped;
+        t.counts[n_moe * (n_exp + 1) + 2] += drop_fingerprint(first, l, parts.moe[l].dropped_digest);
         rows_off_rank += parts.moe[l].rows_sent_off_rank;
       }
     }
@@ -289,6 +302,7 @@ int run_training(const Recipe& r) {
       rec.mfu = rec.tokens_per_s * flops_per_token / (tc.peak_gflops * 1e9 * ctx.world->size());
       rec.eta_s = seconds_since(start) / double(step - first_step) * double(tc.steps - step);
       summarise_experts(window_counts, n_moe, n_exp, window_tokens * r.model.top_k, rec);
+      if (n_moe > 0) rec.dropped_digest = window_counts[n_moe * (n_exp + 1) + 2];
       if (ctx.ep->size() > 1) {
         rec.a2a_bytes = t.counts[n_moe * (n_exp + 1)];
         rec.a2a_bytes_routing = t.counts[n_moe * (n_exp + 1) + 1];

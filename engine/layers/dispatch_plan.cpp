@@ -14,6 +14,15 @@ int64_t expert_capacity(double capacity_factor, int64_t n_tokens, int64_t top_k,
   return static_cast<int64_t>(std::ceil(exact - 1e-9));
 }
 
+uint64_t dropped_digest(const DispatchPlan& p) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < p.slot_rows.size(); ++i) {
+    if (p.slot_rows[i] >= 0) continue;
+    for (int b = 0; b < 8; ++b) h = (h ^ ((uint64_t(i) >> (8 * b)) & 0xff)) * 0x100000001b3ull;
+  }
+  return h;
+}
+
 DispatchPlan make_dispatch_plan(const int32_t* idx, int64_t n_tokens, int64_t top_k, int64_t n_experts,
                                 double capacity_factor) {
   DispatchPlan p;

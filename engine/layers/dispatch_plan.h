@@ -26,6 +26,11 @@ struct DispatchPlan {
   int64_t rows() const { return offsets.empty() ? 0 : offsets.back(); }
 };
 
+// A 64-bit fingerprint (FNV-1a) of which assignments were dropped: the flat indices n * k + j
+// with slot_rows == -1, in order. Equal plans of equal micro-batches give equal digests, so runs
+// in different layouts can show that they dropped exactly the same tokens.
+uint64_t dropped_digest(const DispatchPlan& p);
+
 int64_t expert_capacity(double capacity_factor, int64_t n_tokens, int64_t top_k, int64_t n_experts);
 
 // idx: [N, k] expert ids from the router.

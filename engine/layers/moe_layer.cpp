@@ -102,6 +102,7 @@ MoeForwardStats MoeLayer::forward(Backend& be, const Tensor& xn, const Tensor& o
   MoeForwardStats st;
   st.routed = plan_.routed;
   st.dropped = plan_.dropped;
+  st.dropped_digest = dropped_digest(plan_);
   if (disp_)
     st.rows_sent_off_rank = plan_.rows() - (plan_.offsets[first_local_ + n_local_] - plan_.offsets[first_local_]);
   st.assignments = n * k;

@@ -31,6 +31,7 @@ struct MoeForwardStats {
   double z_loss = 0;    // coefficient applied
   std::vector<int64_t> routed;  // [E] assignments chosen by the router (before drops)
   int64_t dropped = 0;
+  uint64_t dropped_digest = 0;  // dropped_digest(plan): which assignments were dropped
   int64_t assignments = 0;  // N * k
   // Kept assignments whose expert lives on another expert-parallel rank: the rows this rank
   // sends in the dispatch exchange (0 without expert parallelism).
