@@ -39,8 +39,9 @@ int main(int argc, char** argv) {
     {
       auto be = make_cpu_backend();
       Model model(r.model, *be, DType::F32, 1, ModelShard{{}, world->size(), world->size()});
-      auto ep = make_local_comm();
-      DataParallel dp({world.get(), ep.get(), world.get()}, *be, model.params(), world->size() > 1 ? 1 : 0, 1 << 20);
+      auto ep = make_local_comm(), tp = make_local_comm();
+      DataParallel dp({world.get(), tp.get(), ep.get(), world.get(), world.get()}, *be, model.params(),
+                      world->size() > 1 ? 1 : 0, 1 << 20);
       Optimizer opt(r.optim, model.params(), *be, 10, dp.optimizer_shard());
       double t_snap = 0, t_save = 0, t_load = 0;
       int64_t bytes = 0;

@@ -61,9 +61,10 @@ class Backend {
                     double beta) = 0;
 
   // ---- embedding ------------------------------------------------------------------------------
-  // out[n, :] = table[ids[n], :]; table [V, D], ids [N] I32, out [N, D].
+  // out[n, :] = table[ids[n], :]; table [V, D], ids [N] I32, out [N, D]. An id of -1 (a token
+  // whose row lives in another rank's vocabulary shard) gives a zero row.
   virtual void embedding_forward(const Tensor& table, const Tensor& ids, const Tensor& out) = 0;
-  // dtable[ids[n], :] += dout[n, :]
+  // dtable[ids[n], :] += dout[n, :] (rows with id -1 are skipped)
   virtual void embedding_backward(const Tensor& dout, const Tensor& ids, const Tensor& dtable) = 0;
 
   // ---- RMSNorm ----------------------------------------------------------------------------
@@ -145,9 +146,18 @@ class Backend {
   // Cross-entropy of logits [N, V] against targets [N] I32; writes lse [N] (saved) and returns the
   // SUM over rows of (lse - logit[target]) in double.
   virtual double cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& lse) = 0;
-  // dlogits += scale * (softmax(logits) - onehot(target)).
+  // dlogits += scale * (softmax(logits) - onehot(target)), softmax = exp(logits - lse). A target
+  // of -1 (in another vocabulary shard) has no one-hot term.
   virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                       double scale, const Tensor& dlogits) = 0;
+  // Vocabulary-parallel cross-entropy, in two passes over a shard of the logits [N, Vs] whose
+  // results are reduced over the shards between them (max, then sum):
+  //   row_max[n] = max_j logits[n, j]
+  //   sum_exp[n] = sum_j exp(logits[n, j] - global_max[n]);  target_logit[n] = logits[n, targets[n]]
+  //   (0 where targets[n] is -1).  Then lse = global_max + log(sum over shards of sum_exp).
+  virtual void logits_row_max(const Tensor& logits, const Tensor& row_max) = 0;
+  virtual void cross_entropy_shard_sums(const Tensor& logits, const Tensor& targets, const Tensor& global_max,
+                                        const Tensor& sum_exp, const Tensor& target_logit) = 0;
 
   // ---- optimizer updates on flat parameter ranges --------------------------------------------
   // With g = grad_scale * grad: m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2, and decoupled weight

@@ -8,17 +8,32 @@
 namespace sy {
 
 Model::Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed, ModelShard shard)
-    : cfg_(cfg), be_(be), dtype_(dtype) {
+    : cfg_(cfg), be_(be), dtype_(dtype), tp_(shard.tp) {
   cfg_.validate();
-  embed_ = ps_.add("embed.weight", {cfg_.vocab_size, cfg_.d_model}, ParamKind::Embedding, cfg_.init_std);
+  const int t = tp_.size();
+  auto need = [&](int64_t v, const char* what) {
+    if (v % t != 0)
+      throw std::invalid_argument(std::string(what) + "=" + std::to_string(v) + " is not divisible by tp=" +
+                                  std::to_string(t));
+  };
+  need(cfg_.vocab_size, "model.vocab_size");
+  need(cfg_.n_heads, "model.n_heads");
+  need(cfg_.n_kv_heads, "model.n_kv_heads");
+  if (cfg_.first_dense_layers > 0 || cfg_.n_experts == 0) need(cfg_.d_ff, "model.d_ff");
+  if (cfg_.n_shared_experts > 0) need(cfg_.expert_ffn_dim, "model.expert_ffn_dim");
+  vocab_local_ = cfg_.vocab_size / t;
+  vocab_begin_ = tp_.rank() * vocab_local_;
+  const ParamSplit rows{TpSplit::Rows, tp_.rank(), t};
+  embed_ = ps_.add("embed.weight", {vocab_local_, cfg_.d_model}, ParamKind::Embedding, cfg_.init_std, -1, rows);
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
-    attn_.push_back(std::make_unique<AttentionBlock>(ps_, cfg_, l));
-    ffn_.push_back(std::make_unique<FfnBlock>(ps_, cfg_, l, shard.experts));
+    attn_.push_back(std::make_unique<AttentionBlock>(ps_, cfg_, l, tp_));
+    ffn_.push_back(std::make_unique<FfnBlock>(ps_, cfg_, l, shard.experts, tp_));
   }
-  final_norm_ = ps_.add("final_norm.weight", {cfg_.d_model}, ParamKind::Norm, 0);
-  lm_head_ = cfg_.tie_embeddings
-                 ? embed_
-                 : ps_.add("lm_head.weight", {cfg_.vocab_size, cfg_.d_model}, ParamKind::Matrix, cfg_.init_std);
+  final_norm_ = ps_.add("final_norm.weight", {cfg_.d_model}, ParamKind::Norm, 0, -1,
+                        {tp_.seq() ? TpSplit::Partial : TpSplit::Replicated, tp_.rank(), t});
+  lm_head_ = cfg_.tie_embeddings ? embed_
+                                 : ps_.add("lm_head.weight", {vocab_local_, cfg_.d_model}, ParamKind::Matrix,
+                                           cfg_.init_std, -1, rows);
   ps_.allocate(be_, dtype_, shard.dense_pad, shard.expert_pad);
   ps_.initialize(be_, seed);
   for (auto& f : ffn_) f->allocate_buffers(be_, dtype_);
@@ -29,9 +44,13 @@ void Model::ensure(int64_t batch, int64_t seq) {
   if (seq > cfg_.seq_len)
     throw std::invalid_argument("sequence of " + std::to_string(seq) + " tokens exceeds model.seq_len=" +
                                 std::to_string(cfg_.seq_len));
+  const int64_t n = batch * seq, d = cfg_.d_model, v = vocab_local_, hd = cfg_.resolved_head_dim();
+  if (tp_.seq() && n % tp_.size() != 0)
+    throw std::invalid_argument("sequence parallelism needs batch * seq (" + std::to_string(n) +
+                                ") divisible by tp=" + std::to_string(tp_.size()));
+  const int64_t nl = tp_.seq() ? n / tp_.size() : n;  // residual-stream rows on this rank
   batch_ = batch;
   seq_ = seq;
-  const int64_t n = batch * seq, d = cfg_.d_model, v = cfg_.vocab_size, hd = cfg_.resolved_head_dim();
 
   // RoPE tables in double on the host, so float32 and float64 models rotate by the same angles.
   std::vector<double> c(seq * (hd / 2)), s(seq * (hd / 2));
@@ -53,14 +72,24 @@ void Model::ensure(int64_t batch, int64_t seq) {
   ids_ = be_.empty({n}, DType::I32);
   targets_ = be_.empty({n}, DType::I32);
   resid_.clear();
-  for (int64_t i = 0; i < 2 * cfg_.n_layers + 1; ++i) resid_.push_back(be_.empty({n, d}, dtype_));
-  xf_ = be_.empty({n, d}, dtype_);
-  rstd_f_ = be_.empty({n}, dtype_);
+  for (int64_t i = 0; i < 2 * cfg_.n_layers + 1; ++i) resid_.push_back(be_.empty({nl, d}, dtype_));
+  xf_ = be_.empty({nl, d}, dtype_);
+  rstd_f_ = be_.empty({nl}, dtype_);
   logits_ = be_.empty({n, v}, dtype_);
   lse_ = be_.empty({n}, dtype_);
   dlogits_ = be_.empty({n, v}, dtype_);
-  dxf_ = be_.empty({n, d}, dtype_);
-  dresid_ = be_.empty({n, d}, dtype_);
+  dxf_ = be_.empty({nl, d}, dtype_);
+  dresid_ = be_.empty({nl, d}, dtype_);
+  if (tp_.on()) {
+    ids_local_ = be_.empty({n}, DType::I32);
+    targets_local_ = be_.empty({n}, DType::I32);
+    emb_part_ = be_.empty({n, d}, dtype_);
+    dxf_all_ = be_.empty({n, d}, dtype_);
+    row_max_ = be_.empty({n}, dtype_);
+    sum_exp_ = be_.empty({n}, dtype_);
+    target_logit_ = be_.empty({n}, dtype_);
+  }
+  if (tp_.seq()) xfg_ = be_.empty({n, d}, dtype_);
 }
 
 void Model::upload_batch(const HostBatch& b) {
@@ -75,11 +104,49 @@ void Model::upload_batch(const HostBatch& b) {
   ensure(b.batch, b.seq);
   be_.upload(b.inputs.data(), ids_);
   be_.upload(b.targets.data(), targets_);
+  if (tp_.on()) {
+    auto local = [&](const std::vector<int32_t>& ids, const Tensor& dst) {
+      std::vector<int32_t> l(ids.size());
+      for (size_t i = 0; i < ids.size(); ++i)
+        l[i] = ids[i] >= vocab_begin_ && ids[i] < vocab_begin_ + vocab_local_ ? int32_t(ids[i] - vocab_begin_) : -1;
+      be_.upload(l.data(), dst);
+    };
+    local(b.inputs, ids_local_);
+    local(b.targets, targets_local_);
+  }
+}
+
+// lse = global max + log(sum over shards of sum_j exp(logit - global max)); the loss needs the
+// target's logit from the shard that holds it. Three reductions of [N] rows, never the logits.
+double Model::vocab_parallel_loss() {
+  be_.logits_row_max(logits_, row_max_);
+  tp_.comm->all_reduce_max(row_max_);
+  be_.cross_entropy_shard_sums(logits_, targets_local_, row_max_, sum_exp_, target_logit_);
+  tp_.comm->all_reduce_sum(sum_exp_);
+  tp_.comm->all_reduce_sum(target_logit_);
+  const std::vector<double> mx = download_f64(be_, row_max_), se = download_f64(be_, sum_exp_),
+                            tl = download_f64(be_, target_logit_);
+  std::vector<double> lse(mx.size());
+  double total = 0;
+  for (size_t i = 0; i < mx.size(); ++i) {
+    lse[i] = mx[i] + std::log(se[i]);
+    total += lse[i] - tl[i];
+  }
+  upload_f64(be_, lse, lse_);
+  return total;
 }
 
 LossParts Model::run_forward() {
   LossParts parts;
-  be_.embedding_forward(ps_.value(embed_), ids_, resid_[0]);
+  if (!tp_.on()) {
+    be_.embedding_forward(ps_.value(embed_), ids_, resid_[0]);
+  } else {
+    // Vocabulary-parallel lookup: rows of other shards are zero; the sum over TP is the table's
+    // row (all-reduced, or reduce-scattered into this rank's sequence rows).
+    be_.embedding_forward(ps_.value(embed_), ids_local_, emb_part_);
+    be_.fill(resid_[0], 0);
+    tp_exit(be_, tp_, emb_part_, resid_[0], dxf_);
+  }
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
     attn_[l]->forward(be_, resid_[2 * l], resid_[2 * l + 1], rope_, batch_, seq_);
     MoeForwardStats st = ffn_[l]->forward(be_, resid_[2 * l + 1], resid_[2 * l + 2]);
@@ -90,17 +157,25 @@ LossParts Model::run_forward() {
     }
   }
   be_.rmsnorm_forward(resid_.back(), ps_.value(final_norm_), cfg_.norm_eps, xf_, rstd_f_);
-  be_.gemm(xf_, false, ps_.value(lm_head_), true, logits_, 1, 0);
-  parts.ce = be_.cross_entropy_forward(logits_, targets_, lse_) / double(batch_ * seq_);
+  const Tensor xin = tp_enter(be_, tp_, xf_, xfg_);
+  be_.gemm(xin, false, ps_.value(lm_head_), true, logits_, 1, 0);
+  const double sum = tp_.on() ? vocab_parallel_loss() : be_.cross_entropy_forward(logits_, targets_, lse_);
+  parts.ce = sum / double(batch_ * seq_);
   return parts;
 }
 
 void Model::run_backward(const LossParts&, double loss_scale) {
   const double n = double(batch_ * seq_);
   be_.fill(dlogits_, 0);
-  be_.cross_entropy_backward(logits_, targets_, lse_, loss_scale / n, dlogits_);
-  be_.gemm(dlogits_, true, xf_, false, ps_.grad(lm_head_), 1, 1);
-  be_.gemm(dlogits_, false, ps_.value(lm_head_), false, dxf_, 1, 0);
+  be_.cross_entropy_backward(logits_, tp_.on() ? targets_local_ : targets_, lse_, loss_scale / n, dlogits_);
+  be_.gemm(dlogits_, true, tp_.seq() ? xfg_ : xf_, false, ps_.grad(lm_head_), 1, 1);
+  if (!tp_.on()) {
+    be_.gemm(dlogits_, false, ps_.value(lm_head_), false, dxf_, 1, 0);
+  } else {
+    be_.gemm(dlogits_, false, ps_.value(lm_head_), false, dxf_all_, 1, 0);
+    be_.fill(dxf_, 0);
+    tp_enter_backward(be_, tp_, dxf_all_, dxf_, dresid_);
+  }
   be_.fill(dresid_, 0);
   be_.rmsnorm_backward(dxf_, resid_.back(), ps_.value(final_norm_), rstd_f_, dresid_, ps_.grad(final_norm_));
   // Each block adds its branch's input gradient into dresid_ in place, walking the residual
@@ -109,7 +184,12 @@ void Model::run_backward(const LossParts&, double loss_scale) {
     ffn_[l]->backward(be_, resid_[2 * l + 1], dresid_, loss_scale);
     attn_[l]->backward(be_, resid_[2 * l], dresid_, rope_);
   }
-  be_.embedding_backward(dresid_, ids_, ps_.grad(embed_));
+  if (!tp_.on()) {
+    be_.embedding_backward(dresid_, ids_, ps_.grad(embed_));
+  } else {
+    const Tensor demb = tp_exit_backward(be_, tp_, dresid_, emb_part_);
+    be_.embedding_backward(demb, ids_local_, ps_.grad(embed_));
+  }
 }
 
 LossParts Model::forward(const HostBatch& b) {
@@ -162,7 +242,7 @@ int64_t Model::active_params_per_token() const {
 int64_t Model::total_params() const {
   int64_t moe_layers = 0;
   for (int64_t l = 0; l < cfg_.n_layers; ++l) moe_layers += cfg_.layer_is_moe(l);
-  return ps_.dense_segment().numel + moe_layers * cfg_.n_experts * 3 * cfg_.d_model * cfg_.expert_ffn_dim;
+  return ps_.dense_global_numel() + moe_layers * cfg_.n_experts * 3 * cfg_.d_model * cfg_.expert_ffn_dim;
 }
 
 double Model::train_flops_per_token() const {

@@ -36,6 +36,10 @@ struct LossParts {
 struct ModelShard {
   ExpertRange experts;  // default: every expert
   int64_t dense_pad = 1, expert_pad = 1;
+  // Tensor (and sequence) parallelism: the comm must outlive the model. Under TP the embedding
+  // and the LM head split over the vocabulary, and the loss is a vocabulary-parallel
+  // cross-entropy that never gathers the logits.
+  TpPlace tp;
 };
 
 class Model {
@@ -70,6 +74,7 @@ class Model {
 
  private:
   void ensure(int64_t batch, int64_t seq);
+  double vocab_parallel_loss();
   void upload_batch(const HostBatch& b);
   LossParts run_forward();
   void run_backward(const LossParts& parts, double loss_scale);
@@ -77,6 +82,8 @@ class Model {
   ModelConfig cfg_;
   Backend& be_;
   DType dtype_;
+  TpPlace tp_;
+  int64_t vocab_begin_ = 0, vocab_local_ = 0;  // this rank's vocabulary rows
   ParamStore ps_;
   int embed_, final_norm_, lm_head_;
   std::vector<std::unique_ptr<AttentionBlock>> attn_;
@@ -85,6 +92,10 @@ class Model {
   int64_t batch_ = 0, seq_ = 0;
   RopeInputs rope_;
   Tensor ids_, targets_;
+  std::vector<int32_t> ids_host_, targets_host_;
+  // Tensor parallelism: ids and targets as rows of this rank's vocabulary shard (-1: elsewhere),
+  // the embedding's partial rows [N, D], the gathered final-norm output, CE row statistics.
+  Tensor ids_local_, targets_local_, emb_part_, xfg_, dxf_all_, row_max_, sum_exp_, target_logit_;
   std::vector<Tensor> resid_;  // 2 * n_layers + 1 residual-stream states, [N, D] each
   Tensor xf_, rstd_f_, logits_, lse_, dlogits_, dxf_, dresid_;
 };

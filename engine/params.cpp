@@ -28,7 +28,8 @@ std::string expert_param_name(const ParamInfo& p, int64_t expert) {
   return p.name.substr(0, at) + expert_tag(expert) + p.name.substr(at + from.size());
 }
 
-int ParamStore::add(const std::string& name, Shape shape, ParamKind kind, double init_std, int64_t expert) {
+int ParamStore::add(const std::string& name, Shape shape, ParamKind kind, double init_std, int64_t expert,
+                    ParamSplit split) {
   if (values_.defined()) throw std::logic_error("ParamStore::add after allocate: " + name);
   if (find(name) >= 0) throw std::logic_error("duplicate parameter " + name);
   if (expert >= 0 && name.find(expert_tag(expert)) == std::string::npos)
@@ -40,22 +41,40 @@ int ParamStore::add(const std::string& name, Shape shape, ParamKind kind, double
   p.kind = kind;
   p.init_std = init_std;
   p.expert = expert;
+  p.tp = split.tp;
+  p.global_shape = p.shape;
+  if (split.tp == TpSplit::Rows) {
+    p.global_shape[0] *= split.tp_size;
+    p.global_offset = split.tp_rank * p.numel;
+  }
   infos_.push_back(std::move(p));
   return static_cast<int>(infos_.size()) - 1;
 }
 
 void ParamStore::allocate(Backend& be, DType dtype, int64_t dense_pad, int64_t expert_pad) {
   auto round_up = [](int64_t n, int64_t m) { return (n + m - 1) / m * m; };
-  dense_ = {};
-  for (ParamInfo& p : infos_)
-    if (!p.is_expert()) p.offset = dense_.numel, dense_.numel += p.numel;
-  dense_.padded = round_up(dense_.numel, dense_pad);
-  experts_ = {dense_.padded, 0, 0};
-  for (ParamInfo& p : infos_)
-    if (p.is_expert()) p.offset = experts_.begin + experts_.numel, experts_.numel += p.numel;
-  experts_.padded = round_up(experts_.numel, expert_pad);
-  values_ = be.zeros({dense_.padded + experts_.padded}, dtype);
-  grads_ = be.zeros({dense_.padded + experts_.padded}, dtype);
+  int64_t at = 0;
+  for (int k = 0; k < 3; ++k) {
+    ParamSegment& seg = segments_[k];
+    seg = {at, 0, 0};
+    for (ParamInfo& p : infos_)
+      if (int(p.segment()) == k) p.offset = seg.begin + seg.numel, seg.numel += p.numel;
+    seg.padded = round_up(seg.numel, SegmentKind(k) == SegmentKind::Expert ? expert_pad : dense_pad);
+    at += seg.padded;
+  }
+  values_ = be.zeros({at}, dtype);
+  grads_ = be.zeros({at}, dtype);
+}
+
+int64_t ParamStore::total_numel() const {
+  return segments_[0].numel + segments_[1].numel + segments_[2].numel;
+}
+
+int64_t ParamStore::dense_global_numel() const {
+  int64_t n = 0;
+  for (const ParamInfo& p : infos_)
+    if (!p.is_expert()) n += shape_numel(p.global_shape);
+  return n;
 }
 
 void ParamStore::initialize(Backend& be, uint64_t seed) {
@@ -65,7 +84,10 @@ void ParamStore::initialize(Backend& be, uint64_t seed) {
     if (p.kind == ParamKind::Norm) {
       std::fill(host.begin(), host.end(), 1.0);
     } else {
+      // The whole tensor's stream, of which this rank keeps its block: a TP rank starts from
+      // exactly the rows the 1-rank run has.
       Philox rng(seed, name_key(p.name));
+      for (int64_t j = 0; j < p.global_offset; ++j) rng.normal();
       for (auto& x : host) x = p.init_std * rng.normal();
     }
     upload_f64(be, host, value(static_cast<int>(i)));

@@ -2,8 +2,9 @@
 // a second flat buffer of the same layout. Flat buffers make the optimizer, gradient clipping,
 // bucketed all-reduce and ZeRO sharding work on plain ranges instead of lists of tensors.
 //
-// The buffers have two segments: the dense parameters, then the routed experts' parameters.
-// They reduce and shard over different groups under expert parallelism (dense over data
+// The buffers have three segments: dense parameters every tensor-parallel rank holds whole,
+// dense parameters split over the tensor-parallel ranks, and the routed experts' parameters.
+// They reduce, shard and enter the gradient norm over different groups (dense over data
 // parallelism, experts over expert-data parallelism), so each segment is padded on its own to
 // a multiple of its group's size. Within a segment parameters keep their declaration order
 // without gaps, so parameters declared one after another (an expert's w1 then w3) form one
@@ -21,9 +22,26 @@ namespace sy {
 // What a parameter is, for weight-decay rules and initialisation.
 enum class ParamKind : uint8_t { Matrix, Norm, Embedding };
 
+// How a parameter lies across the tensor-parallel ranks:
+//   Replicated: the same values and the same gradients on every TP rank.
+//   Partial   : the same values, but each rank's gradient is a partial sum over its own token
+//               rows (norms under sequence parallelism, the router): summed over TP.
+//   Rows      : rank r holds rows [r R, (r + 1) R) of the whole [t R, ...] tensor.
+enum class TpSplit : uint8_t { Replicated, Partial, Rows };
+
+struct ParamSplit {
+  TpSplit tp = TpSplit::Replicated;
+  int tp_rank = 0, tp_size = 1;
+};
+
+enum class SegmentKind : int { Replicated = 0, TpRows = 1, Expert = 2 };
+
 struct ParamInfo {
   std::string name;
-  Shape shape;
+  Shape shape;         // what this rank holds
+  Shape global_shape;  // the whole tensor (differs from shape for TpSplit::Rows)
+  int64_t global_offset = 0;  // this rank's block's first element in the whole tensor's flattening
+  TpSplit tp = TpSplit::Replicated;
   ParamKind kind = ParamKind::Matrix;
   int64_t offset = 0;  // elements into the flat buffers
   int64_t numel = 0;
@@ -32,6 +50,9 @@ struct ParamInfo {
   // and its name holds ".experts.<expert>." (expert_param_name renames it for another index).
   int64_t expert = -1;
   bool is_expert() const { return expert >= 0; }
+  SegmentKind segment() const {
+    return is_expert() ? SegmentKind::Expert : tp == TpSplit::Rows ? SegmentKind::TpRows : SegmentKind::Replicated;
+  }
 };
 
 // A contiguous range of the flat buffers: [begin, begin + numel) holds parameters, and the
@@ -46,20 +67,25 @@ std::string expert_param_name(const ParamInfo& p, int64_t expert);
 
 class ParamStore {
  public:
-  // expert: the routed expert's global index, -1 for a dense parameter.
-  int add(const std::string& name, Shape shape, ParamKind kind, double init_std, int64_t expert = -1);
+  // expert: the routed expert's global index, -1 for a dense parameter. shape: what this rank
+  // holds (for TpSplit::Rows, its block of rows).
+  int add(const std::string& name, Shape shape, ParamKind kind, double init_std, int64_t expert = -1,
+          ParamSplit split = {});
   // Lays the parameters out and allocates the flat value and gradient buffers (zeroed); each
-  // segment is padded to a multiple of its pad so that it splits into equal shards (ZeRO).
+  // segment is padded to a multiple of its pad (the dense ones to dense_pad) so that it splits
+  // into equal shards (ZeRO).
   void allocate(Backend& be, DType dtype, int64_t dense_pad = 1, int64_t expert_pad = 1);
   // Deterministic initialisation from the seed, independent of the backend, the thread count and
   // of which other parameters this store holds: each parameter's stream is keyed by its name, so
   // a rank holding experts 4..7 initialises them exactly as a rank holding all of them does.
   void initialize(Backend& be, uint64_t seed);
 
-  // Parameters (not padding) in both segments.
-  int64_t total_numel() const { return dense_.numel + experts_.numel; }
-  const ParamSegment& dense_segment() const { return dense_; }
-  const ParamSegment& expert_segment() const { return experts_; }
+  // Parameters (not padding) in all segments.
+  int64_t total_numel() const;
+  const ParamSegment& segment(SegmentKind k) const { return segments_[int(k)]; }
+  const ParamSegment& expert_segment() const { return segment(SegmentKind::Expert); }
+  // Elements of the whole model's dense parameters (every TP block counted).
+  int64_t dense_global_numel() const;
   const std::vector<ParamInfo>& infos() const { return infos_; }
   const ParamInfo& info(int id) const { return infos_.at(id); }
   int find(const std::string& name) const;  // -1 if absent
@@ -76,7 +102,7 @@ class ParamStore {
  private:
   Tensor fused(const Tensor& flat, int first, int count) const;
   std::vector<ParamInfo> infos_;
-  ParamSegment dense_, experts_;
+  ParamSegment segments_[3];
   Tensor values_, grads_;
 };
 

@@ -11,8 +11,10 @@ namespace sy {
 Optimizer::Optimizer(const OptimConfig& cfg, ParamStore& ps, Backend& be, int64_t total_steps, OptimShard shard)
     : cfg_(cfg), ps_(ps), be_(be), total_steps_(total_steps), pieces_(std::move(shard.pieces)) {
   if (pieces_.empty()) {
-    for (const ParamSegment& seg : {ps.dense_segment(), ps.expert_segment()})
+    for (SegmentKind k : {SegmentKind::Replicated, SegmentKind::TpRows, SegmentKind::Expert}) {
+      const ParamSegment& seg = ps.segment(k);
       if (seg.numel > 0) pieces_.push_back({seg.begin, seg.begin + seg.numel, Tensor()});
+    }
   }
   reduce_sum_squares_ = shard.reduce_sum_squares;
   if (!reduce_sum_squares_)

@@ -7,12 +7,15 @@ namespace sy {
 
 DataParallel::DataParallel(DataParallelGroups groups, Backend& be, ParamStore& ps, int zero, int64_t bucket_elems)
     : g_(groups), be_(be), ps_(ps), zero_(zero), bucket_elems_(std::max<int64_t>(1, bucket_elems)) {
-  if (!g_.dp || !g_.ep || !g_.edp) throw std::logic_error("DataParallel needs its dp, ep and edp groups");
-  // The DP group is the EP group times the EDP group (no tensor, context or pipeline split yet).
-  if (g_.dp->size() != g_.ep->size() * g_.edp->size())
-    throw std::logic_error("dp size is not ep size times edp size");
-  setup(dense_, *g_.dp, ps.dense_segment(), 1.0);
-  setup(experts_, *g_.edp, ps.expert_segment(), 1.0 / double(g_.dp->size()));
+  if (!g_.dp || !g_.tp || !g_.ep || !g_.edp || !g_.all) throw std::logic_error("DataParallel needs all its groups");
+  // The ranks holding the model are TP x DP for the dense part and EP x EDP for the experts.
+  if (g_.all->size() != g_.tp->size() * g_.dp->size() || g_.all->size() != g_.ep->size() * g_.edp->size())
+    throw std::logic_error("the dense and expert groups do not tile the same ranks");
+  setup(seg_[0], *g_.dp, ps.segment(SegmentKind::Replicated), 1.0);
+  setup(seg_[1], *g_.dp, ps.segment(SegmentKind::TpRows), 1.0);
+  setup(seg_[2], *g_.edp, ps.expert_segment(), 1.0 / double(g_.dp->size()));
+  for (size_t i = 0; i < ps.infos().size(); ++i)
+    if (ps.infos()[i].tp == TpSplit::Partial && g_.tp->size() > 1) partial_.push_back(int(i));
 }
 
 void DataParallel::setup(Segment& s, Communicator& comm, const ParamSegment& range, double post_scale) {
@@ -21,6 +24,7 @@ void DataParallel::setup(Segment& s, Communicator& comm, const ParamSegment& ran
   s.comm = &comm;
   s.range = range;
   s.post_scale = post_scale;
+  s.sum = &range == &ps_.expert_segment();
   s.shard_size = range.padded / n;
   const int64_t end = range.begin + range.numel;
   if (zero_ >= 1) {
@@ -36,26 +40,25 @@ void DataParallel::setup(Segment& s, Communicator& comm, const ParamSegment& ran
 
 OptimShard DataParallel::optimizer_shard() {
   OptimShard s;
-  for (Segment* seg : {&dense_, &experts_}) {
-    if (seg->range.numel == 0) continue;
-    OptimPiece p{seg->shard_begin, seg->shard_end, Tensor()};
-    if (zero_ >= 2) p.grads = seg->shard_grads.view(0, {seg->shard_end - seg->shard_begin});
+  for (Segment& seg : seg_) {
+    OptimPiece p{seg.shard_begin, seg.shard_end, Tensor()};
+    if (zero_ >= 2 && seg.shard_end > seg.shard_begin) p.grads = seg.shard_grads.view(0, {seg.shard_end - seg.shard_begin});
     s.pieces.push_back(p);
   }
-  const bool has_experts = experts_.range.numel > 0;
-  s.reduce_sum_squares = [this, has_experts](const std::vector<double>& local) {
-    const double dense = local.at(0), expert = has_experts ? local.at(1) : 0.0;
+  // Every element must count once: replicated parameters are the same on every TP rank, TP
+  // blocks differ between TP ranks, experts between EP ranks; ZeRO shards partition each segment
+  // over its group.
+  s.reduce_sum_squares = [this](const std::vector<double>& local) {
+    double rep = local.at(0), rest[2] = {local.at(1), local.at(2)};
     if (zero_ >= 1) {
-      // Dense shards partition the dense segment over DP; expert shards partition each EP rank's
-      // experts over EDP, and DP = EP x EDP: one sum over DP counts every element once.
-      double all = dense + expert;
-      g_.dp->all_reduce(&all, 1, CommType::F64, ReduceOp::Sum);
-      return all;
+      if (g_.dp->size() > 1) g_.dp->all_reduce(&rep, 1, CommType::F64, ReduceOp::Sum);
+      double other = rest[0] + rest[1];
+      if (g_.all->size() > 1) g_.all->all_reduce(&other, 1, CommType::F64, ReduceOp::Sum);
+      return rep + other;
     }
-    // Every rank holds all dense gradients; the EP ranks hold different experts.
-    double e = expert;
-    if (has_experts && g_.ep->size() > 1) g_.ep->all_reduce(&e, 1, CommType::F64, ReduceOp::Sum);
-    return dense + e;
+    if (g_.tp->size() > 1) g_.tp->all_reduce(&rest[0], 1, CommType::F64, ReduceOp::Sum);
+    if (g_.ep->size() > 1) g_.ep->all_reduce(&rest[1], 1, CommType::F64, ReduceOp::Sum);
+    return rep + rest[0] + rest[1];
   };
   return s;
 }
@@ -64,9 +67,9 @@ void DataParallel::reduce(Segment& s) {
   if (s.range.padded == 0) return;
   const Tensor g = ps_.grads().view(s.range.begin, {s.range.padded});
   const CommType t = comm_type_of(g.dtype());
-  // Averaging is exact as a Sum followed by the segment's own scale (1/DP); for the dense segment
-  // the group is the DP group, so Avg says the same in one pass.
-  const ReduceOp op = s.post_scale == 1.0 ? ReduceOp::Avg : ReduceOp::Sum;
+  // Dense segments average over their group (DP); the expert segment sums over EDP and then
+  // scales by 1/DP (the two groups differ under TP and EP).
+  const ReduceOp op = s.sum ? ReduceOp::Sum : ReduceOp::Avg;
   Tensor reduced = g;
   if (zero_ >= 2) {
     reduced = s.shard_grads.view(0, {s.shard_size});
@@ -79,17 +82,21 @@ void DataParallel::reduce(Segment& s) {
       s.comm->all_reduce(static_cast<char*>(g.raw()) + off * elem, n, t, op);
     }
   }
-  if (s.post_scale != 1.0) be_.scale(reduced, s.post_scale);
+  if (s.sum && s.post_scale != 1.0) be_.scale(reduced, s.post_scale);
 }
 
 void DataParallel::reduce_gradients() {
-  reduce(dense_);
-  reduce(experts_);
+  for (int id : partial_) {
+    const Tensor g = ps_.grad(id);
+    g_.tp->all_reduce(g.raw(), g.numel(), comm_type_of(g.dtype()), ReduceOp::Sum);
+  }
+  for (Segment& s : seg_) reduce(s);
 }
 
 void DataParallel::gather_parameters() {
   if (zero_ == 0) return;
-  for (Segment* s : {&dense_, &experts_}) {
+  for (Segment& seg : seg_) {
+    Segment* s = &seg;
     if (s->comm->size() == 1 || s->range.padded == 0) continue;
     const Tensor v = ps_.values().view(s->range.begin, {s->range.padded});
     be_.copy(v.view(s->comm->rank() * s->shard_size, {s->shard_size}), s->gather_send.view(0, {s->shard_size}));
@@ -99,13 +106,20 @@ void DataParallel::gather_parameters() {
 
 int64_t DataParallel::reduced_gradient_bytes() const {
   if (zero_ < 2) return int64_t(ps_.grads().nbytes());
-  return (dense_.shard_size + experts_.shard_size) * int64_t(dtype_size(ps_.grads().dtype()));
+  return (seg_[0].shard_size + seg_[1].shard_size + seg_[2].shard_size) * int64_t(dtype_size(ps_.grads().dtype()));
 }
 
 bool DataParallel::writes_value(const ParamInfo& p) const {
-  return (p.is_expert() ? g_.edp : g_.dp)->rank() == 0;
+  switch (p.segment()) {
+    case SegmentKind::Expert: return g_.edp->rank() == 0;
+    case SegmentKind::TpRows: return g_.dp->rank() == 0;
+    default: return g_.dp->rank() == 0 && g_.tp->rank() == 0;
+  }
 }
 
-bool DataParallel::writes_moments(const ParamInfo& p) const { return zero_ >= 1 || writes_value(p); }
+bool DataParallel::writes_moments(const ParamInfo& p) const {
+  if (zero_ == 0) return writes_value(p);
+  return p.segment() != SegmentKind::Replicated || g_.tp->rank() == 0;
+}
 
 }  // namespace sy

@@ -1,13 +1,16 @@
 // Data parallelism, with expert parallelism beside it: gradient reduction in buckets and ZeRO
 // sharding of the optimizer (stage 1) and of the reduced gradients (stage 2).
 //
-// The flat buffers have two segments (engine/params.h), each reduced and sharded over its own
+// The flat buffers have three segments (engine/params.h), each reduced and sharded over its own
 // group:
-//   dense  : replicated on every rank of the DP group (which holds the EP group); averaged over DP.
-//   experts: each rank holds its EP rank's experts; the ranks holding the same experts form the
-//            EDP group. Their gradients already hold every EP peer's tokens (the exchange brought
-//            them), so they are summed over EDP and divided by the DP size: the mean over all
-//            micro-batches, as in the 1-rank run (docs/parallel.md derives it).
+//   replicated: the same on every TP rank; averaged over DP. Parameters whose gradients are
+//               partial over TP (norms under sequence parallelism, the router) are first summed
+//               over TP.
+//   tp rows   : each TP rank's block; averaged over DP.
+//   experts   : each rank holds its EP rank's experts; the ranks holding the same experts form the
+//               EDP group. Their gradients already hold every token routed to them from the
+//               rank's EP peers (and TP peers), so they are summed over EDP and divided by the DP
+//               size: the mean over all micro-batches, as in the 1-rank run (docs/parallel.md).
 // Each segment is padded to a multiple of its group's size and cut into equal shards; rank r of
 // the group owns [r * S, (r + 1) * S) of it. Per step and segment:
 //   zero 0: all-reduce every bucket; every rank updates the whole segment.
@@ -25,20 +28,23 @@
 
 namespace sy {
 
-// The groups a rank's parameters reduce over. Without expert parallelism ep has size 1 and edp
-// is the DP group's rank set.
+// The groups a rank's parameters reduce over. Without expert parallelism ep has size 1; without
+// tensor parallelism tp has size 1. `all` is every rank holding a part of the model (tp x dp,
+// which is also ep x edp).
 struct DataParallelGroups {
   Communicator* dp = nullptr;
+  Communicator* tp = nullptr;
   Communicator* ep = nullptr;
   Communicator* edp = nullptr;
+  Communicator* all = nullptr;
 };
 
 class DataParallel {
  public:
   DataParallel(DataParallelGroups groups, Backend& be, ParamStore& ps, int zero, int64_t bucket_elems);
 
-  // The optimizer's view: its pieces (one per segment), where their reduced gradients live, and
-  // the global gradient-norm reduction.
+  // The optimizer's view: its pieces (one per segment, in segment order, possibly empty), where
+  // their reduced gradients live, and the global gradient-norm reduction.
   OptimShard optimizer_shard();
   // Reduces the gradients (after the last micro-batch's backward).
   void reduce_gradients();
@@ -47,7 +53,8 @@ class DataParallel {
   // Bytes of reduced gradients this rank keeps for the optimizer (1/group of each segment at zero 2).
   int64_t reduced_gradient_bytes() const;
   // Whether this rank writes the checkpoint's copy of parameter p (the first rank of the group it
-  // is replicated over) and of its optimizer moments (under ZeRO every rank writes its shards).
+  // is replicated over) and of its optimizer moments (under ZeRO every rank its shards, except
+  // that replicated parameters' shards come from TP rank 0 only).
   bool writes_value(const ParamInfo& p) const;
   bool writes_moments(const ParamInfo& p) const;
 
@@ -56,7 +63,8 @@ class DataParallel {
     Communicator* comm = nullptr;
     ParamSegment range;
     int64_t shard_size = 0, shard_begin = 0, shard_end = 0;  // flat-buffer elements
-    double post_scale = 1;  // applied after a Sum reduction (experts: 1 / DP size)
+    bool sum = false;       // Sum then post_scale (experts), else Avg
+    double post_scale = 1;  // experts: 1 / DP size
     Tensor shard_grads;     // zero 2: the reduce-scatter destination
     Tensor gather_send;     // zero >= 1: this rank's shard, copied out so send and receive do not alias
   };
@@ -68,7 +76,8 @@ class DataParallel {
   ParamStore& ps_;
   int zero_;
   int64_t bucket_elems_;
-  Segment dense_, experts_;
+  Segment seg_[3];  // by SegmentKind
+  std::vector<int> partial_;  // parameters whose gradients are summed over TP first
 };
 
 }  // namespace sy

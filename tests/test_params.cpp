@@ -23,17 +23,21 @@ TEST(ParamStore, DenseSegmentThenExpertSegmentEachPaddedToItsGroup) {
   const ModelConfig c = testing::tiny_two_layer_config();
   Model m(c, *be, DType::F32, 5, ModelShard{{}, 3, 4});
   const ParamStore& ps = m.params();
-  const ParamSegment dense = ps.dense_segment(), experts = ps.expert_segment();
+  const ParamSegment rep = ps.segment(SegmentKind::Replicated), rows = ps.segment(SegmentKind::TpRows);
+  const ParamSegment experts = ps.expert_segment();
+  EXPECT_EQ(rows.begin, rep.padded);
+  EXPECT_EQ(rep.padded % 3, 0);
+  const ParamSegment dense{rep.begin, rep.numel + rows.numel, rep.padded + rows.padded};
   // 4 experts of 3 matrices of 8 x 16 in the one MoE layer.
   EXPECT_EQ(experts.numel, 4 * 3 * 8 * 16);
   EXPECT_EQ(dense.numel + experts.numel, ps.total_numel());
-  EXPECT_EQ(dense.padded % 3, 0);
-  EXPECT_LT(dense.padded - dense.numel, 3);
+  EXPECT_EQ(rows.padded % 3, 0);
+  EXPECT_LT(dense.padded - dense.numel, 6);
   EXPECT_EQ(experts.begin, dense.padded);
   EXPECT_EQ(experts.padded % 4, 0);
   EXPECT_EQ(ps.values().numel(), dense.padded + experts.padded);
   for (const ParamInfo& p : ps.infos()) {
-    const ParamSegment& seg = p.is_expert() ? experts : dense;
+    const ParamSegment& seg = ps.segment(p.segment());
     EXPECT_GE(p.offset, seg.begin) << p.name;
     EXPECT_LE(p.offset + p.numel, seg.begin + seg.numel) << p.name;
     EXPECT_EQ(p.is_expert(), p.name.find(".experts.") != std::string::npos) << p.name;

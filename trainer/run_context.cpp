@@ -16,6 +16,7 @@ RunContext::~RunContext() {
   const bool mpi = env.world > 1 && world;
   edp.reset();
   ep.reset();
+  tp.reset();
   dp.reset();
   world.reset();
   if (mpi) mpi_finalize_if_initialised();
@@ -23,13 +24,27 @@ RunContext::~RunContext() {
 
 RunContext make_run_context(const Recipe& r) {
   const ParallelConfig& p = r.parallel;
-  // Until tensor, pipeline and context parallelism land, refuse them up front rather than
+  // Until pipeline, context and expert-tensor parallelism land, refuse them up front rather than
   // training something else than what the recipe asks for.
-  const std::pair<const char*, int64_t> later[] = {{"tp", p.tp}, {"cp", p.cp}, {"pp", p.pp}, {"etp", p.etp}};
+  const std::pair<const char*, int64_t> later[] = {{"cp", p.cp}, {"pp", p.pp}, {"etp", p.etp}};
   for (auto& [key, v] : later)
     if (v != 1)
       throw ConfigError("parallel." + std::string(key) + "=" + std::to_string(v) +
-                        " is not supported yet (data and expert parallelism only); set parallel." + key + "=1");
+                        " is not supported yet (data, tensor and expert parallelism only); set parallel." + key + "=1");
+  const ModelConfig& m = r.model;
+  const std::pair<const char*, int64_t> split_by_tp[] = {
+      {"vocab_size", m.vocab_size}, {"n_heads", m.n_heads}, {"n_kv_heads", m.n_kv_heads},
+      {"d_ff", m.first_dense_layers > 0 || m.n_experts == 0 ? m.d_ff : p.tp},
+      {"expert_ffn_dim", m.n_shared_experts > 0 ? m.expert_ffn_dim : p.tp}};
+  if (p.tp < 1) throw ConfigError("parallel.tp=" + std::to_string(p.tp) + " must be at least 1");
+  for (auto& [key, v] : split_by_tp)
+    if (v % p.tp != 0)
+      throw ConfigError("model." + std::string(key) + "=" + std::to_string(v) + " is not divisible by parallel.tp=" +
+                        std::to_string(p.tp) + "; choose a tp that divides it (KV heads are not replicated across TP ranks)");
+  if (p.sp && p.tp > 1 && (r.train.micro_batch * m.seq_len) % p.tp != 0)
+    throw ConfigError("parallel.sp=true needs train.micro_batch * model.seq_len (" +
+                      std::to_string(r.train.micro_batch * m.seq_len) + ") divisible by parallel.tp=" +
+                      std::to_string(p.tp) + "; change the micro-batch or turn sp off");
   if (p.zero < 0 || p.zero > 2)
     throw ConfigError("parallel.zero=" + std::to_string(p.zero) + " must be 0, 1 or 2");
   if (p.ep > 1 && r.model.n_experts % p.ep != 0)
@@ -49,8 +64,9 @@ RunContext make_run_context(const Recipe& r) {
   const Group& dp = ctx.grid.group(GroupKind::DP);
   ctx.dp = dp.size() == 1 ? make_local_comm() : ctx.world->subgroup(dp.ranks, "dp");
   ctx.dp->set_timeout_s(p.timeout_s);
-  // Every rank creates the groups in the same order (dp, ep, edp), as subgroup creation requires.
-  for (auto [kind, slot, name] : {std::tuple{GroupKind::EP, &ctx.ep, "ep"}, std::tuple{GroupKind::EDP, &ctx.edp, "edp"}}) {
+  // Every rank creates the groups in the same order (dp, ep, edp, tp), as subgroup creation requires.
+  for (auto [kind, slot, name] : {std::tuple{GroupKind::EP, &ctx.ep, "ep"}, std::tuple{GroupKind::EDP, &ctx.edp, "edp"},
+                                  std::tuple{GroupKind::TP, &ctx.tp, "tp"}}) {
     const Group& g = ctx.grid.group(kind);
     *slot = g.size() == 1 ? make_local_comm() : ctx.world->subgroup(g.ranks, name);
     (*slot)->set_timeout_s(p.timeout_s);

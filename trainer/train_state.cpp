@@ -62,15 +62,18 @@ StateSnapshot snapshot_state(Model& model, const Optimizer& opt, bool write_buff
   StateSnapshot s;
   Backend& be = model.backend();
   const ParamStore& ps = model.params();
-  for (size_t i = 0; i < ps.infos().size(); ++i)
-    if (writes_value(ps.infos()[i])) add_piece(s, be, ps.infos()[i].name, ps.infos()[i].shape, ps.value(int(i)), 0);
+  for (size_t i = 0; i < ps.infos().size(); ++i) {
+    const ParamInfo& p = ps.infos()[i];
+    if (writes_value(p)) add_piece(s, be, p.name, p.global_shape, ps.value(int(i)), p.global_offset);
+  }
   if (write_buffers)
     for (auto& [name, t] : model.buffers()) add_piece(s, be, kBuffer + name, t.shape(), t, 0);
   if (opt.exp_avg().defined()) {
     for_each_in_shard(ps, opt, [&](const ParamInfo& p, int64_t lo, int64_t hi, int64_t at) {
       if (!writes_moments(p)) return;
-      add_piece(s, be, kExpAvg + p.name, p.shape, opt.exp_avg().view(at, {hi - lo}), lo - p.offset);
-      add_piece(s, be, kExpAvgSq + p.name, p.shape, opt.exp_avg_sq().view(at, {hi - lo}), lo - p.offset);
+      const int64_t off = p.global_offset + lo - p.offset;
+      add_piece(s, be, kExpAvg + p.name, p.global_shape, opt.exp_avg().view(at, {hi - lo}), off);
+      add_piece(s, be, kExpAvgSq + p.name, p.global_shape, opt.exp_avg_sq().view(at, {hi - lo}), off);
     });
   }
   return s;
@@ -79,13 +82,16 @@ StateSnapshot snapshot_state(Model& model, const Optimizer& opt, bool write_buff
 int64_t restore_state(const CheckpointReader& ckpt, Model& model, Optimizer& opt) {
   Backend& be = model.backend();
   const ParamStore& ps = model.params();
-  for (size_t i = 0; i < ps.infos().size(); ++i)
-    load_piece(ckpt, be, ps.infos()[i].name, ps.infos()[i].shape, ps.value(int(i)), 0);
+  for (size_t i = 0; i < ps.infos().size(); ++i) {
+    const ParamInfo& p = ps.infos()[i];
+    load_piece(ckpt, be, p.name, p.global_shape, ps.value(int(i)), p.global_offset);
+  }
   for (auto& [name, t] : model.buffers()) load_piece(ckpt, be, kBuffer + name, t.shape(), t, 0);
   if (opt.exp_avg().defined()) {
     for_each_in_shard(ps, opt, [&](const ParamInfo& p, int64_t lo, int64_t hi, int64_t at) {
-      load_piece(ckpt, be, kExpAvg + p.name, p.shape, opt.exp_avg().view(at, {hi - lo}), lo - p.offset);
-      load_piece(ckpt, be, kExpAvgSq + p.name, p.shape, opt.exp_avg_sq().view(at, {hi - lo}), lo - p.offset);
+      const int64_t off = p.global_offset + lo - p.offset;
+      load_piece(ckpt, be, kExpAvg + p.name, p.global_shape, opt.exp_avg().view(at, {hi - lo}), off);
+      load_piece(ckpt, be, kExpAvgSq + p.name, p.global_shape, opt.exp_avg_sq().view(at, {hi - lo}), off);
     });
   }
   opt.restore_steps_taken(ckpt.step());

@@ -13,6 +13,7 @@
 #include "engine/model.h"
 #include "optim/optimizer.h"
 #include "parallel/data_parallel.h"
+#include "parallel/tensor_parallel_comm.h"
 #include "parallel/token_exchange_comm.h"
 #include "trainer/batch_source.h"
 #include "trainer/checkpoint_writer.h"
@@ -83,7 +84,8 @@ void summarise_experts(const std::vector<int64_t>& counts, int64_t n_layers, int
 
 void write_memory_report(const std::string& path, const Model& model, const Optimizer& opt, const DataParallel& dp) {
   std::ofstream f(path);
-  f << "{\"dense_params\":" << model.params().dense_segment().numel
+  const ParamStore& ps = model.params();
+  f << "{\"dense_params\":" << ps.segment(SegmentKind::Replicated).numel + ps.segment(SegmentKind::TpRows).numel
     << ",\"expert_params\":" << model.params().expert_segment().numel
     << ",\"parameter_bytes\":" << model.params().values().nbytes()
     << ",\"gradient_buffer_bytes\":" << model.params().grads().nbytes()
@@ -169,14 +171,17 @@ int run_training(const Recipe& r) {
   auto backend = make_cpu_backend();
   // Expert parallelism: each rank holds and computes its EP rank's run of experts in every MoE
   // layer and exchanges token rows with the rest of its EP group (docs/parallel.md).
-  ModelShard shard{{}, dpc.size(), ctx.edp->size()};
+  // Tensor parallelism: each rank holds its TP rank's block of every split matrix.
+  CommTensorParallel tp_comm(*ctx.tp);
+  ModelShard shard{{}, dpc.size(), ctx.edp->size(), TpPlace{&tp_comm, r.parallel.sp}};
   if (ctx.ep->size() > 1) {
     const int64_t held = r.model.n_experts / ctx.ep->size();
     shard.experts = {ctx.ep->rank() * held, held};
   }
   Model model(r.model, *backend, parse_dtype(tc.dtype), tc.seed, shard);
   const int64_t bucket_elems = int64_t(r.parallel.bucket_mb * 1024 * 1024) / int64_t(dtype_size(model.dtype()));
-  DataParallel dp({&dpc, ctx.ep.get(), ctx.edp.get()}, *backend, model.params(), int(r.parallel.zero), bucket_elems);
+  DataParallel dp({&dpc, ctx.tp.get(), ctx.ep.get(), ctx.edp.get(), ctx.world.get()}, *backend, model.params(),
+                  int(r.parallel.zero), bucket_elems);
   CommTokenExchange exchange(*ctx.ep);
   if (ctx.ep->size() > 1)
     for (auto* m : model.moe_layers()) m->set_token_exchange(&exchange);
@@ -198,9 +203,10 @@ int run_training(const Recipe& r) {
   const int64_t tokens_per_step = global_seqs * r.model.seq_len;
   const double flops_per_token = model.train_flops_per_token();
   if (rank0) {
-    std::printf("switchyard: %s | %d rank(s), dp=%ld ep=%d zero=%ld | %.2fM parameters, %.2fM active per token | "
+    std::printf("switchyard: %s | %d rank(s), dp=%ld ep=%d tp=%d%s zero=%ld | %.2fM parameters, %.2fM active per token | "
                 "%.1f MFLOP/token | %ld tokens/step | peak %.0f GFLOP/s\n",
-                r.name.c_str(), ctx.world->size(), long(n_dp), ctx.ep->size(), long(r.parallel.zero),
+                r.name.c_str(), ctx.world->size(), long(n_dp), ctx.ep->size(), ctx.tp->size(),
+                r.parallel.sp && ctx.tp->size() > 1 ? " sp" : "", long(r.parallel.zero),
                 model.total_params() / 1e6, model.active_params_per_token() / 1e6, flops_per_token / 1e6,
                 long(tokens_per_step), tc.peak_gflops);
     std::fflush(stdout);
@@ -215,7 +221,7 @@ int run_training(const Recipe& r) {
   auto window_start = Clock::now();
   int64_t window_tokens = 0;
   const int64_t n_moe = int64_t(model.moe_layers().size()), n_exp = r.model.n_experts;
-  std::vector<int64_t> window_counts(n_moe * (n_exp + 1) + 3, 0);
+  std::vector<int64_t> window_counts(n_moe * (n_exp + 1) + 1, 0);
   double last_val = NAN;
   std::string stop_reason = "finished";
   // A run resumed at or past train.stop_at_step does no step: it writes its state back (when
@@ -232,11 +238,10 @@ int run_training(const Recipe& r) {
   while (!resumed_past_stop && step < tc.steps) {
     maybe_stall_for_test(ctx.world->rank(), step + 1);
     backend->fill(model.params().grads(), 0);
-    // counts: per MoE layer E routed counts and the dropped count, then two totals of the step's
-    // token exchange: the all-to-all bytes the communicator recorded, and the bytes the routing
-    // implies (below); summed over ranks they must agree (docs/parallel.md).
+    // counts: per MoE layer E routed counts and the dropped count, then the dropped-set
+    // fingerprint (StepRecord::dropped_digest); summed over DP.
     // losses: ce, aux, z, and the seconds this rank spent in token exchanges (averaged over ranks).
-    StepTotals t{std::vector<double>(4, 0.0), std::vector<int64_t>(n_moe * (n_exp + 1) + 3, 0)};
+    StepTotals t{std::vector<double>(4, 0.0), std::vector<int64_t>(n_moe * (n_exp + 1) + 1, 0)};
     ctx.ep->stats().reset();
     exchange.reset_seconds();
     int64_t rows_off_rank = 0;
@@ -249,18 +254,20 @@ int run_training(const Recipe& r) {
       for (int64_t l = 0; l < n_moe; ++l) {
         for (int64_t e = 0; e < n_exp; ++e) t.counts[l * (n_exp + 1) + e] += parts.moe[l].routed[e];
         t.counts[l * (n_exp + 1) + n_exp] += parts.moe[l].dropped;
-        t.counts[n_moe * (n_exp + 1) + 2] += drop_fingerprint(first, l, parts.moe[l].dropped_digest);
+        t.counts[n_moe * (n_exp + 1)] += drop_fingerprint(first, l, parts.moe[l].dropped_digest);
         rows_off_rank += parts.moe[l].rows_sent_off_rank;
       }
     }
+    // Every row this rank sends off-rank crosses twice (dispatch and the adjoint of combine)
+    // and comes back twice (combine, the adjoint of dispatch) from the receiver's side, so the
+    // global total is 4 x rows x d_model x element size, plus each forward's count exchange.
+    // Summed over every rank (an EP group may span TP peers, which the DP sum leaves out).
+    int64_t a2a[2] = {0, 0};
     if (ctx.ep->size() > 1) {
-      // Every row this rank sends off-rank crosses twice (dispatch and the adjoint of combine)
-      // and comes back twice (combine, the adjoint of dispatch) from the receiver's side, so the
-      // global total is 4 x rows x d_model x element size, plus each forward's count exchange.
       const int64_t elem = int64_t(dtype_size(model.dtype())), n_local = n_exp / ctx.ep->size();
-      t.counts[n_moe * (n_exp + 1)] = ctx.ep->stats().bytes_by_op["all_to_all_v"];
-      t.counts[n_moe * (n_exp + 1) + 1] = 4 * rows_off_rank * r.model.d_model * elem +
-                                          tc.grad_accum * n_moe * (ctx.ep->size() - 1) * n_local * 8;
+      a2a[0] = ctx.ep->stats().bytes_by_op["all_to_all_v"];
+      a2a[1] = 4 * rows_off_rank * r.model.d_model * elem + tc.grad_accum * n_moe * (ctx.ep->size() - 1) * n_local * 8;
+      ctx.world->all_reduce(a2a, 2, CommType::I64, ReduceOp::Sum);
     }
     dp.reduce_gradients();
     t.losses[3] = exchange.seconds();
@@ -302,10 +309,10 @@ int run_training(const Recipe& r) {
       rec.mfu = rec.tokens_per_s * flops_per_token / (tc.peak_gflops * 1e9 * ctx.world->size());
       rec.eta_s = seconds_since(start) / double(step - first_step) * double(tc.steps - step);
       summarise_experts(window_counts, n_moe, n_exp, window_tokens * r.model.top_k, rec);
-      if (n_moe > 0) rec.dropped_digest = window_counts[n_moe * (n_exp + 1) + 2];
+      if (n_moe > 0) rec.dropped_digest = window_counts[n_moe * (n_exp + 1)];
       if (ctx.ep->size() > 1) {
-        rec.a2a_bytes = t.counts[n_moe * (n_exp + 1)];
-        rec.a2a_bytes_routing = t.counts[n_moe * (n_exp + 1) + 1];
+        rec.a2a_bytes = a2a[0];
+        rec.a2a_bytes_routing = a2a[1];
         rec.a2a_seconds = t.losses[3];
       }
       if (eval_now) rec.val_loss = last_val = evaluate(model, val_data, tc.micro_batch, tc.eval_batches * tc.micro_batch, dpc);
@@ -337,10 +344,10 @@ int run_training(const Recipe& r) {
   if (rank0)
     std::printf("switchyard: %s after %ld steps in %.1f min; final val loss %.4f nats/token\n", stop_reason.c_str(),
                 long(step), seconds_since(start) / 60.0, last_val);
-  // Every EP group gathers its experts (collective); world rank 0 writes.
+  // Every TP group gathers its blocks and every EP group its experts (collective); rank 0 writes.
   if (!tc.save_weights.empty()) {
-    save_weights(model, tc.save_weights, {{"recipe", r.resolved_toml}, {"step", std::to_string(step)}}, ctx.ep.get(),
-                 rank0);
+    save_weights(model, tc.save_weights, {{"recipe", r.resolved_toml}, {"step", std::to_string(step)}},
+                 {ctx.tp.get(), ctx.ep.get()}, rank0);
     if (rank0) std::printf("switchyard: weights written to %s\n", tc.save_weights.c_str());
   }
   ctx.world->barrier();

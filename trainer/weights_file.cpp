@@ -31,17 +31,32 @@ void add_gathered_experts(Model& model, Communicator& ep, std::vector<std::pair<
     }
 }
 
+// A TP-split parameter whole: the TP ranks' row blocks, in rank order.
+HostArray gather_rows(Backend& be, Communicator& tp, const ParamInfo& p, const Tensor& value) {
+  const HostArray mine = download_array(be, value);
+  HostArray a;
+  a.shape = p.global_shape;
+  a.dtype = mine.dtype;
+  a.bytes.resize(mine.bytes.size() * tp.size());
+  tp.all_gather(mine.bytes.data(), a.bytes.data(), p.numel, comm_type_of(mine.dtype));
+  return a;
+}
+
 }  // namespace
 
 void save_weights(Model& model, const std::string& path, const std::map<std::string, std::string>& attrs,
-                  Communicator* ep, bool write) {
+                  WeightsGather groups, bool write) {
   Backend& be = model.backend();
   std::vector<std::pair<std::string, HostArray>> arrays;
   const ParamStore& ps = model.params();
-  const bool gather = ep && ep->size() > 1;
-  for (size_t i = 0; i < ps.infos().size(); ++i)
-    if (!gather || !ps.infos()[i].is_expert()) arrays.emplace_back(ps.infos()[i].name, download_array(be, ps.value(int(i))));
-  if (gather) add_gathered_experts(model, *ep, arrays);
+  const bool experts = groups.ep && groups.ep->size() > 1, rows = groups.tp && groups.tp->size() > 1;
+  for (size_t i = 0; i < ps.infos().size(); ++i) {
+    const ParamInfo& p = ps.infos()[i];
+    if (experts && p.is_expert()) continue;
+    if (rows && p.tp == TpSplit::Rows) arrays.emplace_back(p.name, gather_rows(be, *groups.tp, p, ps.value(int(i))));
+    else arrays.emplace_back(p.name, download_array(be, ps.value(int(i))));
+  }
+  if (experts) add_gathered_experts(model, *groups.ep, arrays);
   for (auto& [name, t] : model.buffers()) arrays.emplace_back(name, download_array(be, t));
   if (write) write_weights_h5(path, arrays, attrs);
 }

@@ -10,11 +10,16 @@
 
 namespace sy {
 
-// Writes the whole model. Under expert parallelism each rank holds its own experts: pass the EP
-// group and call it on every rank of it (collective); the experts are all-gathered and only the
-// rank with `write` set writes the file.
+// The groups whose ranks hold different parts of the model.
+struct WeightsGather {
+  Communicator* tp = nullptr;  // each TP rank holds a block of rows of every split matrix
+  Communicator* ep = nullptr;  // each EP rank holds its own experts
+};
+
+// Writes the whole model. Under tensor or expert parallelism call it on every rank (collective):
+// the blocks and experts are all-gathered and only the rank with `write` set writes the file.
 void save_weights(Model& model, const std::string& path, const std::map<std::string, std::string>& attrs = {},
-                  Communicator* ep = nullptr, bool write = true);
+                  WeightsGather groups = {}, bool write = true);
 // Every parameter and buffer must be present with its shape; a ConfigError names the first that is not.
 void load_weights(Model& model, const std::string& path);
 

@@ -51,6 +51,9 @@ class CpuBackend final : public Backend {
   void swiglu_forward(const Tensor& h, const Tensor& out) override;
   void swiglu_backward(const Tensor& dout, const Tensor& h, const Tensor& dh) override;
   double cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& lse) override;
+  void logits_row_max(const Tensor& logits, const Tensor& row_max) override;
+  void cross_entropy_shard_sums(const Tensor& logits, const Tensor& targets, const Tensor& global_max,
+                                const Tensor& sum_exp, const Tensor& target_logit) override;
   void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, double scale,
                               const Tensor& dlogits) override;
   void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,

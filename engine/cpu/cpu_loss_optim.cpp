@@ -75,12 +75,12 @@ void CpuBackend::swiglu_backward(const Tensor& dout, const Tensor& h, const Tens
 
 namespace {
 
-void check_ce(const char* op, const Tensor& logits, const Tensor& targets, const Tensor& lse) {
+void check_ce(const char* op, const Tensor& logits, const Tensor& targets, const Tensor& lse, bool allow_negative = false) {
   check_rank(op, {"logits", logits}, 2);
   const int64_t n = logits.dim(0);
   check_shape(op, {"targets", targets}, {n});
   check_shape(op, {"lse", lse}, {n});
-  check_indices(op, {"targets", targets}, 0, logits.dim(1));
+  check_indices(op, {"targets", targets}, 0, logits.dim(1), allow_negative);
 }
 
 }  // namespace
@@ -120,7 +120,7 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targ
                                         const Tensor& dlogits) {
   const char* op = "cross_entropy_backward";
   const DType dt = check_float(op, {{"logits", logits}, {"lse", lse}, {"dlogits", dlogits}});
-  check_ce(op, logits, targets, lse);
+  check_ce(op, logits, targets, lse, true);
   check_shape(op, {"dlogits", dlogits}, logits.shape());
   const int64_t n = logits.dim(0), v = logits.dim(1);
   const int32_t* tg = targets.data<int32_t>();
@@ -135,7 +135,54 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targ
       const T m = ls[i];
       SY_SIMD16
       for (int64_t j = 0; j < v; ++j) d[j] += sc * vexp(r[j] - m);
-      d[tg[i]] -= sc;
+      if (tg[i] >= 0) d[tg[i]] -= sc;
+    }
+  });
+}
+
+void CpuBackend::logits_row_max(const Tensor& logits, const Tensor& row_max) {
+  const char* op = "logits_row_max";
+  const DType dt = check_float(op, {{"logits", logits}, {"row_max", row_max}});
+  check_rank(op, {"logits", logits}, 2);
+  const int64_t n = logits.dim(0), v = logits.dim(1);
+  check_shape(op, {"row_max", row_max}, {n});
+  if (v == 0) fail(op, "empty vocabulary shard: " + describe({{"logits", logits}}));
+  dispatch(dt, [&]<class T>(T) {
+    const T* l = logits.data<T>();
+    T* out = row_max.data<T>();
+#pragma omp parallel for schedule(static) if (worth_threads(n * v))
+    for (int64_t i = 0; i < n; ++i) {
+      const T* r = l + i * v;
+      T mx = r[0];
+      SY_SIMD16_MAX(mx)
+      for (int64_t j = 0; j < v; ++j) mx = r[j] > mx ? r[j] : mx;
+      out[i] = mx;
+    }
+  });
+}
+
+void CpuBackend::cross_entropy_shard_sums(const Tensor& logits, const Tensor& targets, const Tensor& global_max,
+                                          const Tensor& sum_exp, const Tensor& target_logit) {
+  const char* op = "cross_entropy_shard_sums";
+  const DType dt = check_float(
+      op, {{"logits", logits}, {"global_max", global_max}, {"sum_exp", sum_exp}, {"target_logit", target_logit}});
+  check_ce(op, logits, targets, global_max, true);
+  const int64_t n = logits.dim(0), v = logits.dim(1);
+  check_shape(op, {"sum_exp", sum_exp}, {n});
+  check_shape(op, {"target_logit", target_logit}, {n});
+  const int32_t* tg = targets.data<int32_t>();
+  dispatch(dt, [&]<class T>(T) {
+    const T *l = logits.data<T>(), *mx = global_max.data<T>();
+    T *se = sum_exp.data<T>(), *tl = target_logit.data<T>();
+#pragma omp parallel for schedule(static) if (worth_threads(n * v))
+    for (int64_t i = 0; i < n; ++i) {
+      const T* r = l + i * v;
+      const T m = mx[i];
+      T s = 0;
+      SY_SIMD16_SUM(s)
+      for (int64_t j = 0; j < v; ++j) s += vexp(r[j] - m);
+      se[i] = s;
+      tl[i] = tg[i] >= 0 ? r[tg[i]] : T(0);
     }
   });
 }

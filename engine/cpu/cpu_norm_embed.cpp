@@ -17,13 +17,16 @@ void CpuBackend::embedding_forward(const Tensor& table, const Tensor& ids, const
   check_rank(op, {"ids", ids}, 1);
   const int64_t v = table.dim(0), d = table.dim(1), n = ids.dim(0);
   check_shape(op, {"out", out}, {n, d});
-  check_indices(op, {"ids", ids}, 0, v);
+  check_indices(op, {"ids", ids}, 0, v, true);
   const int32_t* id = ids.data<int32_t>();
   const size_t row_bytes = static_cast<size_t>(d) * dtype_size(dt);
   const auto* src = static_cast<const std::byte*>(table.raw());
   auto* dst = static_cast<std::byte*>(out.raw());
 #pragma omp parallel for schedule(static) if (worth_threads(n * d))
-  for (int64_t i = 0; i < n; ++i) std::memcpy(dst + i * row_bytes, src + id[i] * row_bytes, row_bytes);
+  for (int64_t i = 0; i < n; ++i) {
+    if (id[i] >= 0) std::memcpy(dst + i * row_bytes, src + id[i] * row_bytes, row_bytes);
+    else std::memset(dst + i * row_bytes, 0, row_bytes);
+  }
 }
 
 void CpuBackend::embedding_backward(const Tensor& dout, const Tensor& ids, const Tensor& dtable) {
@@ -33,7 +36,7 @@ void CpuBackend::embedding_backward(const Tensor& dout, const Tensor& ids, const
   check_rank(op, {"ids", ids}, 1);
   const int64_t v = dtable.dim(0), d = dtable.dim(1), n = ids.dim(0);
   check_shape(op, {"dout", dout}, {n, d});
-  check_indices(op, {"ids", ids}, 0, v);
+  check_indices(op, {"ids", ids}, 0, v, true);
   const int32_t* id = ids.data<int32_t>();
   dispatch(dt, [&]<class T>(T) {
     const T* g = dout.data<T>();
@@ -46,6 +49,7 @@ void CpuBackend::embedding_backward(const Tensor& dout, const Tensor& ids, const
       const int64_t per = ((d + nt - 1) / nt + 15) / 16 * 16;
       const int64_t c0 = std::min(d, t * per), c1 = std::min(d, c0 + per);
       for (int64_t i = 0; i < n; ++i) {
+        if (id[i] < 0) continue;
         T* dst = tab + id[i] * d;
         const T* src = g + i * d;
 #pragma omp simd

@@ -5,25 +5,34 @@
 
 namespace sy {
 
-AttentionBlock::AttentionBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer)
-    : ps_(ps), cfg_(cfg), heads_(cfg.n_heads), kv_heads_(cfg.n_kv_heads), head_dim_(cfg.resolved_head_dim()) {
+AttentionBlock::AttentionBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer, TpPlace tp)
+    : ps_(ps), cfg_(cfg), tp_(tp), heads_(cfg.n_heads / tp.size()), kv_heads_(cfg.n_kv_heads / tp.size()),
+      head_dim_(cfg.resolved_head_dim()) {
   const std::string p = "layers." + std::to_string(layer);
   const int64_t d = cfg.d_model;
   // Output projections start smaller so the residual stream's variance does not grow with depth.
   const double out_std = cfg.init_std / std::sqrt(2.0 * double(cfg.n_layers));
-  norm_ = ps.add(p + ".attn_norm.weight", {d}, ParamKind::Norm, 0);
-  wq_ = ps.add(p + ".attn.wq", {heads_ * head_dim_, d}, ParamKind::Matrix, cfg.init_std);
-  wk_ = ps.add(p + ".attn.wk", {kv_heads_ * head_dim_, d}, ParamKind::Matrix, cfg.init_std);
-  wv_ = ps.add(p + ".attn.wv", {kv_heads_ * head_dim_, d}, ParamKind::Matrix, cfg.init_std);
-  wo_ = ps.add(p + ".attn.wo", {d, heads_ * head_dim_}, ParamKind::Matrix, out_std);
+  const ParamSplit rows{TpSplit::Rows, tp.rank(), tp.size()};
+  norm_ = ps.add(p + ".attn_norm.weight", {d}, ParamKind::Norm, 0, -1,
+                 {tp.seq() ? TpSplit::Partial : TpSplit::Replicated, tp.rank(), tp.size()});
+  wq_ = ps.add(p + ".attn.wq", {heads_ * head_dim_, d}, ParamKind::Matrix, cfg.init_std, -1, rows);
+  wk_ = ps.add(p + ".attn.wk", {kv_heads_ * head_dim_, d}, ParamKind::Matrix, cfg.init_std, -1, rows);
+  wv_ = ps.add(p + ".attn.wv", {kv_heads_ * head_dim_, d}, ParamKind::Matrix, cfg.init_std, -1, rows);
+  wo_ = ps.add(p + ".attn.wo", {heads_ * head_dim_, d}, ParamKind::Matrix, out_std, -1, rows);
 }
 
-void AttentionBlock::ensure(Backend& be, int64_t batch, int64_t seq, DType dt) {
+void AttentionBlock::ensure(Backend& be, int64_t batch, int64_t seq, int64_t local_rows, DType dt) {
   const int64_t n = batch * seq;
-  if (xn_.defined() && xn_.dim(0) == n && q_.dim(1) == seq && xn_.dtype() == dt) return;
+  if (xn_.defined() && xn_.dim(0) == local_rows && q_.dim(0) == batch && q_.dim(1) == seq && xn_.dtype() == dt) return;
   const int64_t d = cfg_.d_model;
-  xn_ = be.empty({n, d}, dt);
-  rstd_ = be.empty({n}, dt);
+  xn_ = be.empty({local_rows, d}, dt);
+  rstd_ = be.empty({local_rows}, dt);
+  if (tp_.seq()) xg_ = be.empty({n, d}, dt);
+  if (tp_.on()) {
+    part_ = be.empty({n, d}, dt);
+    dxin_ = be.empty({n, d}, dt);
+    scratch_ = be.empty({local_rows, d}, dt);
+  }
   q_ = be.empty({batch, seq, heads_, head_dim_}, dt);
   k_ = be.empty({batch, seq, kv_heads_, head_dim_}, dt);
   v_ = be.empty({batch, seq, kv_heads_, head_dim_}, dt);
@@ -35,31 +44,39 @@ void AttentionBlock::ensure(Backend& be, int64_t batch, int64_t seq, DType dt) {
   dv_ = be.empty(v_.shape(), dt);
   dq_pre_ = be.empty(q_.shape(), dt);
   dk_pre_ = be.empty(k_.shape(), dt);
-  dxn_ = be.empty({n, d}, dt);
+  dxn_ = be.empty({local_rows, d}, dt);
 }
 
 void AttentionBlock::forward(Backend& be, const Tensor& x, const Tensor& out, const RopeInputs& rope,
                              int64_t batch, int64_t seq) {
-  ensure(be, batch, seq, x.dtype());
+  ensure(be, batch, seq, x.dim(0), x.dtype());
   const int64_t n = batch * seq;
   be.rmsnorm_forward(x, ps_.value(norm_), cfg_.norm_eps, xn_, rstd_);
+  const Tensor xin = tp_enter(be, tp_, xn_, xg_);
   const Tensor q2 = q_.reshape({n, heads_ * head_dim_}), k2 = k_.reshape({n, kv_heads_ * head_dim_});
-  be.gemm(xn_, false, ps_.value(wq_), true, q2, 1, 0);
-  be.gemm(xn_, false, ps_.value(wk_), true, k2, 1, 0);
-  be.gemm(xn_, false, ps_.value(wv_), true, v_.reshape({n, kv_heads_ * head_dim_}), 1, 0);
+  be.gemm(xin, false, ps_.value(wq_), true, q2, 1, 0);
+  be.gemm(xin, false, ps_.value(wk_), true, k2, 1, 0);
+  be.gemm(xin, false, ps_.value(wv_), true, v_.reshape({n, kv_heads_ * head_dim_}), 1, 0);
   const Tensor q3 = q_.reshape({n, heads_, head_dim_}), k3 = k_.reshape({n, kv_heads_, head_dim_});
   be.rope_forward(q3, rope.positions, rope.cos, rope.sin, q3);
   be.rope_forward(k3, rope.positions, rope.cos, rope.sin, k3);
   be.attention_forward(q_, k_, v_, o_, lse_);
   be.copy(x, out);
-  be.gemm(o_.reshape({n, heads_ * head_dim_}), false, ps_.value(wo_), true, out, 1, 1);
+  const Tensor o2 = o_.reshape({n, heads_ * head_dim_});
+  if (!tp_.on()) {
+    be.gemm(o2, false, ps_.value(wo_), false, out, 1, 1);
+    return;
+  }
+  be.gemm(o2, false, ps_.value(wo_), false, part_, 1, 0);
+  tp_exit(be, tp_, part_, out, scratch_);
 }
 
 void AttentionBlock::backward(Backend& be, const Tensor& x, const Tensor& dresid, const RopeInputs& rope) {
-  const int64_t n = x.dim(0);
+  const int64_t n = q_.dim(0) * q_.dim(1);
   const Tensor o2 = o_.reshape({n, heads_ * head_dim_}), do2 = do_.reshape({n, heads_ * head_dim_});
-  be.gemm(dresid, true, o2, false, ps_.grad(wo_), 1, 1);
-  be.gemm(dresid, false, ps_.value(wo_), false, do2, 1, 0);
+  const Tensor dout = tp_exit_backward(be, tp_, dresid, part_);
+  be.gemm(o2, true, dout, false, ps_.grad(wo_), 1, 1);
+  be.gemm(dout, false, ps_.value(wo_), true, do2, 1, 0);
 
   be.fill(dq_, 0);
   be.fill(dk_, 0);
@@ -75,12 +92,18 @@ void AttentionBlock::backward(Backend& be, const Tensor& x, const Tensor& dresid
   const Tensor dq2 = dq_pre_.reshape({n, heads_ * head_dim_});
   const Tensor dk2 = dk_pre_.reshape({n, kv_heads_ * head_dim_});
   const Tensor dv2 = dv_.reshape({n, kv_heads_ * head_dim_});
-  be.gemm(dq2, true, xn_, false, ps_.grad(wq_), 1, 1);
-  be.gemm(dk2, true, xn_, false, ps_.grad(wk_), 1, 1);
-  be.gemm(dv2, true, xn_, false, ps_.grad(wv_), 1, 1);
-  be.gemm(dq2, false, ps_.value(wq_), false, dxn_, 1, 0);
-  be.gemm(dk2, false, ps_.value(wk_), false, dxn_, 1, 1);
-  be.gemm(dv2, false, ps_.value(wv_), false, dxn_, 1, 1);
+  const Tensor xin = tp_.seq() ? xg_ : xn_;
+  be.gemm(dq2, true, xin, false, ps_.grad(wq_), 1, 1);
+  be.gemm(dk2, true, xin, false, ps_.grad(wk_), 1, 1);
+  be.gemm(dv2, true, xin, false, ps_.grad(wv_), 1, 1);
+  const Tensor dx = tp_.on() ? dxin_ : dxn_;
+  be.gemm(dq2, false, ps_.value(wq_), false, dx, 1, 0);
+  be.gemm(dk2, false, ps_.value(wk_), false, dx, 1, 1);
+  be.gemm(dv2, false, ps_.value(wv_), false, dx, 1, 1);
+  if (tp_.on()) {
+    be.fill(dxn_, 0);
+    tp_enter_backward(be, tp_, dxin_, dxn_, scratch_);
+  }
   be.rmsnorm_backward(dxn_, x, ps_.value(norm_), rstd_, dresid, ps_.grad(norm_));
 }
 

@@ -1,7 +1,10 @@
 // The attention half of a transformer block: out = x + Attn(RMSNorm(x)), with grouped-query
-// attention and rotary embeddings on q and k.
+// attention and rotary embeddings on q and k. Under tensor parallelism each rank holds
+// n_heads / tp query heads and n_kv_heads / tp KV heads (q, k, v column-parallel; the output
+// projection, stored [heads * head_dim, D], row-parallel).
 #pragma once
 
+#include "engine/layers/tensor_parallel.h"
 #include "engine/model_config.h"
 #include "engine/params.h"
 
@@ -14,8 +17,8 @@ struct RopeInputs {
 
 class AttentionBlock {
  public:
-  AttentionBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer);
-  // out = x + attn(norm(x)); x, out [B*T, D].
+  AttentionBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer, TpPlace tp = {});
+  // out = x + attn(norm(x)); x, out [B*T, D] (with sequence parallelism, this rank's B*T/tp rows).
   void forward(Backend& be, const Tensor& x, const Tensor& out, const RopeInputs& rope, int64_t batch,
                int64_t seq);
   // dresid holds d(out) on entry; the branch's gradient w.r.t. x is added to it in place
@@ -23,15 +26,19 @@ class AttentionBlock {
   void backward(Backend& be, const Tensor& x, const Tensor& dresid, const RopeInputs& rope);
 
  private:
-  void ensure(Backend& be, int64_t batch, int64_t seq, DType dt);
+  void ensure(Backend& be, int64_t batch, int64_t seq, int64_t local_rows, DType dt);
   ParamStore& ps_;
   const ModelConfig& cfg_;
+  TpPlace tp_;
   int norm_, wq_, wk_, wv_, wo_;
   int64_t heads_, kv_heads_, head_dim_;
   // Saved for backward: normed input, its rstd, rotated q and k, v, attention output, row lse.
   Tensor xn_, rstd_, q_, k_, v_, o_, lse_;
   // Backward scratch.
   Tensor do_, dq_, dk_, dv_, dq_pre_, dk_pre_, dxn_;
+  // Tensor parallelism: the gathered normed input (sp), the row-parallel partial sums (also the
+  // gathered output gradient in backward), the input gradient's partial sums, a local scratch.
+  Tensor xg_, part_, dxin_, scratch_;
 };
 
 }  // namespace sy

@@ -23,6 +23,33 @@ uint64_t dropped_digest(const DispatchPlan& p) {
   return h;
 }
 
+DispatchPlan restrict_plan(const DispatchPlan& full, int64_t first, int64_t count) {
+  DispatchPlan p;
+  p.n_tokens = count;
+  p.top_k = full.top_k;
+  p.n_experts = full.n_experts;
+  p.capacity = full.capacity;
+  p.routed = full.routed;
+  p.dropped = full.dropped;
+  p.offsets.assign(full.n_experts + 1, 0);
+  std::vector<int32_t> local_row(full.src_rows.size(), -1);
+  for (int64_t e = 0; e < full.n_experts; ++e) {
+    for (int64_t r = full.offsets[e]; r < full.offsets[e + 1]; ++r) {
+      const int64_t t = full.src_rows[r];
+      if (t < first || t >= first + count) continue;
+      local_row[r] = int32_t(p.src_rows.size());
+      p.src_rows.push_back(int32_t(t - first));
+    }
+    p.offsets[e + 1] = int64_t(p.src_rows.size());
+  }
+  p.slot_rows.resize(count * full.top_k);
+  for (int64_t i = 0; i < count * full.top_k; ++i) {
+    const int32_t r = full.slot_rows[first * full.top_k + i];
+    p.slot_rows[i] = r < 0 ? -1 : local_row[r];
+  }
+  return p;
+}
+
 DispatchPlan make_dispatch_plan(const int32_t* idx, int64_t n_tokens, int64_t top_k, int64_t n_experts,
                                 double capacity_factor) {
   DispatchPlan p;

@@ -31,6 +31,13 @@ struct DispatchPlan {
 // in different layouts can show that they dropped exactly the same tokens.
 uint64_t dropped_digest(const DispatchPlan& p);
 
+// The part of a micro-batch's plan that concerns its tokens [first, first + count) (a tensor-
+// parallel rank routes only its own rows, but capacity drops are decided over the whole
+// micro-batch, exactly as one rank decides them): the kept rows of those tokens, grouped by
+// expert in the same order, with token indices relative to `first`. routed, dropped and capacity
+// stay the whole micro-batch's.
+DispatchPlan restrict_plan(const DispatchPlan& full, int64_t first, int64_t count);
+
 int64_t expert_capacity(double capacity_factor, int64_t n_tokens, int64_t top_k, int64_t n_experts);
 
 // idx: [N, k] expert ids from the router.

@@ -5,15 +5,16 @@
 
 namespace sy {
 
-FfnBlock::FfnBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer, ExpertRange held_experts)
+FfnBlock::FfnBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer, ExpertRange held_experts, TpPlace tp)
     : ps_(ps), cfg_(cfg) {
   const std::string p = "layers." + std::to_string(layer);
-  norm_ = ps.add(p + ".ffn_norm.weight", {cfg.d_model}, ParamKind::Norm, 0);
+  norm_ = ps.add(p + ".ffn_norm.weight", {cfg.d_model}, ParamKind::Norm, 0, -1,
+                 {tp.seq() ? TpSplit::Partial : TpSplit::Replicated, tp.rank(), tp.size()});
   if (cfg.layer_is_moe(layer)) {
-    moe_ = std::make_unique<MoeLayer>(ps, cfg, layer, held_experts);
+    moe_ = std::make_unique<MoeLayer>(ps, cfg, layer, held_experts, tp);
   } else {
     const double out_std = cfg.init_std / std::sqrt(2.0 * double(cfg.n_layers));
-    dense_ = std::make_unique<SwiGluMlp>(ps, p + ".mlp", cfg.d_model, cfg.d_ff, cfg.init_std, out_std);
+    dense_ = std::make_unique<SwiGluMlp>(ps, p + ".mlp", cfg.d_model, cfg.d_ff, cfg.init_std, out_std, tp);
   }
 }
 

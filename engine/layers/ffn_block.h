@@ -11,7 +11,7 @@ namespace sy {
 
 class FfnBlock {
  public:
-  FfnBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer, ExpertRange held_experts = {});
+  FfnBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer, ExpertRange held_experts = {}, TpPlace tp = {});
   void allocate_buffers(Backend& be, DType dt);
   // out = x + ffn(norm(x)); returns the MoE layer's statistics (empty for a dense layer).
   MoeForwardStats forward(Backend& be, const Tensor& x, const Tensor& out);

@@ -9,14 +9,17 @@
 
 namespace sy {
 
-MoeLayer::MoeLayer(ParamStore& ps, const ModelConfig& cfg, int64_t layer, ExpertRange held) : ps_(ps), cfg_(cfg) {
+MoeLayer::MoeLayer(ParamStore& ps, const ModelConfig& cfg, int64_t layer, ExpertRange held, TpPlace tp)
+    : ps_(ps), cfg_(cfg), tp_(tp) {
   first_local_ = held.first;
   n_local_ = held.count < 0 ? cfg.n_experts - held.first : held.count;
   if (first_local_ < 0 || n_local_ < 1 || first_local_ + n_local_ > cfg.n_experts)
     throw std::logic_error("held experts out of range");
   const std::string p = "layers." + std::to_string(layer) + ".moe";
   const double out_std = cfg.init_std / std::sqrt(2.0 * double(cfg.n_layers));
-  router_ = ps.add(p + ".router.weight", {cfg.n_experts, cfg.d_model}, ParamKind::Matrix, cfg.init_std);
+  // Each TP rank routes its own token rows, so its router gradient is a partial sum.
+  router_ = ps.add(p + ".router.weight", {cfg.n_experts, cfg.d_model}, ParamKind::Matrix, cfg.init_std, -1,
+                   {tp.on() ? TpSplit::Partial : TpSplit::Replicated, tp.rank(), tp.size()});
   for (int64_t e = first_local_; e < first_local_ + n_local_; ++e) {
     const std::string q = p + ".experts." + std::to_string(e);
     // w1 and w3 back to back: they form the fused [2F, D] gate|up matrix of the grouped op.
@@ -26,7 +29,7 @@ MoeLayer::MoeLayer(ParamStore& ps, const ModelConfig& cfg, int64_t layer, Expert
   }
   for (int64_t s = 0; s < cfg.n_shared_experts; ++s)
     shared_.push_back(std::make_unique<SwiGluMlp>(ps, p + ".shared." + std::to_string(s), cfg.d_model,
-                                                  cfg.expert_ffn_dim, cfg.init_std, out_std));
+                                                  cfg.expert_ffn_dim, cfg.init_std, out_std, tp));
   load_since_update_.assign(cfg.n_experts, 0);
 }
 
@@ -73,69 +76,110 @@ void MoeLayer::set_token_exchange(TokenExchange* ex) {
 }
 
 MoeForwardStats MoeLayer::forward(Backend& be, const Tensor& xn, const Tensor& out) {
-  const int64_t n = xn.dim(0), e = cfg_.n_experts, k = cfg_.top_k;
+  // The token rows this rank routes: all of xn, or its chunk of the replicated rows (tp, no sp).
+  const bool chunked = tp_.on() && !tp_.sp;
+  const int64_t t = tp_.size(), chunk = chunked ? xn.dim(0) / t : xn.dim(0);
+  const Tensor x = chunked ? xn.rows(tp_.rank() * chunk, (tp_.rank() + 1) * chunk) : xn;
+  const int64_t n = x.dim(0), e = cfg_.n_experts, k = cfg_.top_k;
+  const int64_t n_all = n * t;  // the micro-batch's token rows
   ensure(be, n, xn.dtype());
 
   // Route.
-  be.gemm(xn, false, ps_.value(router_), true, logits_, 1, 0);
+  be.gemm(x, false, ps_.value(router_), true, logits_, 1, 0);
   const bool use_bias = cfg_.router_bias_update_rate > 0;
   be.router_forward(logits_, use_bias ? bias_ : Tensor(), cfg_.score_fn, int(k), cfg_.norm_topk_prob, scores_, idx_,
                     w_);
 
-  // Plan the permutation on the host, then gather token rows grouped by expert.
-  std::vector<int32_t> idx_host(n * k);
-  be.download(idx_, idx_host.data());
-  plan_ = make_dispatch_plan(idx_host.data(), n, k, e, cfg_.capacity_factor);
+  // Plan the permutation on the host (over the whole micro-batch, so drops are those of one
+  // rank), then gather this rank's token rows grouped by expert.
+  std::vector<int32_t> idx_host(n_all * k);
+  if (tp_.on()) {
+    if (!idx_all_.defined() || idx_all_.dim(0) != n_all) idx_all_ = be.empty({n_all, k}, DType::I32);
+    tp_.comm->all_gather_rows(idx_, idx_all_);
+    be.download(idx_all_, idx_host.data());
+    const DispatchPlan full = make_dispatch_plan(idx_host.data(), n_all, k, e, cfg_.capacity_factor);
+    digest_ = dropped_digest(full);
+    plan_ = restrict_plan(full, tp_.rank() * n, n);
+  } else {
+    be.download(idx_, idx_host.data());
+    plan_ = make_dispatch_plan(idx_host.data(), n, k, e, cfg_.capacity_factor);
+    digest_ = dropped_digest(plan_);
+  }
   rows_ = plan_.rows();
   be.upload(plan_.slot_rows.data(), slot_rows_);
   if (rows_ > 0) {
     be.upload(plan_.src_rows.data(), src_rows_.rows(0, rows_));
-    be.gather_rows(xn, src_rows_.rows(0, rows_), xp_.rows(0, rows_));
+    be.gather_rows(x, src_rows_.rows(0, rows_), xp_.rows(0, rows_));
   }
   if (disp_) ep_experts_forward(be);
   else if (n_local_ != e) throw std::logic_error("a layer holding only some experts needs a token exchange");
   else experts_forward(be);
-  if (rows_ > 0) be.combine_forward(yp_.rows(0, rows_), slot_rows_, w_, out);
+  if (chunked) {
+    if (!y_chunk_.defined() || y_chunk_.dim(0) != n || y_chunk_.dtype() != xn.dtype()) {
+      y_chunk_ = be.empty({n, cfg_.d_model}, xn.dtype());
+      dx_chunk_ = be.empty({n, cfg_.d_model}, xn.dtype());
+      y_all_ = be.empty({n_all, cfg_.d_model}, xn.dtype());
+      dx_all_ = be.empty({n_all, cfg_.d_model}, xn.dtype());
+    }
+    be.fill(y_chunk_, 0);
+    if (rows_ > 0) be.combine_forward(yp_.rows(0, rows_), slot_rows_, w_, y_chunk_);
+    tp_.comm->all_gather_rows(y_chunk_, y_all_);
+    be.axpy(1.0, y_all_, out);
+  } else if (rows_ > 0) {
+    be.combine_forward(yp_.rows(0, rows_), slot_rows_, w_, out);
+  }
   for (auto& s : shared_) s->forward(be, xn, out);
 
   // Losses. f_e (the routed share) is a constant of the step; P_e is the mean balancing probability.
   MoeForwardStats st;
   st.routed = plan_.routed;
   st.dropped = plan_.dropped;
-  st.dropped_digest = dropped_digest(plan_);
+  st.dropped_digest = digest_;
   if (disp_)
     st.rows_sent_off_rank = plan_.rows() - (plan_.offsets[first_local_ + n_local_] - plan_.offsets[first_local_]);
-  st.assignments = n * k;
+  st.assignments = n_all * k;
   for (int64_t i = 0; i < e; ++i) load_since_update_[i] += plan_.routed[i];
   aux_coef_host_.assign(e, 0.0);
+  // Under TP the sums over token rows (P_e and the z-loss) add up over the TP ranks' rows.
+  std::vector<double> sums(e + 1, 0.0);  // P_e sums, then the z-loss sum
   if (cfg_.aux_loss_coef > 0) {
     const std::vector<double> scores = download_f64(be, scores_);
-    std::vector<double> mean_p(e, 0.0);
-    for (int64_t t = 0; t < n; ++t) {
+    for (int64_t r = 0; r < n; ++r) {
       double row = 0;
-      for (int64_t i = 0; i < e; ++i) row += scores[t * e + i];
-      for (int64_t i = 0; i < e; ++i) mean_p[i] += scores[t * e + i] / row;
-    }
-    for (int64_t i = 0; i < e; ++i) {
-      const double f_e = double(plan_.routed[i]) / double(n * k);
-      mean_p[i] /= double(n);
-      st.aux_loss += cfg_.aux_loss_coef * double(e) * f_e * mean_p[i];
-      // d aux / d p[t, i] = coef * E * f_i / N
-      aux_coef_host_[i] = cfg_.aux_loss_coef * double(e) * f_e / double(n);
+      for (int64_t i = 0; i < e; ++i) row += scores[r * e + i];
+      for (int64_t i = 0; i < e; ++i) sums[i] += scores[r * e + i] / row;
     }
   }
-  if (cfg_.z_loss_coef > 0) st.z_loss = cfg_.z_loss_coef * be.zloss_forward(logits_) / double(n);
+  if (cfg_.z_loss_coef > 0) sums[e] = be.zloss_forward(logits_);
+  if (tp_.on()) tp_.comm->all_reduce_host(sums);
+  if (cfg_.aux_loss_coef > 0) {
+    for (int64_t i = 0; i < e; ++i) {
+      const double f_e = double(plan_.routed[i]) / double(n_all * k);
+      st.aux_loss += cfg_.aux_loss_coef * double(e) * f_e * sums[i] / double(n_all);
+      // d aux / d p[t, i] = coef * E * f_i / N
+      aux_coef_host_[i] = cfg_.aux_loss_coef * double(e) * f_e / double(n_all);
+    }
+  }
+  if (cfg_.z_loss_coef > 0) st.z_loss = cfg_.z_loss_coef * sums[e] / double(n_all);
   return st;
 }
 
 void MoeLayer::backward(Backend& be, const Tensor& dout, const Tensor& xn, const Tensor& dxn, double loss_scale) {
-  const int64_t n = xn.dim(0);
   for (auto& s : shared_) s->backward(be, dout, xn, dxn);
+  // The adjoints of the chunking: the output's all-gather becomes taking this chunk's rows of the
+  // (replicated) output gradient; the input's chunk becomes an all-gather of the input gradient.
+  const bool chunked = tp_.on() && !tp_.sp;
+  const int64_t n = logits_.dim(0), n_all = n * tp_.size();
+  const int64_t first = tp_.rank() * n;
+  const Tensor dy = chunked ? dout.rows(first, first + n) : dout;
+  const Tensor x = chunked ? xn.rows(first, first + n) : xn;
+  const Tensor dx = chunked ? dx_chunk_ : dxn;
+  if (chunked) be.fill(dx_chunk_, 0);
 
   be.fill(dw_, 0);
   if (rows_ > 0) {
     be.fill(dyp_.rows(0, rows_), 0);
-    be.combine_backward(dout, yp_.rows(0, rows_), slot_rows_, w_, dyp_.rows(0, rows_), dw_);
+    be.combine_backward(dy, yp_.rows(0, rows_), slot_rows_, w_, dyp_.rows(0, rows_), dw_);
   }
   // With expert parallelism the exchanges are collective: a rank with no rows still takes part.
   if (disp_) {
@@ -144,7 +188,7 @@ void MoeLayer::backward(Backend& be, const Tensor& dout, const Tensor& xn, const
     be.fill(dxp_.rows(0, rows_), 0);
     experts_backward(be);
   }
-  if (rows_ > 0) be.gather_rows_backward(dxp_.rows(0, rows_), slot_rows_, dxn);
+  if (rows_ > 0) be.gather_rows_backward(dxp_.rows(0, rows_), slot_rows_, dx);
 
   be.fill(dlogits_, 0);
   Tensor aux_coef;
@@ -155,9 +199,13 @@ void MoeLayer::backward(Backend& be, const Tensor& dout, const Tensor& xn, const
     aux_coef = aux_coef_;
   }
   be.router_backward(dw_, aux_coef, logits_, scores_, idx_, cfg_.score_fn, cfg_.norm_topk_prob, dlogits_);
-  if (cfg_.z_loss_coef > 0) be.zloss_backward(logits_, cfg_.z_loss_coef * loss_scale / double(n), dlogits_);
-  be.gemm(dlogits_, true, xn, false, ps_.grad(router_), 1, 1);
-  be.gemm(dlogits_, false, ps_.value(router_), false, dxn, 1, 1);
+  if (cfg_.z_loss_coef > 0) be.zloss_backward(logits_, cfg_.z_loss_coef * loss_scale / double(n_all), dlogits_);
+  be.gemm(dlogits_, true, x, false, ps_.grad(router_), 1, 1);
+  be.gemm(dlogits_, false, ps_.value(router_), false, dx, 1, 1);
+  if (chunked) {
+    tp_.comm->all_gather_rows(dx_chunk_, dx_all_);
+    be.axpy(1.0, dx_all_, dxn);
+  }
 }
 
 void MoeLayer::experts_forward(Backend& be) {

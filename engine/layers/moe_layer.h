@@ -40,7 +40,11 @@ struct MoeForwardStats {
 
 class MoeLayer {
  public:
-  MoeLayer(ParamStore& ps, const ModelConfig& cfg, int64_t layer, ExpertRange held = {});
+  // Under tensor parallelism each TP rank routes its own chunk of the micro-batch's token rows
+  // (with sequence parallelism the rows it holds; without, rows [r N/t, (r+1) N/t) of the
+  // replicated input, whose outputs are then all-gathered), decides drops over the whole
+  // micro-batch as one rank would, and runs the shared experts tensor-parallel.
+  MoeLayer(ParamStore& ps, const ModelConfig& cfg, int64_t layer, ExpertRange held = {}, TpPlace tp = {});
   // The router's balancing bias (not trained; changed by update_bias). Allocated by the model.
   void allocate_buffers(Backend& be, DType dt);
 
@@ -81,6 +85,7 @@ class MoeLayer {
 
   ParamStore& ps_;
   const ModelConfig& cfg_;
+  TpPlace tp_;
   int router_;
   std::vector<int> expert_w1_;  // per held expert: w1 id (w3 = +1, w2 = +2)
   std::vector<std::unique_ptr<SwiGluMlp>> shared_;
@@ -99,6 +104,10 @@ class MoeLayer {
   std::unique_ptr<ExpertDispatcher> disp_;
   int64_t first_local_ = 0, n_local_ = 0;
   Tensor xe_, h13e_, ae_, ye_, dxe_;
+  // Tensor parallelism: every rank's top-k choices [N, k] (the whole micro-batch's plan); without
+  // sp, this chunk's routed output and input gradient [N/t, D] and their all-gathers [N, D].
+  Tensor idx_all_, y_chunk_, y_all_, dx_chunk_, dx_all_;
+  uint64_t digest_ = 0;
 };
 
 }  // namespace sy

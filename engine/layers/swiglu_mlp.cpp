@@ -3,35 +3,56 @@
 namespace sy {
 
 SwiGluMlp::SwiGluMlp(ParamStore& ps, const std::string& prefix, int64_t d_model, int64_t d_ff, double init_std,
-                     double out_std)
-    : ps_(ps), d_ff_(d_ff) {
-  w1_ = ps.add(prefix + ".w1", {d_ff, d_model}, ParamKind::Matrix, init_std);
-  w3_ = ps.add(prefix + ".w3", {d_ff, d_model}, ParamKind::Matrix, init_std);
-  w2_ = ps.add(prefix + ".w2", {d_model, d_ff}, ParamKind::Matrix, out_std);
+                     double out_std, TpPlace tp)
+    : ps_(ps), tp_(tp), d_model_(d_model), d_ff_(d_ff / tp.size()) {
+  const ParamSplit rows{TpSplit::Rows, tp.rank(), tp.size()};
+  w1_ = ps.add(prefix + ".w1", {d_ff_, d_model}, ParamKind::Matrix, init_std, -1, rows);
+  w3_ = ps.add(prefix + ".w3", {d_ff_, d_model}, ParamKind::Matrix, init_std, -1, rows);
+  w2_ = ps.add(prefix + ".w2", {d_ff_, d_model}, ParamKind::Matrix, out_std, -1, rows);
 }
 
-void SwiGluMlp::ensure(Backend& be, int64_t n, DType dt) {
+void SwiGluMlp::ensure(Backend& be, int64_t local_rows, DType dt) {
+  const int64_t n = tp_.seq() ? local_rows * tp_.size() : local_rows;
   if (h13_.defined() && h13_.dim(0) == n && h13_.dtype() == dt) return;
   h13_ = be.empty({n, 2 * d_ff_}, dt);
   a_ = be.empty({n, d_ff_}, dt);
   da_ = be.empty({n, d_ff_}, dt);
   dh13_ = be.empty({n, 2 * d_ff_}, dt);
+  if (tp_.seq()) xg_ = be.empty({n, d_model_}, dt);
+  if (tp_.on()) {
+    part_ = be.empty({n, d_model_}, dt);
+    dxin_ = be.empty({n, d_model_}, dt);
+    scratch_ = be.empty({local_rows, d_model_}, dt);
+  }
 }
 
 void SwiGluMlp::forward(Backend& be, const Tensor& xn, const Tensor& out) {
   ensure(be, xn.dim(0), xn.dtype());
-  be.gemm(xn, false, ps_.fused_value(w1_, 2), true, h13_, 1, 0);
+  const Tensor xin = tp_enter(be, tp_, xn, xg_);
+  be.gemm(xin, false, ps_.fused_value(w1_, 2), true, h13_, 1, 0);
   be.swiglu_forward(h13_, a_);
-  be.gemm(a_, false, ps_.value(w2_), true, out, 1, 1);
+  if (!tp_.on()) {
+    be.gemm(a_, false, ps_.value(w2_), false, out, 1, 1);
+    return;
+  }
+  be.gemm(a_, false, ps_.value(w2_), false, part_, 1, 0);
+  tp_exit(be, tp_, part_, out, scratch_);
 }
 
 void SwiGluMlp::backward(Backend& be, const Tensor& dout, const Tensor& xn, const Tensor& dxn) {
-  be.gemm(dout, true, a_, false, ps_.grad(w2_), 1, 1);
-  be.gemm(dout, false, ps_.value(w2_), false, da_, 1, 0);
+  const Tensor dy = tp_exit_backward(be, tp_, dout, part_);
+  be.gemm(a_, true, dy, false, ps_.grad(w2_), 1, 1);
+  be.gemm(dy, false, ps_.value(w2_), true, da_, 1, 0);
   be.fill(dh13_, 0);
   be.swiglu_backward(da_, h13_, dh13_);
-  be.gemm(dh13_, true, xn, false, ps_.fused_grad(w1_, 2), 1, 1);
-  be.gemm(dh13_, false, ps_.fused_value(w1_, 2), false, dxn, 1, 1);
+  const Tensor xin = tp_.seq() ? xg_ : xn;
+  be.gemm(dh13_, true, xin, false, ps_.fused_grad(w1_, 2), 1, 1);
+  if (!tp_.on()) {
+    be.gemm(dh13_, false, ps_.fused_value(w1_, 2), false, dxn, 1, 1);
+    return;
+  }
+  be.gemm(dh13_, false, ps_.fused_value(w1_, 2), false, dxin_, 1, 0);
+  tp_enter_backward(be, tp_, dxin_, dxn, scratch_);
 }
 
 }  // namespace sy

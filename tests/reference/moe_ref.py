@@ -45,17 +45,20 @@ def param_shapes(cfg):
                 (p + "attn.wq", (cfg.n_heads * hd, D)),
                 (p + "attn.wk", (cfg.n_kv_heads * hd, D)),
                 (p + "attn.wv", (cfg.n_kv_heads * hd, D)),
-                (p + "attn.wo", (D, cfg.n_heads * hd)),
+                (p + "attn.wo", (cfg.n_heads * hd, D)),  # stored [in, out]
                 (p + "ffn_norm.weight", (D,))]
         if cfg.is_moe(i):
             Fe = cfg.expert_ffn_dim
             out.append((p + "moe.router.weight", (cfg.n_experts, D)))
-            experts = [f"moe.experts.{e}." for e in range(cfg.n_experts)]
-            experts += [f"moe.shared.{s}." for s in range(cfg.n_shared_experts)]
-            for q in experts:
-                out += [(p + q + "w1", (Fe, D)), (p + q + "w3", (Fe, D)), (p + q + "w2", (D, Fe))]
+            for e in range(cfg.n_experts):
+                q = p + f"moe.experts.{e}."
+                out += [(q + "w1", (Fe, D)), (q + "w3", (Fe, D)), (q + "w2", (D, Fe))]
+            # Shared experts and dense FFNs store w2 [in, out] (split by rows under TP).
+            for s in range(cfg.n_shared_experts):
+                q = p + f"moe.shared.{s}."
+                out += [(q + "w1", (Fe, D)), (q + "w3", (Fe, D)), (q + "w2", (Fe, D))]
         else:
-            out += [(p + "mlp.w1", (cfg.d_ff, D)), (p + "mlp.w3", (cfg.d_ff, D)), (p + "mlp.w2", (D, cfg.d_ff))]
+            out += [(p + "mlp.w1", (cfg.d_ff, D)), (p + "mlp.w3", (cfg.d_ff, D)), (p + "mlp.w2", (cfg.d_ff, D))]
     out.append(("final_norm.weight", (D,)))
     if not cfg.tie_embeddings:
         out.append(("lm_head.weight", (V, D)))
@@ -96,11 +99,12 @@ def attention(a, P, p, cfg):
     future = torch.ones(T, T, dtype=torch.bool).triu(1)
     s = s.masked_fill(future, float("-inf"))
     o = torch.softmax(s, dim=-1) @ v
-    return o.transpose(1, 2).reshape(B, T, H * hd) @ P[p + "wo"].T
+    return o.transpose(1, 2).reshape(B, T, H * hd) @ P[p + "wo"]
 
 
-def swiglu(a, P, p):
-    return (F.silu(a @ P[p + "w1"].T) * (a @ P[p + "w3"].T)) @ P[p + "w2"].T
+def swiglu(a, P, p, w2_in_out=False):
+    w2 = P[p + "w2"] if w2_in_out else P[p + "w2"].T
+    return (F.silu(a @ P[p + "w1"].T) * (a @ P[p + "w3"].T)) @ w2
 
 
 def capacity(cfg, n_tokens):
@@ -151,7 +155,7 @@ def moe(a, P, bias, p, cfg):
         y = swiglu(a[rows_t], P, p + f"experts.{e}.")
         out = out.index_add(0, rows_t, w[rows_t, slots_t].unsqueeze(1) * y)
     for s in range(cfg.n_shared_experts):
-        out = out + swiglu(a, P, p + f"shared.{s}.")
+        out = out + swiglu(a, P, p + f"shared.{s}.", w2_in_out=True)
 
     # Load balance: f counts the router's choices before capacity drops and is a constant.
     f = torch.from_numpy(np.bincount(idx.reshape(-1), minlength=E).astype(np.float64)) / (N * k)
@@ -181,7 +185,7 @@ def forward(cfg, P, buffers, input_ids, targets):
             routes[i] = (idx, kept)
             y = y.view(B, T, D)
         else:
-            y = swiglu(a, P, p + "mlp.")
+            y = swiglu(a, P, p + "mlp.", w2_in_out=True)
         x = h + y
     w_out = P["embed.weight"] if cfg.tie_embeddings else P["lm_head.weight"]
     logits = (rmsnorm(x, P["final_norm.weight"], cfg.norm_eps) @ w_out.T).reshape(N, cfg.vocab_size)
