@@ -191,6 +191,98 @@ TEST(OpCrossEntropy, MatchesNaiveAndFiniteDifferences) {
   EXPECT_THROW(be->cross_entropy_forward(tl, tensor_i32(*be, {n}, {0, 1, 2, 3, 4, 11}), tlse), std::out_of_range);
 }
 
+// Vocabulary-parallel cross-entropy: the logits split into `t` column shards; the shard ops and
+// max/sum reductions over the shards (done here as the TP group does them) give the plain op's
+// lse and loss, and each shard's backward (targets outside it as -1) is that shard's columns of
+// the plain backward. Targets fall in every shard.
+void check_vocab_parallel(int64_t t, DType dt, double tol) {
+  auto be = make_cpu_backend();
+  const int64_t n = 9, v = 12, vs = v / t;
+  const Vec logits = randn(n * v, 5, 4.0);
+  std::vector<int32_t> tg(n);
+  for (int64_t i = 0; i < n; ++i) tg[i] = int32_t((i * 5 + 1) % v);  // 1, 6, 11, 4, 9, 2, 7, 0, 5
+  const Tensor full = tensor(*be, {n, v}, logits, dt), lse = be->empty({n}, dt);
+  const double loss = be->cross_entropy_forward(full, tensor_i32(*be, {n}, tg), lse);
+  const Vec lse_ref = host(*be, lse);
+  Tensor dfull = be->zeros({n, v}, dt);
+  be->cross_entropy_backward(full, tensor_i32(*be, {n}, tg), lse, 0.3, dfull);
+  const Vec dref = host(*be, dfull);
+
+  std::vector<Tensor> shard(t), local_tg(t);
+  std::vector<int> owners(t, 0);
+  Vec gmax(n, -INFINITY);
+  for (int64_t r = 0; r < t; ++r) {
+    Vec part(n * vs);
+    std::vector<int32_t> ltg(n);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < vs; ++j) part[i * vs + j] = logits[i * v + r * vs + j];
+      ltg[i] = tg[i] >= r * vs && tg[i] < (r + 1) * vs ? int32_t(tg[i] - r * vs) : -1;
+      owners[r] += ltg[i] >= 0;
+    }
+    shard[r] = tensor(*be, {n, vs}, part, dt);
+    local_tg[r] = tensor_i32(*be, {n}, ltg);
+    Tensor mx = be->empty({n}, dt);
+    be->logits_row_max(shard[r], mx);
+    const Vec m = host(*be, mx);
+    for (int64_t i = 0; i < n; ++i) gmax[i] = std::max(gmax[i], m[i]);
+  }
+  for (int64_t r = 0; r < t; ++r) EXPECT_GT(owners[r], 0) << "no target in shard " << r;
+  Vec sum_exp(n, 0.0), target(n, 0.0);
+  const Tensor gm = tensor(*be, {n}, gmax, dt);
+  for (int64_t r = 0; r < t; ++r) {
+    Tensor se = be->empty({n}, dt), tl = be->empty({n}, dt);
+    be->cross_entropy_shard_sums(shard[r], local_tg[r], gm, se, tl);
+    const Vec a = host(*be, se), b = host(*be, tl);
+    for (int64_t i = 0; i < n; ++i) sum_exp[i] += a[i], target[i] += b[i];
+  }
+  Vec lse_vp(n);
+  double loss_vp = 0, err = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    lse_vp[i] = gmax[i] + std::log(sum_exp[i]);
+    loss_vp += lse_vp[i] - target[i];
+    err = std::max(err, rel_err(lse_vp[i], lse_ref[i]));
+  }
+  err = std::max(err, rel_err(loss_vp, loss));
+  const Tensor lse_t = tensor(*be, {n}, lse_vp, dt);
+  for (int64_t r = 0; r < t; ++r) {
+    Tensor d = be->zeros({n, vs}, dt);
+    be->cross_entropy_backward(shard[r], local_tg[r], lse_t, 0.3, d);
+    const Vec g = host(*be, d);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < vs; ++j) err = std::max(err, rel_err(g[i * vs + j], dref[i * v + r * vs + j]));
+  }
+  report("vocab-parallel cross-entropy over " + std::to_string(t) + " shards vs plain", err);
+  EXPECT_LT(err, tol);
+}
+
+TEST(OpCrossEntropy, VocabParallelShardsMatchThePlainOp) {
+  for (int64_t t : {2, 3, 4}) {
+    check_vocab_parallel(t, DType::F64, 1e-13);
+    check_vocab_parallel(t, DType::F32, 1e-5);
+  }
+}
+
+TEST(OpEmbedding, IdsOfOtherShardsGiveZeroRowsAndNoGradient) {
+  auto be = make_cpu_backend();
+  const Vec table = randn(3 * 4, 2);
+  Tensor out = be->empty({3, 4}, DType::F64);
+  be->embedding_forward(tensor(*be, {3, 4}, table), tensor_i32(*be, {3}, {2, -1, 0}), out);
+  const Vec o = host(*be, out);
+  for (int64_t j = 0; j < 4; ++j) {
+    EXPECT_EQ(o[j], table[2 * 4 + j]);
+    EXPECT_EQ(o[4 + j], 0.0);
+    EXPECT_EQ(o[8 + j], table[j]);
+  }
+  Tensor dt = be->zeros({3, 4}, DType::F64);
+  be->embedding_backward(tensor(*be, {3, 4}, Vec(12, 1.0)), tensor_i32(*be, {3}, {2, -1, 2}), dt);
+  const Vec g = host(*be, dt);
+  for (int64_t j = 0; j < 4; ++j) {
+    EXPECT_EQ(g[j], 0.0);
+    EXPECT_EQ(g[4 + j], 0.0);
+    EXPECT_EQ(g[8 + j], 2.0);
+  }
+}
+
 TEST(OpAdamW, GradScaleEqualsScalingTheGradientFirst) {
   auto be = make_cpu_backend();
   AdamWArgs args;
