@@ -44,86 +44,41 @@ void expect_split_run_equals_straight(const testing::RunDir& d, int ranks, const
   expect_same_weights_bitwise(d, "straight", "split");
 }
 
-// Resumes `from_dir` in each layout for one step: its loss equals `want` within 1e-6.
-void expect_next_step_loss(const testing::RunDir& d, const std::string& from_dir, const std::string& tag,
-                           std::span<const std::pair<std::string, std::pair<int, std::string>>> layouts, double want) {
-  for (const auto& [name, layout] : layouts) {
-    const std::string run = "load_" + tag + "_at_" + name;
-    const auto r = d.train(run, layout.first,
-                           std::string(kBase) + layout.second + " --set train.stop_at_step=11 --set checkpoint.resume=" +
-                               from_dir);
-    ASSERT_EQ(r.code, 0) << r.output;
-    const auto got = d.losses(run);
-    ASSERT_EQ(got.size(), 1u) << run;
-    EXPECT_NEAR(got[0], want, 1e-6 * want) << run;
-  }
-}
+using Layout = std::pair<std::string, std::pair<int, std::string>>;  // name, (ranks, --set overrides)
 
-TEST(Resume, TwentyStepsEqualTenPlusResumePlusTenBitwise) {
-  testing::RunDir d("resume");
-  expect_split_run_equals_straight(d, 2, kBase);
-}
-
-TEST(Resume, CheckpointFromDp2Zero1LoadsIntoOneRankAndDp4Zero2) {
-  testing::RunDir d("reshard");
-  const std::string ck = " --set checkpoint.every_steps=5";
-  auto r = d.train("straight", 2, kBase);
+// Resumes `from_dir` in a layout for one step: its loss equals `want` within 1e-6.
+void expect_next_step_loss(const testing::RunDir& d, const std::string& base, const std::string& from_dir,
+                           const std::string& tag, const Layout& to, double want) {
+  const std::string run = "load_" + tag + "_at_" + to.first;
+  const auto r = d.train(run, to.second.first,
+                         base + to.second.second + " --set train.stop_at_step=11 --set checkpoint.resume=" + from_dir);
   ASSERT_EQ(r.code, 0) << r.output;
-  r = d.train("saved", 2, std::string(kBase) + ck + " --set train.stop_at_step=10");
-  ASSERT_EQ(r.code, 0) << r.output;
-  // The same global batch (4 micro-batches of 2 per step) on other layouts, resuming from
-  // saved/'s checkpoint: the next step's loss equals the uninterrupted run's within 1e-6.
-  const std::pair<std::string, std::pair<int, std::string>> layouts[] = {
-      {"one", {0, " --set parallel.zero=0 --set train.grad_accum=4"}},
-      {"dp4", {4, " --set parallel.zero=2 --set train.grad_accum=1"}}};
-  expect_next_step_loss(d, (d.path() / "saved" / "checkpoints" / "step_00000010").string(), "saved", layouts,
-                        d.losses("straight").at(10));
+  const auto got = d.losses(run);
+  ASSERT_EQ(got.size(), 1u) << run;
+  EXPECT_NEAR(got[0], want, 1e-6 * want) << run;
 }
 
-TEST(Resume, Dp2Ep2Zero1ResumesBitwise) {
-  // The layout: 4 ranks, dp2 x ep2 with ZeRO-1, grad_accum 2, capacity drops.
-  testing::RunDir d("resume_dpep");
-  expect_split_run_equals_straight(d, 4, std::string(kBase) + " --set parallel.ep=2");
-}
-
-TEST(Resume, ExpertParallelRunResumesBitwiseAndLoadsIntoOtherLayouts) {
-  testing::RunDir d("resume_ep");
-  const std::string shared = " --set parallel.zero=0 --set model.n_shared_experts=1";
-  expect_split_run_equals_straight(d, 2, std::string(kBase) + shared + " --set parallel.ep=2");
-  // The ep2 checkpoint (experts' moments written by their owners) into one rank and into dp2
-  // without expert parallelism: the next step's loss equals the uninterrupted run's.
-  const std::pair<std::string, std::pair<int, std::string>> layouts[] = {
-      {"one", {0, shared + " --set train.grad_accum=4"}}, {"dp2", {2, shared}}};
-  expect_next_step_loss(d, (d.path() / "split" / "checkpoints" / "step_00000010").string(), "ep2", layouts,
-                        d.losses("straight").at(10));
-}
-
-TEST(Resume, ReshardingMatrixAcrossDpEpZeroLayouts) {
-  // Saved at dp2 x ep2 x zero1, at ep4 (zero 0) and on one rank, each loaded at the two others
-  // (the same global batch of 16 sequences per step everywhere): the first step after loading
-  // has the loss of an uninterrupted 1-rank run within 1e-6.
-  testing::RunDir d("matrix");
-  const std::pair<std::string, std::pair<int, std::string>> layouts[] = {
-      {"dp2ep2z1", {4, " --set parallel.ep=2 --set parallel.zero=1"}},
-      {"ep4", {4, " --set parallel.ep=4 --set parallel.zero=0"}},
-      {"one", {0, " --set parallel.zero=0 --set train.grad_accum=8"}}};
-  ASSERT_EQ(d.train("straight", 0, std::string(kBase) + " --set parallel.zero=0 --set train.grad_accum=8").code, 0);
+// Saved at step 10 in every layout, each loaded at every other (the same global batch per step
+// everywhere): loaded and written straight back (a run resumed at its stop step saves and
+// stops), every parameter and every optimizer moment, gathered to its global tensor, equals the
+// saved one bit for bit; and the first step after loading has the loss of the uninterrupted
+// `straight` run (one rank) within 1e-6.
+void check_resharding_matrix(const testing::RunDir& d, const std::string& base, std::span<const Layout> layouts,
+                             const std::string& straight) {
+  ASSERT_EQ(d.train("straight", 0, base + straight).code, 0);
   const double want = d.losses("straight").at(10);
   for (const auto& [name, layout] : layouts) {
     const auto r = d.train("save_" + name, layout.first,
-                           std::string(kBase) + layout.second + " --set checkpoint.every_steps=10 --set train.stop_at_step=10");
+                           base + layout.second + " --set checkpoint.every_steps=10 --set train.stop_at_step=10");
     ASSERT_EQ(r.code, 0) << r.output;
   }
   for (const auto& [from, unused] : layouts)
-    for (const auto& [to, layout] : layouts) {
-      if (from == to) continue;
-      // Loaded at the other layout and written straight back (a run resumed at its stop step
-      // saves and stops): every parameter and every optimizer moment, gathered to its global
-      // tensor, equals the saved one bit for bit.
+    for (const Layout& to : layouts) {
+      if (from == to.first) continue;
       const std::string from_dir = (d.path() / ("save_" + from) / "checkpoints" / "step_00000010").string();
-      const std::string back = "back_" + from + "_at_" + to;
-      auto rb = d.train(back, layout.first,
-                        std::string(kBase) + layout.second + " --set train.stop_at_step=10 --set checkpoint.every_steps=10" +
+      const std::string back = "back_" + from + "_at_" + to.first;
+      auto rb = d.train(back, to.second.first,
+                        base + to.second.second + " --set train.stop_at_step=10 --set checkpoint.every_steps=10" +
                             " --set checkpoint.resume=" + from_dir);
       ASSERT_EQ(rb.code, 0) << rb.output;
       const CheckpointReader a(from_dir), b((d.path() / back / "checkpoints" / "step_00000010").string());
@@ -135,9 +90,32 @@ TEST(Resume, ReshardingMatrixAcrossDpEpZeroLayouts) {
         b.read(name, 0, n, y.data(), DType::F32);
         ASSERT_TRUE(x == y) << back << " " << name;
       }
-      const std::pair<std::string, std::pair<int, std::string>> one[] = {{to, layout}};
-      expect_next_step_loss(d, from_dir, from, one, want);
+      expect_next_step_loss(d, base, from_dir, from, to, want);
     }
+}
+
+TEST(Resume, ReshardingMatrixAcrossDpEpZeroLayouts) {
+  // dp2 x ep2 x zero1, ep4 (zero 0) and one rank; 16 sequences per step.
+  testing::RunDir d("matrix");
+  const Layout layouts[] = {{"dp2ep2z1", {4, " --set parallel.ep=2 --set parallel.zero=1"}},
+                            {"ep4", {4, " --set parallel.ep=4 --set parallel.zero=0"}},
+                            {"one", {0, " --set parallel.zero=0 --set train.grad_accum=8"}}};
+  check_resharding_matrix(d, kBase, layouts, " --set parallel.zero=0 --set train.grad_accum=8");
+}
+
+TEST(Resume, ReshardingMatrixAcrossTpLayouts) {
+  // tp2 x dp2 x ep2 with sp and zero 1, tp4 (zero 0) and one rank; 8 sequences per step. Four KV
+  // heads so that tp 4 splits them; a dense layer and a shared expert so every kind of TP block
+  // is in the checkpoint.
+  testing::RunDir d("tp_matrix");
+  const std::string base = std::string(kBase) +
+                           " --set model.n_kv_heads=4 --set model.first_dense_layers=1 --set model.d_ff=64"
+                           " --set model.n_shared_experts=1";
+  const Layout layouts[] = {
+      {"tp2dp2ep2", {4, " --set parallel.tp=2 --set parallel.sp=true --set parallel.ep=2 --set parallel.zero=1"}},
+      {"tp4", {4, " --set parallel.tp=4 --set parallel.zero=0 --set train.grad_accum=4"}},
+      {"one", {0, " --set parallel.zero=0 --set train.grad_accum=4"}}};
+  check_resharding_matrix(d, base, layouts, " --set parallel.zero=0 --set train.grad_accum=4");
 }
 
 TEST(Resume, AsyncCheckpointsHoldTheValuesOfTheirStepWhileTrainingGoesOn) {

@@ -103,7 +103,7 @@ void write_memory_report(const std::string& path, const Model& model, const Opti
 void save_train_state(CheckpointWriter& writer, RunContext& ctx, const Recipe& r, const std::string& out_dir,
                       Model& model, const Optimizer& opt, const DataParallel& dp, int64_t step) {
   StateSnapshot snap = snapshot_state(
-      model, opt, ctx.dp->rank() == 0, [&](const ParamInfo& p) { return dp.writes_value(p); },
+      model, opt, ctx.world->rank() == 0, [&](const ParamInfo& p) { return dp.writes_value(p); },
       [&](const ParamInfo& p) { return dp.writes_moments(p); });
   SaveRequest req;
   req.out_dir = out_dir;
