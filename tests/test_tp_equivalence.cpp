@@ -15,6 +15,7 @@
 // SGD, which is linear in the gradient, runs at the default settings and agrees to ~2e-7.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <string>
 
 #include "equivalence_check.h"
@@ -67,6 +68,48 @@ TEST(TpEquivalence, AdamWTp2Dp4Ep2SpZero1) {
 }
 TEST(TpEquivalence, SgdTp2Dp2Zero2TiedEmbeddings) {
   check_tp(4, 2, true, 1, std::string(kSgd) + " --set parallel.zero=2 --set model.tie_embeddings=true", "tp_s2z2tie");
+}
+
+// Bytes a rank sends in its TP group per step, from the layout alone (docs/parallel.md): every
+// region boundary of every block, the routing's chunk exchanges, the vocabulary-parallel loss,
+// then once per step the partial-gradient sums and the gradient norm. The communicator counts an
+// all-reduce of c elements as 2 (t-1) c e / t bytes and an all-gather / reduce-scatter with c
+// elements per rank as c e (t-1).
+struct TpShape {
+  int64_t t, rows, d, layers, dense_layers, moe_layers, shared, experts, top_k, micro_batches;
+};
+int64_t expected_tp_bytes(const TpShape& m, bool sp) {
+  auto ar = [&](int64_t c, int64_t e) { return 2 * (m.t - 1) * c * e / m.t; };
+  auto ag = [&](int64_t c, int64_t e) { return c * e * (m.t - 1); };  // also reduce-scatter
+  const int64_t n = m.rows, chunk = n / m.t, d = m.d, f32 = 4, f64 = 8, i32 = 4;
+  const int64_t blocks = m.layers + m.dense_layers + m.moe_layers * m.shared;  // column -> row pairs
+  const int64_t routing = ag(chunk * m.top_k, i32) + ar(m.experts + 1, f64);  // top-k all-gather, P_e and z sums
+  const int64_t loss = 3 * ar(n, f32);                                         // row max, sum exp, target logit
+  int64_t per_micro_batch;
+  if (!sp)  // embedding exit; per block: exit fwd + entry bwd; chunked routing: y and dx all-gathers
+    per_micro_batch = ar(n * d, f32) + blocks * 2 * ar(n * d, f32) +
+                      m.moe_layers * (routing + 2 * ag(chunk * d, f32)) + loss + ar(n * d, f32);
+  else  // every boundary is an all-gather or reduce-scatter of this rank's rows, both ways
+    per_micro_batch = 2 * ag(chunk * d, f32) + blocks * 4 * ag(chunk * d, f32) + m.moe_layers * routing + loss +
+                      2 * ag(chunk * d, f32);
+  const int64_t partial = m.moe_layers * ar(m.experts * d, f32) + (sp ? (2 * m.layers + 1) * ar(d, f32) : 0);
+  return m.micro_batches * per_micro_batch + partial + ar(1, f64);  // zero 0: the norm's TP sum
+}
+
+TEST(TpCommunication, BytesPerStepEqualTheLayoutsCount) {
+  for (bool sp : {false, true}) {
+    testing::RunDir d(sp ? "tp_bytes_sp" : "tp_bytes");
+    const auto r = d.train("tp2", 2, std::string(kModel) + " --set parallel.tp=2 --set train.grad_accum=2" +
+                                         " --set parallel.sp=" + (sp ? "true" : "false"));
+    ASSERT_EQ(r.code, 0) << r.output;
+    // tiny-test: d 32, 2 layers (1 dense, 1 MoE with 4 experts top-2 and a shared expert),
+    // 2 sequences of 32 tokens per micro-batch.
+    const int64_t want = expected_tp_bytes({2, 64, 32, 2, 1, 1, 1, 4, 2, 2}, sp);
+    const auto got = d.field("tp2", "tp_bytes");
+    ASSERT_EQ(got.size(), 10u);
+    for (const auto& g : got) EXPECT_EQ(std::stoll(g), want) << (sp ? "sp" : "no sp");
+    std::printf("[measured] tp2%s: %lld bytes per step and rank, as counted\n", sp ? " sp" : "", (long long)want);
+  }
 }
 
 TEST(TpConfig, KvHeadsMustSplitOverTp) {

@@ -46,6 +46,7 @@ void MetricsLog::write(const StepRecord& r) {
     << ",\"expert_share_min\":" << num(r.expert_share_min) << ",\"expert_share_max\":" << num(r.expert_share_max)
     << ",\"dropped_share\":" << num(r.dropped_share) << ",\"expert_imbalance\":" << num(r.expert_imbalance);
   if (r.dropped_digest >= 0) o << ",\"dropped_digest\":" << r.dropped_digest;
+  if (r.tp_bytes >= 0) o << ",\"tp_bytes\":" << r.tp_bytes;
   if (r.a2a_bytes >= 0) o << ",\"a2a_bytes\":" << r.a2a_bytes << ",\"a2a_bytes_routing\":" << r.a2a_bytes_routing
                          << ",\"a2a_seconds\":" << num(r.a2a_seconds);
   if (!r.expert_tokens.empty()) {

@@ -28,6 +28,9 @@ struct StepRecord {
   // and the bytes the routing implies (-1: no expert parallelism).
   int64_t a2a_bytes = -1, a2a_bytes_routing = -1;
   double a2a_seconds = 0;  // this step's time inside token exchanges, mean over ranks
+  // Tensor parallelism: bytes this rank sent in its TP group this step (-1: no TP), counted by
+  // the communicator; docs/parallel.md gives the formula.
+  int64_t tp_bytes = -1;
   std::vector<std::vector<int64_t>> expert_tokens;  // per MoE layer, per expert
   double eta_s = 0;
   std::optional<double> val_loss;

@@ -243,6 +243,7 @@ int run_training(const Recipe& r) {
     // losses: ce, aux, z, and the seconds this rank spent in token exchanges (averaged over ranks).
     StepTotals t{std::vector<double>(4, 0.0), std::vector<int64_t>(n_moe * (n_exp + 1) + 1, 0)};
     ctx.ep->stats().reset();
+    ctx.tp->stats().reset();
     exchange.reset_seconds();
     int64_t rows_off_rank = 0;
     for (int64_t a = 0; a < tc.grad_accum; ++a) {
@@ -278,6 +279,7 @@ int run_training(const Recipe& r) {
                                "; lower optim.lr or raise optim.warmup_steps");
     const OptimStepResult upd = opt.step();
     dp.gather_parameters();
+    const int64_t tp_bytes = ctx.tp->stats().bytes_sent;
     // The aux-free bias follows the global load (as one rank with every micro-batch sees it), so
     // every rank moves its copy of the bias identically.
     if (dpc.size() > 1 && r.model.router_bias_update_rate > 0)
@@ -315,6 +317,7 @@ int run_training(const Recipe& r) {
         rec.a2a_bytes_routing = a2a[1];
         rec.a2a_seconds = t.losses[3];
       }
+      if (ctx.tp->size() > 1) rec.tp_bytes = tp_bytes;
       if (eval_now) rec.val_loss = last_val = evaluate(model, val_data, tc.micro_batch, tc.eval_batches * tc.micro_batch, dpc);
       if (rank0) {
         std::printf("%s\n", progress_line(rec).c_str());
