@@ -16,6 +16,7 @@
 #include <span>
 #include <string>
 
+#include "engine/memory.h"
 #include "engine/tensor.h"
 
 namespace sy {
@@ -35,7 +36,10 @@ class Backend {
   virtual std::string name() const = 0;
 
   // ---- memory -------------------------------------------------------------------------------
+  // Allocations are tallied under the category of the innermost MemScope (engine/memory.h).
   virtual Tensor empty(const Shape& shape, DType dtype) = 0;
+  const MemoryCounters& memory() const { return *tally_.counters; }
+  void reset_memory_peaks() { tally_.counters->reset_peaks(); }
   Tensor zeros(const Shape& shape, DType dtype) {
     Tensor t = empty(shape, dtype);
     fill(t, 0.0);
@@ -164,6 +168,23 @@ class Backend {
   // decay: p -= lr * (wd * p + mhat / (sqrt(vhat) + eps)).
   virtual void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                             const AdamWArgs& args) = 0;
+
+ protected:
+  friend class MemScope;
+  MemoryTally tally_;
+};
+
+// Tags the allocations made on `be` while it lives.
+class MemScope {
+ public:
+  MemScope(Backend& be, MemCategory c) : be_(be), saved_(be.tally_.current) { be.tally_.current = c; }
+  ~MemScope() { be_.tally_.current = saved_; }
+  MemScope(const MemScope&) = delete;
+  MemScope& operator=(const MemScope&) = delete;
+
+ private:
+  Backend& be_;
+  MemCategory saved_;
 };
 
 // The CPU reference backend (always built).

@@ -21,6 +21,8 @@ Model::Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed, Mo
   need(cfg_.n_kv_heads, "model.n_kv_heads");
   if (cfg_.first_dense_layers > 0 || cfg_.n_experts == 0) need(cfg_.d_ff, "model.d_ff");
   if (cfg_.n_shared_experts > 0) need(cfg_.expert_ffn_dim, "model.expert_ffn_dim");
+  tp_ws_ = std::make_unique<TpWorkspace>();
+  tp_.ws = tp_ws_.get();
   vocab_local_ = cfg_.vocab_size / t;
   vocab_begin_ = tp_.rank() * vocab_local_;
   const ParamSplit rows{TpSplit::Rows, tp_.rank(), t};
@@ -60,6 +62,7 @@ void Model::ensure(int64_t batch, int64_t seq) {
       c[t * (hd / 2) + i] = std::cos(angle);
       s[t * (hd / 2) + i] = std::sin(angle);
     }
+  MemScope inputs(be_, MemCategory::Other);
   rope_.cos = be_.empty({seq, hd / 2}, dtype_);
   rope_.sin = be_.empty({seq, hd / 2}, dtype_);
   upload_f64(be_, c, rope_.cos);
@@ -72,24 +75,33 @@ void Model::ensure(int64_t batch, int64_t seq) {
   ids_ = be_.empty({n}, DType::I32);
   targets_ = be_.empty({n}, DType::I32);
   resid_.clear();
-  for (int64_t i = 0; i < 2 * cfg_.n_layers + 1; ++i) resid_.push_back(be_.empty({nl, d}, dtype_));
+  {
+    MemScope kept(be_, MemCategory::Activations);  // the residual stream: the layers' inputs
+    for (int64_t i = 0; i < 2 * cfg_.n_layers + 1; ++i) resid_.push_back(be_.empty({nl, d}, dtype_));
+  }
+  MemScope head(be_, MemCategory::HeadActivations);
   xf_ = be_.empty({nl, d}, dtype_);
   rstd_f_ = be_.empty({nl}, dtype_);
   logits_ = be_.empty({n, v}, dtype_);
   lse_ = be_.empty({n}, dtype_);
-  dlogits_ = be_.empty({n, v}, dtype_);
-  dxf_ = be_.empty({nl, d}, dtype_);
-  dresid_ = be_.empty({nl, d}, dtype_);
   if (tp_.on()) {
     ids_local_ = be_.empty({n}, DType::I32);
     targets_local_ = be_.empty({n}, DType::I32);
-    emb_part_ = be_.empty({n, d}, dtype_);
-    dxf_all_ = be_.empty({n, d}, dtype_);
     row_max_ = be_.empty({n}, dtype_);
     sum_exp_ = be_.empty({n}, dtype_);
     target_logit_ = be_.empty({n}, dtype_);
   }
-  if (tp_.seq()) xfg_ = be_.empty({n, d}, dtype_);
+  MemScope scratch(be_, MemCategory::Workspace);
+  dlogits_ = be_.empty({n, v}, dtype_);
+  dxf_ = be_.empty({nl, d}, dtype_);
+  dresid_ = be_.empty({nl, d}, dtype_);
+  *tp_ws_ = TpWorkspace{};
+  if (tp_.on()) {
+    tp_ws_->partial = be_.empty({n, d}, dtype_);
+    tp_ws_->dinput = be_.empty({n, d}, dtype_);
+    tp_ws_->local = be_.empty({nl, d}, dtype_);
+    if (tp_.seq()) tp_ws_->gathered = be_.empty({n, d}, dtype_);
+  }
 }
 
 void Model::upload_batch(const HostBatch& b) {
@@ -143,9 +155,9 @@ LossParts Model::run_forward() {
   } else {
     // Vocabulary-parallel lookup: rows of other shards are zero; the sum over TP is the table's
     // row (all-reduced, or reduce-scattered into this rank's sequence rows).
-    be_.embedding_forward(ps_.value(embed_), ids_local_, emb_part_);
+    be_.embedding_forward(ps_.value(embed_), ids_local_, tp_partial(tp_));
     be_.fill(resid_[0], 0);
-    tp_exit(be_, tp_, emb_part_, resid_[0], dxf_);
+    tp_exit(be_, tp_, resid_[0]);
   }
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
     attn_[l]->forward(be_, resid_[2 * l], resid_[2 * l + 1], rope_, batch_, seq_);
@@ -157,8 +169,7 @@ LossParts Model::run_forward() {
     }
   }
   be_.rmsnorm_forward(resid_.back(), ps_.value(final_norm_), cfg_.norm_eps, xf_, rstd_f_);
-  const Tensor xin = tp_enter(be_, tp_, xf_, xfg_);
-  be_.gemm(xin, false, ps_.value(lm_head_), true, logits_, 1, 0);
+  be_.gemm(tp_enter(tp_, xf_), false, ps_.value(lm_head_), true, logits_, 1, 0);
   const double sum = tp_.on() ? vocab_parallel_loss() : be_.cross_entropy_forward(logits_, targets_, lse_);
   parts.ce = sum / double(batch_ * seq_);
   return parts;
@@ -168,13 +179,13 @@ void Model::run_backward(const LossParts&, double loss_scale) {
   const double n = double(batch_ * seq_);
   be_.fill(dlogits_, 0);
   be_.cross_entropy_backward(logits_, tp_.on() ? targets_local_ : targets_, lse_, loss_scale / n, dlogits_);
-  be_.gemm(dlogits_, true, tp_.seq() ? xfg_ : xf_, false, ps_.grad(lm_head_), 1, 1);
+  be_.gemm(dlogits_, true, tp_enter(tp_, xf_), false, ps_.grad(lm_head_), 1, 1);  // re-gathered with sp
   if (!tp_.on()) {
     be_.gemm(dlogits_, false, ps_.value(lm_head_), false, dxf_, 1, 0);
   } else {
-    be_.gemm(dlogits_, false, ps_.value(lm_head_), false, dxf_all_, 1, 0);
+    be_.gemm(dlogits_, false, ps_.value(lm_head_), false, tp_dinput(tp_), 1, 0);
     be_.fill(dxf_, 0);
-    tp_enter_backward(be_, tp_, dxf_all_, dxf_, dresid_);
+    tp_enter_backward(be_, tp_, dxf_);
   }
   be_.fill(dresid_, 0);
   be_.rmsnorm_backward(dxf_, resid_.back(), ps_.value(final_norm_), rstd_f_, dresid_, ps_.grad(final_norm_));
@@ -187,7 +198,7 @@ void Model::run_backward(const LossParts&, double loss_scale) {
   if (!tp_.on()) {
     be_.embedding_backward(dresid_, ids_, ps_.grad(embed_));
   } else {
-    const Tensor demb = tp_exit_backward(be_, tp_, dresid_, emb_part_);
+    const Tensor demb = tp_exit_backward(tp_, dresid_);
     be_.embedding_backward(demb, ids_local_, ps_.grad(embed_));
   }
 }

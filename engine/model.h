@@ -83,6 +83,7 @@ class Model {
   Backend& be_;
   DType dtype_;
   TpPlace tp_;
+  std::unique_ptr<TpWorkspace> tp_ws_;  // shared by every TP layer (tp_.ws points here)
   int64_t vocab_begin_ = 0, vocab_local_ = 0;  // this rank's vocabulary rows
   ParamStore ps_;
   int embed_, final_norm_, lm_head_;
@@ -94,8 +95,8 @@ class Model {
   Tensor ids_, targets_;
   std::vector<int32_t> ids_host_, targets_host_;
   // Tensor parallelism: ids and targets as rows of this rank's vocabulary shard (-1: elsewhere),
-  // the embedding's partial rows [N, D], the gathered final-norm output, CE row statistics.
-  Tensor ids_local_, targets_local_, emb_part_, xfg_, dxf_all_, row_max_, sum_exp_, target_logit_;
+  // CE row statistics.
+  Tensor ids_local_, targets_local_, row_max_, sum_exp_, target_logit_;
   std::vector<Tensor> resid_;  // 2 * n_layers + 1 residual-stream states, [N, D] each
   Tensor xf_, rstd_f_, logits_, lse_, dlogits_, dxf_, dresid_;
 };

@@ -62,7 +62,11 @@ void ParamStore::allocate(Backend& be, DType dtype, int64_t dense_pad, int64_t e
     seg.padded = round_up(seg.numel, SegmentKind(k) == SegmentKind::Expert ? expert_pad : dense_pad);
     at += seg.padded;
   }
-  values_ = be.zeros({at}, dtype);
+  {
+    MemScope scope(be, MemCategory::Parameters);
+    values_ = be.zeros({at}, dtype);
+  }
+  MemScope scope(be, MemCategory::Gradients);
   grads_ = be.zeros({at}, dtype);
 }
 

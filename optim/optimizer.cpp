@@ -44,6 +44,7 @@ Optimizer::Optimizer(const OptimConfig& cfg, ParamStore& ps, Backend& be, int64_
     }
   }
   if (cfg.name == "adamw") {
+    MemScope scope(be, MemCategory::OptimizerState);
     m_ = be.zeros({state}, ps.values().dtype());
     v_ = be.zeros({state}, ps.values().dtype());
   } else if (cfg.name != "sgd") {

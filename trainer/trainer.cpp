@@ -82,7 +82,7 @@ void summarise_experts(const std::vector<int64_t>& counts, int64_t n_layers, int
   rec.expert_imbalance = rec.expert_share_max * double(n_experts);  // the mean share is 1/E
 }
 
-void write_memory_report(const std::string& path, const Model& model, const Optimizer& opt, const DataParallel& dp) {
+void write_memory_report(const std::string& path, Model& model, const Optimizer& opt, const DataParallel& dp) {
   std::ofstream f(path);
   const ParamStore& ps = model.params();
   f << "{\"dense_params\":" << ps.segment(SegmentKind::Replicated).numel + ps.segment(SegmentKind::TpRows).numel
@@ -93,7 +93,12 @@ void write_memory_report(const std::string& path, const Model& model, const Opti
     << ",\"optimizer_pieces\":[";
   for (size_t i = 0; i < opt.pieces().size(); ++i)
     f << (i ? "," : "") << "[" << opt.pieces()[i].begin << "," << opt.pieces()[i].end << "]";
-  f << "]}\n";
+  // Peak bytes per category since start-up (engine/memory.h), from the backend's allocator.
+  const MemoryCounters& mem = model.backend().memory();
+  f << "],\"peak_bytes\":{";
+  for (int c = 0; c < MemoryCounters::kN; ++c)
+    f << (c ? "," : "") << "\"" << mem_category_name(MemCategory(c)) << "\":" << mem.peak[c];
+  f << "},\"peak_total_bytes\":" << mem.total_peak << "}\n";
 }
 
 // Every rank contributes its pieces: each parameter once (the first rank of the group it is
@@ -344,6 +349,7 @@ int run_training(const Recipe& r) {
   }
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
+  write_memory_report(out_dir + "/memory.rank" + std::to_string(ctx.world->rank()) + ".json", model, opt, dp);
   if (rank0)
     std::printf("switchyard: %s after %ld steps in %.1f min; final val loss %.4f nats/token\n", stop_reason.c_str(),
                 long(step), seconds_since(start) / 60.0, last_val);

@@ -41,7 +41,12 @@ Tensor CpuBackend::empty(const Shape& shape, DType dtype) {
   auto* p = static_cast<std::byte*>(std::aligned_alloc(64, padded));
   if (!p) throw std::bad_alloc();
   auto st = std::make_shared<Storage>();
-  st->bytes = std::shared_ptr<std::byte>(p, [](std::byte* q) { std::free(q); });
+  const MemCategory cat = tally_.current;
+  tally_.counters->add(cat, int64_t(bytes));
+  st->bytes = std::shared_ptr<std::byte>(p, [counters = tally_.counters, cat, bytes](std::byte* q) {
+    counters->add(cat, -int64_t(bytes));
+    std::free(q);
+  });
   st->size = bytes;
   st->device = DeviceKind::Host;
   return Tensor(std::move(st), 0, shape, dtype);

@@ -25,19 +25,15 @@ void AttentionBlock::ensure(Backend& be, int64_t batch, int64_t seq, int64_t loc
   const int64_t n = batch * seq;
   if (xn_.defined() && xn_.dim(0) == local_rows && q_.dim(0) == batch && q_.dim(1) == seq && xn_.dtype() == dt) return;
   const int64_t d = cfg_.d_model;
+  MemScope kept(be, MemCategory::Activations);
   xn_ = be.empty({local_rows, d}, dt);
   rstd_ = be.empty({local_rows}, dt);
-  if (tp_.seq()) xg_ = be.empty({n, d}, dt);
-  if (tp_.on()) {
-    part_ = be.empty({n, d}, dt);
-    dxin_ = be.empty({n, d}, dt);
-    scratch_ = be.empty({local_rows, d}, dt);
-  }
   q_ = be.empty({batch, seq, heads_, head_dim_}, dt);
   k_ = be.empty({batch, seq, kv_heads_, head_dim_}, dt);
   v_ = be.empty({batch, seq, kv_heads_, head_dim_}, dt);
   o_ = be.empty({batch, seq, heads_, head_dim_}, dt);
   lse_ = be.empty({batch, heads_, seq}, dt);
+  MemScope scratch(be, MemCategory::Workspace);
   do_ = be.empty(o_.shape(), dt);
   dq_ = be.empty(q_.shape(), dt);
   dk_ = be.empty(k_.shape(), dt);
@@ -52,7 +48,7 @@ void AttentionBlock::forward(Backend& be, const Tensor& x, const Tensor& out, co
   ensure(be, batch, seq, x.dim(0), x.dtype());
   const int64_t n = batch * seq;
   be.rmsnorm_forward(x, ps_.value(norm_), cfg_.norm_eps, xn_, rstd_);
-  const Tensor xin = tp_enter(be, tp_, xn_, xg_);
+  const Tensor xin = tp_enter(tp_, xn_);
   const Tensor q2 = q_.reshape({n, heads_ * head_dim_}), k2 = k_.reshape({n, kv_heads_ * head_dim_});
   be.gemm(xin, false, ps_.value(wq_), true, q2, 1, 0);
   be.gemm(xin, false, ps_.value(wk_), true, k2, 1, 0);
@@ -67,14 +63,14 @@ void AttentionBlock::forward(Backend& be, const Tensor& x, const Tensor& out, co
     be.gemm(o2, false, ps_.value(wo_), false, out, 1, 1);
     return;
   }
-  be.gemm(o2, false, ps_.value(wo_), false, part_, 1, 0);
-  tp_exit(be, tp_, part_, out, scratch_);
+  be.gemm(o2, false, ps_.value(wo_), false, tp_partial(tp_), 1, 0);
+  tp_exit(be, tp_, out);
 }
 
 void AttentionBlock::backward(Backend& be, const Tensor& x, const Tensor& dresid, const RopeInputs& rope) {
   const int64_t n = q_.dim(0) * q_.dim(1);
   const Tensor o2 = o_.reshape({n, heads_ * head_dim_}), do2 = do_.reshape({n, heads_ * head_dim_});
-  const Tensor dout = tp_exit_backward(be, tp_, dresid, part_);
+  const Tensor dout = tp_exit_backward(tp_, dresid);
   be.gemm(o2, true, dout, false, ps_.grad(wo_), 1, 1);
   be.gemm(dout, false, ps_.value(wo_), true, do2, 1, 0);
 
@@ -92,17 +88,17 @@ void AttentionBlock::backward(Backend& be, const Tensor& x, const Tensor& dresid
   const Tensor dq2 = dq_pre_.reshape({n, heads_ * head_dim_});
   const Tensor dk2 = dk_pre_.reshape({n, kv_heads_ * head_dim_});
   const Tensor dv2 = dv_.reshape({n, kv_heads_ * head_dim_});
-  const Tensor xin = tp_.seq() ? xg_ : xn_;
+  const Tensor xin = tp_enter(tp_, xn_);  // re-gathered with sp: only this rank's rows were kept
   be.gemm(dq2, true, xin, false, ps_.grad(wq_), 1, 1);
   be.gemm(dk2, true, xin, false, ps_.grad(wk_), 1, 1);
   be.gemm(dv2, true, xin, false, ps_.grad(wv_), 1, 1);
-  const Tensor dx = tp_.on() ? dxin_ : dxn_;
+  const Tensor dx = tp_.on() ? tp_dinput(tp_) : dxn_;
   be.gemm(dq2, false, ps_.value(wq_), false, dx, 1, 0);
   be.gemm(dk2, false, ps_.value(wk_), false, dx, 1, 1);
   be.gemm(dv2, false, ps_.value(wv_), false, dx, 1, 1);
   if (tp_.on()) {
     be.fill(dxn_, 0);
-    tp_enter_backward(be, tp_, dxin_, dxn_, scratch_);
+    tp_enter_backward(be, tp_, dxn_);
   }
   be.rmsnorm_backward(dxn_, x, ps_.value(norm_), rstd_, dresid, ps_.grad(norm_));
 }

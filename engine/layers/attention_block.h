@@ -36,9 +36,6 @@ class AttentionBlock {
   Tensor xn_, rstd_, q_, k_, v_, o_, lse_;
   // Backward scratch.
   Tensor do_, dq_, dk_, dv_, dq_pre_, dk_pre_, dxn_;
-  // Tensor parallelism: the gathered normed input (sp), the row-parallel partial sums (also the
-  // gathered output gradient in backward), the input gradient's partial sums, a local scratch.
-  Tensor xg_, part_, dxin_, scratch_;
 };
 
 }  // namespace sy

@@ -24,9 +24,11 @@ void FfnBlock::allocate_buffers(Backend& be, DType dt) {
 
 void FfnBlock::ensure(Backend& be, int64_t n, DType dt) {
   if (xn_.defined() && xn_.dim(0) == n && xn_.dtype() == dt) return;
+  MemScope kept(be, MemCategory::Activations);
   xn_ = be.empty({n, cfg_.d_model}, dt);
-  dxn_ = be.empty({n, cfg_.d_model}, dt);
   rstd_ = be.empty({n}, dt);
+  MemScope scratch(be, MemCategory::Workspace);
+  dxn_ = be.empty({n, cfg_.d_model}, dt);
 }
 
 MoeForwardStats FfnBlock::forward(Backend& be, const Tensor& x, const Tensor& out) {

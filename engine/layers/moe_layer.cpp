@@ -33,26 +33,31 @@ MoeLayer::MoeLayer(ParamStore& ps, const ModelConfig& cfg, int64_t layer, Expert
   load_since_update_.assign(cfg.n_experts, 0);
 }
 
-void MoeLayer::allocate_buffers(Backend& be, DType dt) { bias_ = be.zeros({cfg_.n_experts}, dt); }
+void MoeLayer::allocate_buffers(Backend& be, DType dt) {
+  MemScope state(be, MemCategory::Parameters);  // not trained, but part of the model's state
+  bias_ = be.zeros({cfg_.n_experts}, dt);
+}
 
 void MoeLayer::ensure(Backend& be, int64_t n, DType dt) {
   if (logits_.defined() && logits_.dim(0) == n && logits_.dtype() == dt) return;
   const int64_t e = cfg_.n_experts, k = cfg_.top_k;
+  // Permuted rows never exceed N * k, so these are allocated once at that size and viewed.
+  const int64_t cap = n * k, d = cfg_.d_model, f = cfg_.expert_ffn_dim;
+  MemScope kept(be, MemCategory::Activations);
   logits_ = be.empty({n, e}, dt);
   scores_ = be.empty({n, e}, dt);
-  dlogits_ = be.empty({n, e}, dt);
   idx_ = be.empty({n, k}, DType::I32);
   slot_rows_ = be.empty({n, k}, DType::I32);
   w_ = be.empty({n, k}, dt);
-  dw_ = be.empty({n, k}, dt);
-  aux_coef_ = be.empty({e}, dt);
-  // Permuted rows never exceed N * k, so these are allocated once at that size and viewed.
-  const int64_t cap = n * k, d = cfg_.d_model, f = cfg_.expert_ffn_dim;
   src_rows_ = be.empty({cap}, DType::I32);
   xp_ = be.empty({cap, d}, dt);
   h13_ = be.empty({cap, 2 * f}, dt);
   a_ = be.empty({cap, f}, dt);
   yp_ = be.empty({cap, d}, dt);
+  MemScope scratch(be, MemCategory::Workspace);
+  dlogits_ = be.empty({n, e}, dt);
+  dw_ = be.empty({n, k}, dt);
+  aux_coef_ = be.empty({e}, dt);
   dyp_ = be.empty({cap, d}, dt);
   dxp_ = be.empty({cap, d}, dt);
 }
@@ -94,7 +99,10 @@ MoeForwardStats MoeLayer::forward(Backend& be, const Tensor& xn, const Tensor& o
   // rank), then gather this rank's token rows grouped by expert.
   std::vector<int32_t> idx_host(n_all * k);
   if (tp_.on()) {
-    if (!idx_all_.defined() || idx_all_.dim(0) != n_all) idx_all_ = be.empty({n_all, k}, DType::I32);
+    if (!idx_all_.defined() || idx_all_.dim(0) != n_all) {
+      MemScope scratch(be, MemCategory::Workspace);
+      idx_all_ = be.empty({n_all, k}, DType::I32);
+    }
     tp_.comm->all_gather_rows(idx_, idx_all_);
     be.download(idx_all_, idx_host.data());
     const DispatchPlan full = make_dispatch_plan(idx_host.data(), n_all, k, e, cfg_.capacity_factor);
@@ -116,15 +124,15 @@ MoeForwardStats MoeLayer::forward(Backend& be, const Tensor& xn, const Tensor& o
   else experts_forward(be);
   if (chunked) {
     if (!y_chunk_.defined() || y_chunk_.dim(0) != n || y_chunk_.dtype() != xn.dtype()) {
+      MemScope scratch(be, MemCategory::Workspace);
       y_chunk_ = be.empty({n, cfg_.d_model}, xn.dtype());
       dx_chunk_ = be.empty({n, cfg_.d_model}, xn.dtype());
-      y_all_ = be.empty({n_all, cfg_.d_model}, xn.dtype());
-      dx_all_ = be.empty({n_all, cfg_.d_model}, xn.dtype());
     }
     be.fill(y_chunk_, 0);
     if (rows_ > 0) be.combine_forward(yp_.rows(0, rows_), slot_rows_, w_, y_chunk_);
-    tp_.comm->all_gather_rows(y_chunk_, y_all_);
-    be.axpy(1.0, y_all_, out);
+    // Before the shared experts borrow the workspace.
+    tp_.comm->all_gather_rows(y_chunk_, tp_partial(tp_));
+    be.axpy(1.0, tp_partial(tp_), out);
   } else if (rows_ > 0) {
     be.combine_forward(yp_.rows(0, rows_), slot_rows_, w_, out);
   }
@@ -203,8 +211,8 @@ void MoeLayer::backward(Backend& be, const Tensor& dout, const Tensor& xn, const
   be.gemm(dlogits_, true, x, false, ps_.grad(router_), 1, 1);
   be.gemm(dlogits_, false, ps_.value(router_), false, dx, 1, 1);
   if (chunked) {
-    tp_.comm->all_gather_rows(dx_chunk_, dx_all_);
-    be.axpy(1.0, dx_all_, dxn);
+    tp_.comm->all_gather_rows(dx_chunk_, tp_dinput(tp_));
+    be.axpy(1.0, tp_dinput(tp_), dxn);
   }
 }
 
@@ -254,10 +262,12 @@ void MoeLayer::ep_experts_forward(Backend& be) {
   disp_->plan(be, plan_.offsets, dt, d);
   const int64_t r = disp_->recv_rows(), cap = std::max<int64_t>(r, 1);
   if (!xe_.defined() || xe_.dim(0) < cap || xe_.dtype() != dt) {
+    MemScope kept(be, MemCategory::Activations);
     xe_ = be.empty({cap, d}, dt);
     h13e_ = be.empty({cap, 2 * f}, dt);
     ae_ = be.empty({cap, f}, dt);
     ye_ = be.empty({cap, d}, dt);
+    MemScope scratch(be, MemCategory::Workspace);
     dxe_ = be.empty({cap, d}, dt);
   }
   disp_->dispatch(be, xp_.rows(0, rows_), xe_.rows(0, r));

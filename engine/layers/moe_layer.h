@@ -105,8 +105,9 @@ class MoeLayer {
   int64_t first_local_ = 0, n_local_ = 0;
   Tensor xe_, h13e_, ae_, ye_, dxe_;
   // Tensor parallelism: every rank's top-k choices [N, k] (the whole micro-batch's plan); without
-  // sp, this chunk's routed output and input gradient [N/t, D] and their all-gathers [N, D].
-  Tensor idx_all_, y_chunk_, y_all_, dx_chunk_, dx_all_;
+  // sp, this chunk's routed output and input gradient [N/t, D] (their all-gathers go to the
+  // shared TP workspace).
+  Tensor idx_all_, y_chunk_, dx_chunk_;
   uint64_t digest_ = 0;
 };
 

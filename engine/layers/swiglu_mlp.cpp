@@ -12,47 +12,44 @@ SwiGluMlp::SwiGluMlp(ParamStore& ps, const std::string& prefix, int64_t d_model,
 }
 
 void SwiGluMlp::ensure(Backend& be, int64_t local_rows, DType dt) {
+  // The hidden activations cover every token row (sp gathers them) but only F/t columns.
   const int64_t n = tp_.seq() ? local_rows * tp_.size() : local_rows;
   if (h13_.defined() && h13_.dim(0) == n && h13_.dtype() == dt) return;
+  MemScope kept(be, MemCategory::Activations);
   h13_ = be.empty({n, 2 * d_ff_}, dt);
   a_ = be.empty({n, d_ff_}, dt);
+  MemScope scratch(be, MemCategory::Workspace);
   da_ = be.empty({n, d_ff_}, dt);
   dh13_ = be.empty({n, 2 * d_ff_}, dt);
-  if (tp_.seq()) xg_ = be.empty({n, d_model_}, dt);
-  if (tp_.on()) {
-    part_ = be.empty({n, d_model_}, dt);
-    dxin_ = be.empty({n, d_model_}, dt);
-    scratch_ = be.empty({local_rows, d_model_}, dt);
-  }
 }
 
 void SwiGluMlp::forward(Backend& be, const Tensor& xn, const Tensor& out) {
   ensure(be, xn.dim(0), xn.dtype());
-  const Tensor xin = tp_enter(be, tp_, xn, xg_);
+  const Tensor xin = tp_enter(tp_, xn);
   be.gemm(xin, false, ps_.fused_value(w1_, 2), true, h13_, 1, 0);
   be.swiglu_forward(h13_, a_);
   if (!tp_.on()) {
     be.gemm(a_, false, ps_.value(w2_), false, out, 1, 1);
     return;
   }
-  be.gemm(a_, false, ps_.value(w2_), false, part_, 1, 0);
-  tp_exit(be, tp_, part_, out, scratch_);
+  be.gemm(a_, false, ps_.value(w2_), false, tp_partial(tp_), 1, 0);
+  tp_exit(be, tp_, out);
 }
 
 void SwiGluMlp::backward(Backend& be, const Tensor& dout, const Tensor& xn, const Tensor& dxn) {
-  const Tensor dy = tp_exit_backward(be, tp_, dout, part_);
+  const Tensor dy = tp_exit_backward(tp_, dout);
   be.gemm(a_, true, dy, false, ps_.grad(w2_), 1, 1);
   be.gemm(dy, false, ps_.value(w2_), true, da_, 1, 0);
   be.fill(dh13_, 0);
   be.swiglu_backward(da_, h13_, dh13_);
-  const Tensor xin = tp_.seq() ? xg_ : xn;
+  const Tensor xin = tp_enter(tp_, xn);  // re-gathered with sp
   be.gemm(dh13_, true, xin, false, ps_.fused_grad(w1_, 2), 1, 1);
   if (!tp_.on()) {
     be.gemm(dh13_, false, ps_.fused_value(w1_, 2), false, dxn, 1, 1);
     return;
   }
-  be.gemm(dh13_, false, ps_.fused_value(w1_, 2), false, dxin_, 1, 0);
-  tp_enter_backward(be, tp_, dxin_, dxn, scratch_);
+  be.gemm(dh13_, false, ps_.fused_value(w1_, 2), false, tp_dinput(tp_), 1, 0);
+  tp_enter_backward(be, tp_, dxn);
 }
 
 }  // namespace sy

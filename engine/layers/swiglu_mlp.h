@@ -30,7 +30,6 @@ class SwiGluMlp {
   int w1_, w3_, w2_;
   int64_t d_model_, d_ff_;  // d_ff_: this rank's share
   Tensor h13_, a_, da_, dh13_;  // saved activations and scratch, sized for the current token count
-  Tensor xg_, part_, dxin_, scratch_;  // tensor parallelism (see AttentionBlock)
 };
 
 }  // namespace sy

@@ -37,26 +37,40 @@ class TensorParallel {
   virtual void all_reduce_host(std::vector<double>& v) = 0;
 };
 
+// Buffers every TP layer borrows in turn, owned by the model (layers run one after another and
+// none keeps these past its own forward or backward, so one set serves them all): the gathered
+// input and the row-parallel partial sums (or the gathered output gradient), [N, D] each; the
+// input gradient's partial sums [N, D]; a [N/t, D] scratch for reduce-scatters. With sequence
+// parallelism a layer keeps only its own rows and re-gathers its input in the backward pass, so
+// what it keeps scales as 1/t (Korthikanti et al.).
+struct TpWorkspace {
+  Tensor gathered, partial, dinput, local;
+};
+
 // What a layer needs to know about its tensor-parallel placement. comm == nullptr: tp = 1.
 struct TpPlace {
   TensorParallel* comm = nullptr;
   bool sp = false;
+  TpWorkspace* ws = nullptr;  // set by the model
   int size() const { return comm ? comm->size() : 1; }
   int rank() const { return comm ? comm->rank() : 0; }
   bool on() const { return comm && comm->size() > 1; }
   bool seq() const { return on() && sp; }
 };
 
-// The region boundaries of the table above, on [rows, D] activations. `full` rows = N,
-// `local` rows = N / t with sp, N without.
-// Entry forward: returns the tensor a column-parallel block reads (x itself, or `gathered`).
-Tensor tp_enter(Backend& be, const TpPlace& tp, const Tensor& x, const Tensor& gathered);
-// Entry backward: dx += the adjoint of the entry applied to d_full (d_full may be overwritten).
-void tp_enter_backward(Backend& be, const TpPlace& tp, const Tensor& d_full, const Tensor& dx, const Tensor& scratch);
-// Exit forward: out += the reduction of the row-parallel block's partial sums (partial may be
-// overwritten; scratch [local rows, D] is used with sp).
-void tp_exit(Backend& be, const TpPlace& tp, const Tensor& partial, const Tensor& out, const Tensor& scratch);
-// Exit backward: returns the gradient the row-parallel block reads (dout itself, or `gathered`).
-Tensor tp_exit_backward(Backend& be, const TpPlace& tp, const Tensor& dout, const Tensor& gathered);
+// The region boundaries of the table above, on [rows, D] activations (N rows, or N/t with sp),
+// using the workspace. Entry forward: the tensor a column-parallel block reads (x itself, or x
+// all-gathered into ws.gathered; the backward pass calls it again to re-gather).
+Tensor tp_enter(const TpPlace& tp, const Tensor& x);
+// Entry backward: dx += the adjoint of the entry applied to ws.dinput (which it overwrites).
+void tp_enter_backward(Backend& be, const TpPlace& tp, const Tensor& dx);
+// Exit forward: out += the reduction of the partial sums in ws.partial (which it overwrites).
+void tp_exit(Backend& be, const TpPlace& tp, const Tensor& out);
+// Exit backward: the gradient the row-parallel block reads (dout itself, or dout all-gathered
+// into ws.partial).
+Tensor tp_exit_backward(const TpPlace& tp, const Tensor& dout);
+// ws.partial / ws.dinput viewed as [rows, D] for a block's partial sums.
+Tensor tp_partial(const TpPlace& tp);
+Tensor tp_dinput(const TpPlace& tp);
 
 }  // namespace sy
