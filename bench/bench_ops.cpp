@@ -153,9 +153,9 @@ int main(int argc, char** argv) {
     std::vector<Tensor> w13, w2, dw13, dw2;
     for (int64_t e = 0; e < E; ++e) {
       w13.push_back(randn(b, {2 * F, D}, 30 + e, 0.06));
-      w2.push_back(randn(b, {D, F}, 40 + e, 0.04));
+      w2.push_back(randn(b, {F, D}, 40 + e, 0.04));
       dw13.push_back(b.zeros({2 * F, D}, f32));
-      dw2.push_back(b.zeros({D, F}, f32));
+      dw2.push_back(b.zeros({F, D}, f32));
     }
     Tensor h13 = b.empty({M, 2 * F}, f32), a = b.empty({M, F}, f32), ye = b.empty({M, D}, f32),
            dxe = b.zeros({M, D}, f32);

@@ -136,8 +136,9 @@ class Backend {
   // ---- MoE: grouped SwiGLU experts ----------------------------------------------------------
   // Rows [offsets[e], offsets[e+1]) of x [M, D] belong to expert e (offsets: E+1 host integers,
   // groups may be empty). For each expert: h13 = x_e @ w13[e]^T ([M_e, 2F]), a = silu(gate) * up
-  // ([M_e, F]), y_e = a @ w2[e]^T ([M_e, D]). h13 and a are saved for the backward pass.
-  // w13[e] [2F, D] (w1 rows then w3 rows), w2[e] [D, F].
+  // ([M_e, F]), y_e = a @ w2[e] ([M_e, D]). h13 and a are saved for the backward pass.
+  // w13[e] [2F, D] (w1 rows then w3 rows), w2[e] [F, D] (stored [in, out], so that expert tensor
+  // parallelism splits every expert matrix by rows).
   virtual void grouped_swiglu_forward(const Tensor& x, std::span<const int64_t> offsets,
                                       std::span<const Tensor> w13, std::span<const Tensor> w2, const Tensor& h13,
                                       const Tensor& a, const Tensor& y) = 0;

@@ -208,7 +208,7 @@ TEST(OpGroupedSwiglu, MatchesSequentialExpertsAndFiniteDifferences) {
     t2.clear();
     for (int64_t i = 0; i < e; ++i) {
       t13.push_back(tensor(*be, {2 * f, d}, w13[i], dt));
-      t2.push_back(tensor(*be, {d, f}, w2[i], dt));
+      t2.push_back(tensor(*be, {f, d}, w2[i], dt));
     }
   };
   auto run = [&](DType dt) -> Outputs {
@@ -231,7 +231,7 @@ TEST(OpGroupedSwiglu, MatchesSequentialExpertsAndFiniteDifferences) {
       if (lo == hi) continue;
       be->gemm(tx.rows(lo, hi), false, t13[i], true, h13.rows(lo, hi), 1, 0);
       be->swiglu_forward(h13.rows(lo, hi), a.rows(lo, hi));
-      be->gemm(a.rows(lo, hi), false, t2[i], true, y.rows(lo, hi), 1, 0);
+      be->gemm(a.rows(lo, hi), false, t2[i], false, y.rows(lo, hi), 1, 0);
     }
     EXPECT_LT(max_rel_err(o[0], host(*be, y)), 1e-14);
     EXPECT_LT(max_rel_err(o[1], host(*be, h13)), 1e-14);
@@ -241,7 +241,7 @@ TEST(OpGroupedSwiglu, MatchesSequentialExpertsAndFiniteDifferences) {
   weights(DType::F64, t13, t2);
   for (int64_t i = 0; i < e; ++i) {
     d13.push_back(be->empty({2 * f, d}, DType::F64));
-    d2.push_back(be->empty({d, f}, DType::F64));
+    d2.push_back(be->empty({f, d}, DType::F64));
   }
   Tensor tx = tensor(*be, {m, d}, x), th = tensor(*be, {m, 2 * f}, o[1]), ta = tensor(*be, {m, f}, o[2]),
          dx = be->empty({m, d}, DType::F64);

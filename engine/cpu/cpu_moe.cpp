@@ -145,7 +145,7 @@ GroupDims check_grouped(const char* op, const Tensor& x, std::span<const int64_t
     check_dtype(op, {"w13[e]", w13[i]}, dt);
     check_dtype(op, {"w2[e]", w2[i]}, dt);
     check_shape(op, {"w13[e]", w13[i]}, {2 * f, d});
-    check_shape(op, {"w2[e]", w2[i]}, {d, f});
+    check_shape(op, {"w2[e]", w2[i]}, {f, d});
   }
   check_shape(op, {"h13", h13}, {m, 2 * f});
   check_shape(op, {"a", a}, {m, f});
@@ -198,7 +198,7 @@ void CpuBackend::grouped_swiglu_forward(const Tensor& x, std::span<const int64_t
       const auto [g, lo, rows] = chunks[c];
       gemm_raw(false, true, rows, 2 * f, d, T(1), xs + lo * d, d, w13[g].data<T>(), d, T(0), hs + lo * 2 * f, 2 * f);
       swiglu_rows(hs + lo * 2 * f, as + lo * f, rows, f);
-      gemm_raw(false, true, rows, d, f, T(1), as + lo * f, f, w2[g].data<T>(), f, T(0), ys + lo * d, d);
+      gemm_raw(false, false, rows, d, f, T(1), as + lo * f, f, w2[g].data<T>(), d, T(0), ys + lo * d, d);
     }
   });
 }
@@ -219,7 +219,7 @@ void CpuBackend::grouped_swiglu_backward(const Tensor& dy, const Tensor& x, std:
     check_dtype(op, {"dw13[e]", dw13[g]}, dt);
     check_dtype(op, {"dw2[e]", dw2[g]}, dt);
     check_shape(op, {"dw13[e]", dw13[g]}, {2 * f, d});
-    check_shape(op, {"dw2[e]", dw2[g]}, {d, f});
+    check_shape(op, {"dw2[e]", dw2[g]}, {f, d});
   }
   const std::vector<Chunk> chunks = row_chunks(offsets, kExpertChunk);
   const int64_t m = x.dim(0);
@@ -228,14 +228,14 @@ void CpuBackend::grouped_swiglu_backward(const Tensor& dy, const Tensor& x, std:
     T* dxs = dx.data<T>();
     // dh13 of every row, [M, 2F]: the row-wise pass writes it, the weight gradients read it.
     T* dh = this->template scratch<T>(static_cast<size_t>(m * 2 * f));
-    // Row-wise, chunk-parallel: da = dy w2 (per-thread buffer), dh13 = swiglu'(da), dx += dh13 w13.
+    // Row-wise, chunk-parallel: da = dy w2^T (per-thread buffer), dh13 = swiglu'(da), dx += dh13 w13.
 #pragma omp parallel
     {
       std::vector<T> da(static_cast<size_t>(kExpertChunk * f));
 #pragma omp for schedule(dynamic)
       for (size_t c = 0; c < chunks.size(); ++c) {
         const auto [g, lo, rows] = chunks[c];
-        gemm_raw(false, false, rows, f, d, T(1), g_y + lo * d, d, w2[g].data<T>(), f, T(0), da.data(), f);
+        gemm_raw(false, true, rows, f, d, T(1), g_y + lo * d, d, w2[g].data<T>(), d, T(0), da.data(), f);
         swiglu_rows_backward(da.data(), hs + lo * 2 * f, dh + lo * 2 * f, rows, f, false);
         gemm_raw(false, false, rows, d, 2 * f, T(1), dh + lo * 2 * f, 2 * f, w13[g].data<T>(), d, T(1), dxs + lo * d, d);
       }
@@ -244,7 +244,7 @@ void CpuBackend::grouped_swiglu_backward(const Tensor& dy, const Tensor& x, std:
     for (int64_t g = 0; g < e; ++g) {
       const int64_t lo = offsets[g], rows = offsets[g + 1] - lo;
       if (rows == 0) continue;
-      gemm_raw(true, false, d, f, rows, T(1), g_y + lo * d, d, as + lo * f, f, T(1), dw2[g].data<T>(), f);
+      gemm_raw(true, false, f, d, rows, T(1), as + lo * f, f, g_y + lo * d, d, T(1), dw2[g].data<T>(), d);
       gemm_raw(true, false, 2 * f, d, rows, T(1), dh + lo * 2 * f, 2 * f, xs + lo * d, d, T(1), dw13[g].data<T>(), d);
     }
   });

@@ -25,7 +25,7 @@ MoeLayer::MoeLayer(ParamStore& ps, const ModelConfig& cfg, int64_t layer, Expert
     // w1 and w3 back to back: they form the fused [2F, D] gate|up matrix of the grouped op.
     expert_w1_.push_back(ps.add(q + ".w1", {cfg.expert_ffn_dim, cfg.d_model}, ParamKind::Matrix, cfg.init_std, e));
     ps.add(q + ".w3", {cfg.expert_ffn_dim, cfg.d_model}, ParamKind::Matrix, cfg.init_std, e);
-    ps.add(q + ".w2", {cfg.d_model, cfg.expert_ffn_dim}, ParamKind::Matrix, out_std, e);
+    ps.add(q + ".w2", {cfg.expert_ffn_dim, cfg.d_model}, ParamKind::Matrix, out_std, e);  // [in, out]
   }
   for (int64_t s = 0; s < cfg.n_shared_experts; ++s)
     shared_.push_back(std::make_unique<SwiGluMlp>(ps, p + ".shared." + std::to_string(s), cfg.d_model,
@@ -230,7 +230,7 @@ void MoeLayer::experts_forward(Backend& be) {
     if (lo == hi) continue;
     be.gemm(x.rows(lo, hi), false, w13[e], true, h13.rows(lo, hi), 1, 0);
     be.swiglu_forward(h13.rows(lo, hi), a.rows(lo, hi));
-    be.gemm(a.rows(lo, hi), false, w2[e], true, y.rows(lo, hi), 1, 0);
+    be.gemm(a.rows(lo, hi), false, w2[e], false, y.rows(lo, hi), 1, 0);
   }
 }
 
@@ -248,8 +248,8 @@ void MoeLayer::experts_backward(Backend& be) {
     if (lo == hi) continue;
     Tensor da = be.empty({hi - lo, cfg_.expert_ffn_dim}, x.dtype());
     Tensor dh13 = be.zeros({hi - lo, 2 * cfg_.expert_ffn_dim}, x.dtype());
-    be.gemm(dy.rows(lo, hi), true, a.rows(lo, hi), false, dw2[e], 1, 1);
-    be.gemm(dy.rows(lo, hi), false, w2[e], false, da, 1, 0);
+    be.gemm(a.rows(lo, hi), true, dy.rows(lo, hi), false, dw2[e], 1, 1);
+    be.gemm(dy.rows(lo, hi), false, w2[e], true, da, 1, 0);
     be.swiglu_backward(da, h13.rows(lo, hi), dh13);
     be.gemm(dh13, true, x.rows(lo, hi), false, dw13[e], 1, 1);
     be.gemm(dh13, false, w13[e], false, dx.rows(lo, hi), 1, 1);

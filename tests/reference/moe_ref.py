@@ -50,10 +50,10 @@ def param_shapes(cfg):
         if cfg.is_moe(i):
             Fe = cfg.expert_ffn_dim
             out.append((p + "moe.router.weight", (cfg.n_experts, D)))
+            # Every down projection is stored [in, out] (split by rows under tensor parallelism).
             for e in range(cfg.n_experts):
                 q = p + f"moe.experts.{e}."
-                out += [(q + "w1", (Fe, D)), (q + "w3", (Fe, D)), (q + "w2", (D, Fe))]
-            # Shared experts and dense FFNs store w2 [in, out] (split by rows under TP).
+                out += [(q + "w1", (Fe, D)), (q + "w3", (Fe, D)), (q + "w2", (Fe, D))]
             for s in range(cfg.n_shared_experts):
                 q = p + f"moe.shared.{s}."
                 out += [(q + "w1", (Fe, D)), (q + "w3", (Fe, D)), (q + "w2", (Fe, D))]
@@ -102,9 +102,8 @@ def attention(a, P, p, cfg):
     return o.transpose(1, 2).reshape(B, T, H * hd) @ P[p + "wo"]
 
 
-def swiglu(a, P, p, w2_in_out=False):
-    w2 = P[p + "w2"] if w2_in_out else P[p + "w2"].T
-    return (F.silu(a @ P[p + "w1"].T) * (a @ P[p + "w3"].T)) @ w2
+def swiglu(a, P, p):
+    return (F.silu(a @ P[p + "w1"].T) * (a @ P[p + "w3"].T)) @ P[p + "w2"]
 
 
 def capacity(cfg, n_tokens):
@@ -155,7 +154,7 @@ def moe(a, P, bias, p, cfg):
         y = swiglu(a[rows_t], P, p + f"experts.{e}.")
         out = out.index_add(0, rows_t, w[rows_t, slots_t].unsqueeze(1) * y)
     for s in range(cfg.n_shared_experts):
-        out = out + swiglu(a, P, p + f"shared.{s}.", w2_in_out=True)
+        out = out + swiglu(a, P, p + f"shared.{s}.")
 
     # Load balance: f counts the router's choices before capacity drops and is a constant.
     f = torch.from_numpy(np.bincount(idx.reshape(-1), minlength=E).astype(np.float64)) / (N * k)
@@ -185,7 +184,7 @@ def forward(cfg, P, buffers, input_ids, targets):
             routes[i] = (idx, kept)
             y = y.view(B, T, D)
         else:
-            y = swiglu(a, P, p + "mlp.", w2_in_out=True)
+            y = swiglu(a, P, p + "mlp.")
         x = h + y
     w_out = P["embed.weight"] if cfg.tie_embeddings else P["lm_head.weight"]
     logits = (rmsnorm(x, P["final_norm.weight"], cfg.norm_eps) @ w_out.T).reshape(N, cfg.vocab_size)
