@@ -17,13 +17,14 @@
 #include "data/prepare.h"
 #include "parallel/comm.h"
 #include "engine/config_error.h"
+#include "trainer/exit_codes.h"
 #include "trainer/trainer.h"
 
 namespace {
 
-constexpr int kExitUsage = 2;
-constexpr int kExitFailure = 1;
-constexpr int kExitPeerLost = 3;  // a collective timed out: another rank stalled or died
+using sy::kExitFailure;
+using sy::kExitPeerLost;  // a collective timed out: another rank stalled or died
+using sy::kExitUsage;
 
 void fail_line(const std::string& msg) {
   std::string one = msg;
