@@ -234,9 +234,9 @@ int run_training(const Recipe& r) {
   }
   int exit_code = kExitOk;
   while (!resumed_past_stop && step < tc.steps) {
+    beat.set_phase("forward_backward");
     maybe_stall_for_test(ctx.world->rank(), step + 1);
     maybe_delay_step_for_test();
-    beat.set_phase("step");
     backend->fill(model.params().grads(), 0);
     // counts: per MoE layer E routed counts and the dropped count, then two totals of the step's
     // token exchange: the all-to-all bytes the communicator recorded, and the bytes the routing
@@ -279,6 +279,7 @@ int run_training(const Recipe& r) {
     t.losses[3] = exchange.seconds();
     dpc.all_reduce(t.losses.data(), 5, CommType::F64, ReduceOp::Avg);
     if (!t.counts.empty()) dpc.all_reduce(t.counts.data(), int64_t(t.counts.size()), CommType::I64, ReduceOp::Sum);
+    beat.set_phase("optimizer");
     // The loss and gradient sums above are the same on every rank, so is the verdict.
     const StepVerdict verdict = guard.judge(t.losses[0], t.losses[4], step);
     OptimStepResult upd;
