@@ -75,8 +75,8 @@ int run_sbatch(SbatchOptions o) {
   if (o.nodes < 1) throw ConfigError("--nodes " + std::to_string(o.nodes) + " must be at least 1");
   if (o.gpus_per_node > 0) o.tasks_per_node = o.gpus_per_node;  // one task per GPU
   if (o.tasks_per_node < 1) throw ConfigError("--tasks-per-node " + std::to_string(o.tasks_per_node) + " must be at least 1");
+  const Recipe r = load_recipe(o.recipe, o.sets);  // errors name the path as given
   o.recipe = fs::absolute(o.recipe).string();
-  const Recipe r = load_recipe(o.recipe, o.sets);
   const int ranks = o.nodes * o.tasks_per_node;
   check_ranks_fit(r, ranks, "--nodes " + std::to_string(o.nodes) + " x --tasks-per-node " + std::to_string(o.tasks_per_node) +
                                 " = " + std::to_string(ranks) + " ranks");

@@ -147,3 +147,34 @@ TEST(Supervisor, SignalToTheSupervisorSavesStopsWith75AndTheRerunResumesToTheSam
 
 }  // namespace
 }  // namespace sy
+
+namespace sy {
+namespace {
+
+TEST(Preemption, Sigusr1ToOneRankStopsEveryRankAtTheSameStepWithACheckpointAndExit75) {
+  testing::RunDir d("preempt");
+  const std::string sets = " --set train.steps=120 --set train.log_every=1";
+  ASSERT_EQ(d.train("straight", 2, sets).code, 0);
+  const std::string cmd = "cd '" + d.path().string() + "' && SY_TEST_STEP_DELAY_MS=10 OMPI_ALLOW_RUN_AS_ROOT=1 "
+                          "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 exec " + testing::kMpirunWords + " -np 2 '" SY_BINARY_DIR
+                          "/switchyard' train '" SY_SOURCE_DIR "/tests/recipes/tiny-test.toml' --set data.train=train.tok "
+                          "--set data.val=val.tok --set train.out_dir=run" + sets + " > run.log 2>&1";
+  const pid_t job = testing::spawn_shell(cmd);
+  const RankBeat b = testing::beat_at_step(d.path() / "run", 1, 30, 60);
+  ASSERT_EQ(b.rank, 1) << d.file("run.log");
+  kill(pid_t(b.pid), SIGUSR1);  // rank 1 only: the step-boundary all-reduce tells rank 0
+  EXPECT_EQ(testing::wait_exit(job, 120), 75) << d.file("run.log");
+  const auto before = d.field("run", "loss");
+  ASSERT_GE(before.size(), 30u);
+  ASSERT_LT(before.size(), 120u);
+  // checkpoint.every_steps is 0: the preemption saved anyway, at the step both ranks stopped at.
+  char want[32];
+  std::snprintf(want, sizeof want, "step_%08zu\n", before.size());
+  EXPECT_EQ(testing::slurp(d.path() / "run" / "checkpoints" / "latest"), want);
+  const auto again = d.train("run", 2, sets);
+  ASSERT_EQ(again.code, 0) << again.output;
+  EXPECT_EQ(d.field("run", "loss"), d.field("straight", "loss"));
+}
+
+}  // namespace
+}  // namespace sy
