@@ -36,9 +36,14 @@ struct Faults {
   int enospc_rank = -1;    // SY_FAULT_CKPT_ENOSPC
 };
 
-// SY_FAULT_CKPT_STEP=<s> limits the faults to the save of step s (default: every save).
+// SY_FAULT_CKPT_STEP=<s> limits the faults to the save of step s (default: every save). Under
+// `switchyard run`, which numbers its attempts in SY_RUN_ATTEMPT, they fire only in the first
+// SY_FAULT_ATTEMPTS attempts (default 1), so the restarted job can get past them.
 Faults read_faults(int64_t step) {
   Faults f;
+  const char* attempt = std::getenv("SY_RUN_ATTEMPT");
+  const char* attempts = std::getenv("SY_FAULT_ATTEMPTS");
+  if (attempt && std::atoll(attempt) >= (attempts ? std::atoll(attempts) : 1)) return f;
   if (const char* s = std::getenv("SY_FAULT_CKPT_STEP"); s && std::atoll(s) != step) return f;
   if (const char* k = std::getenv("SY_FAULT_CKPT_KILL")) f.kill_phase = k;
   if (const char* r = std::getenv("SY_FAULT_CKPT_RANK")) f.kill_rank = std::atoi(r);

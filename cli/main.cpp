@@ -13,17 +13,19 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/ckpt_commands.h"
+#include "cli/launch_commands.h"
 #include "config/recipe.h"
 #include "data/prepare.h"
 #include "parallel/comm.h"
 #include "engine/config_error.h"
+#include "trainer/exit_codes.h"
 #include "trainer/trainer.h"
 
 namespace {
 
-constexpr int kExitUsage = 2;
-constexpr int kExitFailure = 1;
-constexpr int kExitPeerLost = 3;  // a collective timed out: another rank stalled or died
+using sy::kExitFailure;
+using sy::kExitPeerLost;  // a collective timed out: another rank stalled or died
+using sy::kExitUsage;
 
 void fail_line(const std::string& msg) {
   std::string one = msg;
@@ -112,6 +114,8 @@ int main(int argc, char** argv) {
   CLI::App* verify = ckpt->add_subcommand("verify", "Check every checksum and the completeness audit; exit 0 if sound, 1 if not");
   verify->add_option("PATH", ckpt_path, "A step directory, or a run's out_dir (its `latest` checkpoint)")->required();
 
+  const auto launch = sy::add_launch_commands(app, add_set_option);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -123,7 +127,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // CLI11 reports a misspelt command only as "A subcommand is required".
     if (app.get_subcommands().empty() && argc > 1 && argv[1][0] != '-') {
-      fail_line(std::string("unknown command \"") + argv[1] + "\"; valid commands: train, eval, data, ckpt (see `switchyard --help`)");
+      fail_line(std::string("unknown command \"") + argv[1] + "\"; valid commands: train, run, sbatch, eval, data, ckpt (see `switchyard --help`)");
       return kExitUsage;
     }
     fail_line(std::string(e.what()) + "; run `" + command_path(app) + " --help`");
@@ -142,6 +146,7 @@ int main(int argc, char** argv) {
         throw sy::ConfigError(weights + ": no such weights file; write one with `switchyard train` and train.save_weights=FILE.h5");
       return sy::run_eval(sy::load_recipe(recipe_path, sets), weights, data_path, windows);
     }
+    if (const int code = sy::run_launch_command(*launch); code >= 0) return code;
     if (inspect->parsed()) return sy::run_ckpt_inspect(ckpt_path, dump_name);
     if (verify->parsed()) return sy::run_ckpt_verify(ckpt_path);
     if (prepare->parsed()) {

@@ -54,7 +54,8 @@ std::vector<Section> sections_of(Recipe& r) {
       {"train",
        {{"steps", &t.steps}, {"seed", &t.seed}, {"micro_batch", &t.micro_batch}, {"grad_accum", &t.grad_accum},
         {"log_every", &t.log_every}, {"eval_every", &t.eval_every}, {"eval_batches", &t.eval_batches},
-        {"max_minutes", &t.max_minutes}, {"stop_at_step", &t.stop_at_step}, {"out_dir", &t.out_dir}, {"save_weights", &t.save_weights},
+        {"max_minutes", &t.max_minutes}, {"stop_at_step", &t.stop_at_step},
+        {"max_bad_steps", &t.max_bad_steps}, {"out_dir", &t.out_dir}, {"save_weights", &t.save_weights},
         {"peak_gflops", &t.peak_gflops}, {"dtype", &t.dtype}, {"device", &t.device}}},
       {"parallel",
        {{"tp", &p.tp}, {"cp", &p.cp}, {"pp", &p.pp}, {"ep", &p.ep}, {"etp", &p.etp}, {"dp", &p.dp},
@@ -62,6 +63,10 @@ std::vector<Section> sections_of(Recipe& r) {
       {"checkpoint",
        {{"every_steps", &r.checkpoint.every_steps}, {"keep", &r.checkpoint.keep}, {"resume", &r.checkpoint.resume},
         {"on_failure", &r.checkpoint.on_failure}, {"async", &r.checkpoint.async}}},
+      {"launch",
+       {{"hang_timeout_s", &r.launch.hang_timeout_s}, {"max_restarts", &r.launch.max_restarts},
+        {"backoff_s", &r.launch.backoff_s}, {"backoff_max_s", &r.launch.backoff_max_s},
+        {"preempt_grace_s", &r.launch.preempt_grace_s}}},
   };
 }
 

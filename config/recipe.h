@@ -1,4 +1,4 @@
-// A recipe: a TOML file with [model], [optim], [data], [train], [parallel] and [checkpoint] sections, plus command-line
+// A recipe: a TOML file with [model], [optim], [data], [train], [parallel], [checkpoint] and [launch] sections, plus command-line
 // overrides `section.key=value`. Unknown keys, wrong types and inconsistent sizes are ConfigErrors.
 #pragma once
 
@@ -8,6 +8,7 @@
 #include "checkpoint/checkpoint_config.h"
 #include "data/data_config.h"
 #include "engine/model_config.h"
+#include "launch/launch_config.h"
 #include "optim/optim_config.h"
 #include "parallel/parallel_config.h"
 #include "trainer/train_config.h"
@@ -23,6 +24,7 @@ struct Recipe {
   TrainConfig train;
   ParallelConfig parallel;
   CheckpointConfig checkpoint;
+  LaunchConfig launch;
   std::string resolved_toml;  // the recipe after overrides, for provenance
 };
 

@@ -69,6 +69,7 @@ void validate_train(const TrainConfig& t) {
   at_least("train.eval_batches", t.eval_batches, 1);
   number_at_least("train.max_minutes", t.max_minutes, 0, false);
   at_least("train.stop_at_step", t.stop_at_step, 0);
+  at_least("train.max_bad_steps", t.max_bad_steps, 1);
   number_at_least("train.peak_gflops", t.peak_gflops, 0, true);
   one_of("train.dtype", t.dtype, {"float32", "float64"});
   if (t.device != "cpu")
@@ -95,6 +96,17 @@ void validate_checkpoint(const CheckpointConfig& c) {
     throw ConfigError("checkpoint.resume is empty; set it to \"auto\", \"none\" or a checkpoint directory");
 }
 
+void validate_launch(const LaunchConfig& l) {
+  number_at_least("launch.hang_timeout_s", l.hang_timeout_s, 0, true);
+  at_least("launch.max_restarts", l.max_restarts, 0);
+  number_at_least("launch.backoff_s", l.backoff_s, 0, false);
+  number_at_least("launch.backoff_max_s", l.backoff_max_s, 0, false);
+  if (l.backoff_max_s < l.backoff_s)
+    throw ConfigError("launch.backoff_max_s=" + num(l.backoff_max_s) + " is below launch.backoff_s=" + num(l.backoff_s) +
+                      "; set backoff_max_s >= backoff_s");
+  at_least("launch.preempt_grace_s", l.preempt_grace_s, 1);
+}
+
 void validate_recipe(const Recipe& r) {
   r.model.validate();
   validate_optim(r.optim);
@@ -102,6 +114,7 @@ void validate_recipe(const Recipe& r) {
   validate_train(r.train);
   validate_parallel(r.parallel);
   validate_checkpoint(r.checkpoint);
+  validate_launch(r.launch);
 }
 
 }  // namespace sy

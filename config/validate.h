@@ -12,6 +12,7 @@ void validate_optim(const OptimConfig& o);
 void validate_data(const DataConfig& d);
 void validate_train(const TrainConfig& t);
 void validate_parallel(const ParallelConfig& p);
+void validate_launch(const LaunchConfig& l);
 // Every section, then the checks that span sections.
 void validate_recipe(const Recipe& r);
 

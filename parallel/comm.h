@@ -49,6 +49,15 @@ struct CommStats {
   void reset() { *this = CommStats{}; }
 };
 
+// Told when this rank enters and leaves an operation that waits for other ranks, so a watchdog
+// outside the communicator can say where a hung rank stands (trainer/heartbeat.h). `op` is a
+// string literal; `group` outlives the call. Called on the thread that runs the operation.
+struct CommObserver {
+  virtual ~CommObserver() = default;
+  virtual void enter(const char* op, const std::string& group) = 0;
+  virtual void leave() = 0;
+};
+
 // A pending point-to-point operation; wait() completes it (or times out).
 struct CommRequest {
   int64_t id = -1;
@@ -92,10 +101,25 @@ class Communicator {
   CommStats& stats() { return stats_; }
   double timeout_s() const { return timeout_s_; }
   void set_timeout_s(double s) { timeout_s_ = s; }
+  // Null (the default): nobody is told. The observer must outlive the communicator's operations.
+  void set_observer(CommObserver* o) { observer_ = o; }
 
  protected:
+  // Brackets one waiting operation for the observer, if any.
+  struct Observed {
+    CommObserver* o;
+    Observed(CommObserver* obs, const char* op, const std::string& group) : o(obs) {
+      if (o) o->enter(op, group);
+    }
+    ~Observed() {
+      if (o) o->leave();
+    }
+    Observed(const Observed&) = delete;
+    Observed& operator=(const Observed&) = delete;
+  };
   CommStats stats_;
   double timeout_s_ = 600;
+  CommObserver* observer_ = nullptr;
 };
 
 // The single-process communicator: size 1, every operation a local copy.

@@ -171,6 +171,7 @@ class MpiComm final : public Communicator {
     const P2p p = it->second;
     p2p_.erase(it);
     r.id = -1;
+    const Observed watched(observer_, p.is_send ? "send" : "recv", name_);
     std::vector<MPI_Request> reqs{p.req};
     if (poll(reqs, deadline_after(timeout_s_))) return;
     if (p.is_send) {
@@ -259,6 +260,7 @@ class MpiComm final : public Communicator {
 void MpiComm::collective(Op code, const std::function<int(MPI_Request*)>& start) {
   const char* op = kOpNames[code];
   check_usable(op);
+  const Observed watched(observer_, op, name_);
   const auto deadline = deadline_after(timeout_s_);
   const uint64_t seq = seq_++;
   const int tag = static_cast<int>(seq % kSeqTags);

@@ -33,6 +33,12 @@ LaunchEnv from(const char* rank_var, const char* world_var, const char* local_va
   if (e.rank < 0 || e.rank >= e.world)
     throw ConfigError(std::string(rank_var) + "=" + std::to_string(e.rank) + " is not below " + world_var + "=" +
                       std::to_string(e.world) + "; fix the launch environment");
+  if (e.local_size > 0 && e.local_rank >= e.local_size)
+    throw ConfigError(std::string(local_var) + "=" + std::to_string(e.local_rank) + " is not below " + local_size_var + "=" +
+                      std::to_string(e.local_size) + "; fix the launch environment");
+  if (e.local_size > e.world)
+    throw ConfigError(std::string(local_size_var) + "=" + std::to_string(e.local_size) + " exceeds " + world_var + "=" +
+                      std::to_string(e.world) + "; fix the launch environment");
   return e;
 }
 }  // namespace
@@ -41,7 +47,9 @@ LaunchEnv read_launch_env() {
   if (env_int("OMPI_COMM_WORLD_RANK") >= 0)
     return from("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
                 "OMPI_COMM_WORLD_LOCAL_SIZE", "Open MPI");
-  if (env_int("SLURM_PROCID") >= 0 && env_int("SLURM_NTASKS") > 1)
+  // Under srun (with --mpi=pmix, Open MPI's variables are absent). SLURM_NTASKS >= 1, so that a
+  // rank number that does not fit a one-task step is an error rather than a quiet single run.
+  if (env_int("SLURM_PROCID") >= 0 && env_int("SLURM_NTASKS") >= 1)
     return from("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE", "Slurm");
   return LaunchEnv{};
 }

@@ -1,6 +1,7 @@
 #include "trainer/metrics_log.h"
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +13,7 @@ namespace sy {
 
 namespace {
 std::string num(double x) {
+  if (!std::isfinite(x)) return "null";  // JSON has no NaN or infinity
   char buf[40];
   std::snprintf(buf, sizeof buf, "%.17g", x);
   return buf;
@@ -59,6 +61,8 @@ void MetricsLog::write(const StepRecord& r) {
     o << "]";
   }
   if (r.val_loss) o << ",\"val_loss\":" << num(*r.val_loss);
+  if (r.skipped) o << ",\"skipped\":true";
+  if (r.skipped_steps > 0) o << ",\"skipped_steps\":" << r.skipped_steps << ",\"rollbacks\":" << r.rollbacks;
   o << "}\n";
   const std::string s = o.str();
   std::fwrite(s.data(), 1, s.size(), f_);
@@ -74,6 +78,9 @@ std::string progress_line(const StepRecord& r) {
     n += std::snprintf(buf + n, sizeof buf - n, " | experts min %.3f max %.3f imb %.2f drop %.1f%%", r.expert_share_min,
                        r.expert_share_max, r.expert_imbalance, 100 * r.dropped_share);
   if (r.val_loss) n += std::snprintf(buf + n, sizeof buf - n, " | val %.4f", *r.val_loss);
+  if (r.skipped) n += std::snprintf(buf + n, sizeof buf - n, " | SKIPPED: non-finite loss or gradient norm");
+  if (r.skipped_steps > 0)
+    n += std::snprintf(buf + n, sizeof buf - n, " | bad steps %ld, rollbacks %ld", long(r.skipped_steps), long(r.rollbacks));
   std::snprintf(buf + n, sizeof buf - n, " | ETA %s", duration(r.eta_s).c_str());
   return buf;
 }

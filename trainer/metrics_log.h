@@ -1,6 +1,6 @@
 // What a step reports: the progress line on stdout and one JSON object per logged step in
 // <out_dir>/metrics.jsonl. Doubles are written with 17 significant digits so they read back
-// bit for bit.
+// bit for bit; a value that is not finite (a skipped step's) as null.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +34,10 @@ struct StepRecord {
   std::vector<std::vector<int64_t>> expert_tokens;  // per MoE layer, per expert
   double eta_s = 0;
   std::optional<double> val_loss;
+  // The NaN guard (trainer/step_guard.h): this step's update was skipped; steps skipped and
+  // rollbacks so far in this process.
+  bool skipped = false;
+  int64_t skipped_steps = 0, rollbacks = 0;
 };
 
 class MetricsLog {

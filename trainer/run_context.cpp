@@ -22,7 +22,7 @@ RunContext::~RunContext() {
   if (mpi) mpi_finalize_if_initialised();
 }
 
-RunContext make_run_context(const Recipe& r) {
+void check_layout(const Recipe& r, int world) {
   const ParallelConfig& p = r.parallel;
   // Until pipeline, context and expert-tensor parallelism land, refuse them up front rather than
   // training something else than what the recipe asks for.
@@ -50,9 +50,15 @@ RunContext make_run_context(const Recipe& r) {
   if (p.ep > 1 && r.model.n_experts % p.ep != 0)
     throw ConfigError("parallel.ep=" + std::to_string(p.ep) + " does not divide model.n_experts=" +
                       std::to_string(r.model.n_experts) + "; choose an ep that divides the number of experts");
+  GridSizes gs{int(p.tp), int(p.cp), int(p.dp), int(p.pp), int(p.ep), int(p.etp), p.order};
+  ProcessGrid::make(gs, world, 0);  // ConfigError when the world does not fit the layout
+}
 
+RunContext make_run_context(const Recipe& r) {
+  const ParallelConfig& p = r.parallel;
   RunContext ctx;
   ctx.env = read_launch_env();
+  check_layout(r, ctx.env.world);
   // Ranks sharing a node share its cores: unless the user chose (OMP_NUM_THREADS), each rank's
   // kernels get an equal share instead of every rank starting one thread per core.
   if (ctx.env.local_size > 1 && !std::getenv("OMP_NUM_THREADS"))

@@ -26,6 +26,11 @@ struct RunContext {
   bool is_rank0() const { return world->rank() == 0; }
 };
 
+// The checks of the recipe's layout against a world size that need no communicator (ConfigError
+// naming the key and the fix); make_run_context runs them, and so does `switchyard run` before it
+// launches anything.
+void check_layout(const Recipe& r, int world);
+
 // Chooses MPI when launched with several ranks, else the single-process communicator; checks
 // the layout (ConfigError naming the key and the fix).
 RunContext make_run_context(const Recipe& r);

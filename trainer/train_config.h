@@ -16,6 +16,9 @@ struct TrainConfig {
   int64_t eval_batches = 16; // validation micro-batches per evaluation, read in order
   double max_minutes = 0;    // 0: no time budget
   int64_t stop_at_step = 0;  // 0: off; else stop cleanly (with a checkpoint) after this step
+  // A step whose loss or gradient norm is not finite is skipped (no update, on every rank); this
+  // many in a row roll back to the last checkpoint and skip their data (trainer/step_guard.h).
+  int64_t max_bad_steps = 3;
   std::string out_dir;       // default runs/<recipe name>
   std::string save_weights;  // HDF5 path for the final weights; empty: none
   double peak_gflops = 530;  // the machine's measured fp32 GEMM peak (bench/gemm_peak), for MFU

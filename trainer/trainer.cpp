@@ -18,8 +18,12 @@
 #include "trainer/batch_source.h"
 #include "trainer/checkpoint_writer.h"
 #include "trainer/evaluate.h"
+#include "trainer/exit_codes.h"
+#include "trainer/fault_inject.h"
+#include "trainer/heartbeat.h"
 #include "trainer/metrics_log.h"
 #include "trainer/run_context.h"
+#include "trainer/step_guard.h"
 #include "trainer/train_state.h"
 #include "trainer/weights_file.h"
 
@@ -28,19 +32,14 @@ namespace sy {
 namespace {
 
 // Set from signal handlers (which may only touch lock-free atomics); agreed on at step boundaries.
-std::atomic<bool> g_stop_requested{false};
-extern "C" void request_stop(int) { g_stop_requested = true; }
+// Bit 1: stop (SIGINT); bit 2: preempted (SIGTERM, SIGUSR1), which also saves and asks for a
+// requeue. The all-reduce takes the maximum, so any rank's preemption makes every rank's >= 2.
+std::atomic<int32_t> g_stop_requested{0};
+extern "C" void request_stop(int) { g_stop_requested.fetch_or(1); }
+extern "C" void request_preempt(int) { g_stop_requested.fetch_or(2); }
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-// Fault injection for the stalled-rank test, read only for that purpose: rank
-// SY_FAULT_STALL_RANK stops itself (SIGSTOP) when it reaches step SY_FAULT_STALL_STEP.
-void maybe_stall_for_test(int rank, int64_t step) {
-  static const char* r = std::getenv("SY_FAULT_STALL_RANK");
-  static const char* s = std::getenv("SY_FAULT_STALL_STEP");
-  if (r && s && std::atoi(r) == rank && std::atoll(s) == step) std::raise(SIGSTOP);
-}
 
 // 32 bits of (micro-batch, layer, dropped_digest), mixed (splitmix64's finaliser) so that the
 // sum over micro-batches and layers identifies the dropped set; see StepRecord::dropped_digest.
@@ -136,6 +135,16 @@ template <class F> void guarded_save(const Recipe& r, bool rank0, F&& action) {
   }
 }
 
+// A bad step changes nothing but the step counter: the optimizer's step count follows it (so the
+// LR schedule and a checkpoint's step agree, as in an uninterrupted run) and the step's expert
+// loads are dropped instead of moving the router biases.
+void skip_update(Model& model, Optimizer& opt, OptimStepResult& upd, double grad_sq) {
+  opt.restore_steps_taken(opt.steps_taken() + 1);
+  for (auto* m : model.moe_layers()) std::fill(m->pending_load().begin(), m->pending_load().end(), 0);
+  upd.grad_norm = std::sqrt(grad_sq);
+  upd.lr = NAN;
+}
+
 }  // namespace
 
 int run_training(const Recipe& r) {
@@ -199,6 +208,14 @@ int run_training(const Recipe& r) {
     resume_ckpt.reset();
   }
   write_memory_report(out_dir + "/memory.rank" + std::to_string(ctx.world->rank()) + ".json", model, opt, dp);
+  // The watchdog's view of this rank (trainer/heartbeat.h); the NaN guard and the data windows
+  // earlier rollbacks skipped (a fresh run starts without any).
+  Heartbeat beat(out_dir + "/heartbeat", ctx.world->rank());
+  for (Communicator* c : {ctx.world.get(), ctx.dp.get(), ctx.ep.get(), ctx.edp.get()}) c->set_observer(&beat);
+  beat.set_step(step);
+  DataSkips skips = step > 0 ? DataSkips::load(out_dir) : DataSkips{};
+  if (rank0 && step == 0) std::filesystem::remove(DataSkips::path(out_dir), ec);
+  BadStepGuard guard(tc.max_bad_steps);
 
   // The step's global batch: micro_batch * grad_accum * dp sequences; rank d's micro-batch a of
   // step s holds samples s * G + (a * dp + d) * micro_batch + [0, micro_batch), so one rank with
@@ -217,9 +234,10 @@ int run_training(const Recipe& r) {
     std::fflush(stdout);
   }
 
-  g_stop_requested = false;
+  g_stop_requested = 0;
   std::signal(SIGINT, request_stop);
-  std::signal(SIGTERM, request_stop);
+  std::signal(SIGTERM, request_preempt);
+  std::signal(SIGUSR1, request_preempt);
 
   const auto start = Clock::now();
   const int64_t first_step = step;
@@ -240,20 +258,28 @@ int run_training(const Recipe& r) {
       });
     stop_reason = "reached train.stop_at_step";
   }
+  int exit_code = kExitOk;
   while (!resumed_past_stop && step < tc.steps) {
+    beat.set_phase("forward_backward");
     maybe_stall_for_test(ctx.world->rank(), step + 1);
+    maybe_delay_step_for_test();
     backend->fill(model.params().grads(), 0);
     // counts: per MoE layer E routed counts and the dropped count, then the dropped-set
     // fingerprint (StepRecord::dropped_digest); summed over DP.
     // losses: ce, aux, z, and the seconds this rank spent in token exchanges (averaged over ranks).
-    StepTotals t{std::vector<double>(4, 0.0), std::vector<int64_t>(n_moe * (n_exp + 1) + 1, 0)};
+    // losses[4]: the sum of squares of this rank's gradients, for the NaN guard (averaged like
+    // the rest, so a non-finite value on any rank reaches every rank).
+    StepTotals t{std::vector<double>(5, 0.0), std::vector<int64_t>(n_moe * (n_exp + 1) + 1, 0)};
+    const int64_t window = skips.window(step);
+    const bool nan_fault = nan_fault_for_test(ctx.world->rank(), window);
     ctx.ep->stats().reset();
     ctx.tp->stats().reset();
     exchange.reset_seconds();
     int64_t rows_off_rank = 0;
     for (int64_t a = 0; a < tc.grad_accum; ++a) {
-      const int64_t first = step * global_seqs + (a * n_dp + dpc.rank()) * tc.micro_batch;
-      const LossParts parts = model.forward_backward(train_data.sampled(first, tc.micro_batch), 1.0 / double(tc.grad_accum));
+      const int64_t first = window * global_seqs + (a * n_dp + dpc.rank()) * tc.micro_batch;
+      const LossParts parts = model.forward_backward(train_data.sampled(first, tc.micro_batch),
+                                                     nan_fault ? NAN : 1.0 / double(tc.grad_accum));
       t.losses[0] += parts.ce / double(tc.grad_accum);
       t.losses[1] += parts.aux / double(tc.grad_accum);
       t.losses[2] += parts.z / double(tc.grad_accum);
@@ -275,35 +301,70 @@ int run_training(const Recipe& r) {
       a2a[1] = 4 * rows_off_rank * r.model.d_model * elem + tc.grad_accum * n_moe * (ctx.ep->size() - 1) * n_local * 8;
       ctx.world->all_reduce(a2a, 2, CommType::I64, ReduceOp::Sum);
     }
+    // Checked before the reduction: the optimizer applies its update in the call that computes
+    // the global norm, so the guard must know first.
+    t.losses[4] = backend->sum_squares(model.params().grads());
     dp.reduce_gradients();
     t.losses[3] = exchange.seconds();
-    dpc.all_reduce(t.losses.data(), 4, CommType::F64, ReduceOp::Avg);
+    dpc.all_reduce(t.losses.data(), 5, CommType::F64, ReduceOp::Avg);
     if (!t.counts.empty()) dpc.all_reduce(t.counts.data(), int64_t(t.counts.size()), CommType::I64, ReduceOp::Sum);
-    if (!std::isfinite(t.losses[0]))
-      throw std::runtime_error("loss is " + std::to_string(t.losses[0]) + " at step " + std::to_string(step + 1) +
-                               "; lower optim.lr or raise optim.warmup_steps");
-    const OptimStepResult upd = opt.step();
-    dp.gather_parameters();
-    const int64_t tp_bytes = ctx.tp->stats().bytes_sent;
-    // The aux-free bias follows the global load (as one rank with every micro-batch sees it), so
-    // every rank moves its copy of the bias identically.
-    if (dpc.size() > 1 && r.model.router_bias_update_rate > 0)
-      for (auto* m : model.moe_layers()) dpc.all_reduce(m->pending_load().data(), n_exp, CommType::I64, ReduceOp::Sum);
-    model.update_router_biases();
+    beat.set_phase("optimizer");
+    // The loss and gradient sums above are the same on every rank, so is the verdict.
+    const StepVerdict verdict = guard.judge(t.losses[0], t.losses[4], step);
+    OptimStepResult upd;
+    int64_t tp_bytes = 0;
+    if (verdict == StepVerdict::Update) {
+      upd = opt.step();
+      dp.gather_parameters();
+      tp_bytes = ctx.tp->stats().bytes_sent;
+      // The aux-free bias follows the global load (as one rank with every micro-batch sees it), so
+      // every rank moves its copy of the bias identically.
+      if (dpc.size() > 1 && r.model.router_bias_update_rate > 0)
+        for (auto* m : model.moe_layers()) dpc.all_reduce(m->pending_load().data(), n_exp, CommType::I64, ReduceOp::Sum);
+      model.update_router_biases();
+    } else {
+      skip_update(model, opt, upd, t.losses[4]);
+      if (verdict == StepVerdict::RollBack) {
+        guarded_save(r, rank0, [&] { writer.finish(); });  // a save in flight is committed first
+        const int64_t bad_first = guard.run_first(), bad_n = guard.run_length();
+        guard.rolled_back();
+        const int64_t back_to = load_newest_checkpoint(out_dir, model, opt);
+        const auto [at, n] = skip_for_rollback(back_to, bad_first, bad_n);
+        skips.add(at, n);
+        if (rank0) {
+          skips.save(out_dir);
+          metrics.reset();  // the trim replaces the file: reopen it after
+          keep_records_up_to(out_dir + "/metrics.jsonl", back_to);
+          metrics = std::make_unique<MetricsLog>(out_dir + "/metrics.jsonl");
+          std::printf("switchyard: %ld non-finite steps in a row (steps %ld-%ld); rolled back to step %ld and skip "
+                      "%ld data window(s) from step %ld on (rollback %ld)\n",
+                      long(bad_n), long(bad_first + 1), long(bad_first + bad_n), long(back_to), long(n), long(at + 1),
+                      long(guard.rollbacks()));
+          std::fflush(stdout);
+        }
+        step = back_to;
+        beat.set_step(step);
+        std::fill(window_counts.begin(), window_counts.end(), 0);
+        window_tokens = 0;
+        continue;
+      }
+    }
     for (size_t i = 0; i < t.counts.size(); ++i) window_counts[i] += t.counts[i];
     window_tokens += tokens_per_step;
     ++step;
+    beat.set_step(step);
 
     // Every rank must agree to stop at the same step: one tiny all-reduce of the local reasons.
     // The same all-reduce carries each rank's vote on a background checkpoint write still running.
     int32_t stop[3] = {int32_t(tc.max_minutes > 0 && seconds_since(start) / 60.0 >= tc.max_minutes),
-                       int32_t(g_stop_requested.load()), writer.busy()};
+                       g_stop_requested.load(), writer.busy()};
     ctx.world->all_reduce(stop, 3, CommType::I32, ReduceOp::Max);
     if (writer.in_flight() && stop[2] == 0) guarded_save(r, rank0, [&] { writer.finish(); });
     const bool stop_here = tc.stop_at_step > 0 && step >= tc.stop_at_step;
     const bool stopping = stop[0] || stop[1] || stop_here || step == tc.steps;
+    const bool preempted = stop[1] >= 2;
     const bool eval_now = stopping || (tc.eval_every > 0 && step % tc.eval_every == 0);
-    if (step % tc.log_every == 0 || eval_now) {
+    if (step % tc.log_every == 0 || eval_now || verdict != StepVerdict::Update) {
       StepRecord rec;
       rec.step = step;
       rec.total_steps = tc.steps;
@@ -312,9 +373,12 @@ int run_training(const Recipe& r) {
       rec.z_loss = t.losses[2];
       rec.lr = upd.lr;
       rec.grad_norm = upd.grad_norm;
+      rec.skipped = verdict != StepVerdict::Update;
+      rec.skipped_steps = guard.skipped_total();
+      rec.rollbacks = guard.rollbacks();
       rec.tokens_per_s = double(window_tokens) / seconds_since(window_start);
       rec.mfu = rec.tokens_per_s * flops_per_token / (tc.peak_gflops * 1e9 * ctx.world->size());
-      rec.eta_s = seconds_since(start) / double(step - first_step) * double(tc.steps - step);
+      rec.eta_s = seconds_since(start) / double(std::max<int64_t>(1, step - first_step)) * double(tc.steps - step);
       summarise_experts(window_counts, n_moe, n_exp, window_tokens * r.model.top_k, rec);
       if (n_moe > 0) rec.dropped_digest = window_counts[n_moe * (n_exp + 1)];
       if (ctx.ep->size() > 1) {
@@ -323,6 +387,7 @@ int run_training(const Recipe& r) {
         rec.a2a_seconds = t.losses[3];
       }
       if (ctx.tp->size() > 1) rec.tp_bytes = tp_bytes;
+      if (eval_now) beat.set_phase("evaluate");
       if (eval_now) rec.val_loss = last_val = evaluate(model, val_data, tc.micro_batch, tc.eval_batches * tc.micro_batch, dpc);
       if (rank0) {
         std::printf("%s\n", progress_line(rec).c_str());
@@ -333,8 +398,11 @@ int run_training(const Recipe& r) {
       window_tokens = 0;
       window_start = Clock::now();
     }
-    if (r.checkpoint.every_steps > 0 && (step % r.checkpoint.every_steps == 0 || stopping))
+    // A preempted job always saves: its requeued self resumes from this checkpoint.
+    if ((r.checkpoint.every_steps > 0 && (step % r.checkpoint.every_steps == 0 || stopping)) || preempted) {
+      beat.set_phase("checkpoint");
       guarded_save(r, rank0, [&] { save_train_state(writer, ctx, r, out_dir, model, opt, dp, step); });
+    }
     if (stopping) {
       guarded_save(r, rank0, [&] { writer.finish(); });  // exit waits for a save in flight
       if (stop_here) stop_reason = "reached train.stop_at_step";
@@ -343,12 +411,17 @@ int run_training(const Recipe& r) {
         std::snprintf(buf, sizeof buf, "time budget of %g minutes reached", tc.max_minutes);
         stop_reason = buf;
       }
-      else if (stop[1]) stop_reason = "stopped by signal";
+      else if (preempted) {
+        stop_reason = "preempted (SIGTERM/SIGUSR1): checkpoint saved, exit code 75 asks for a requeue";
+        exit_code = kExitPreempted;
+      } else if (stop[1]) stop_reason = "stopped by signal";
       break;
     }
   }
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
+  std::signal(SIGUSR1, SIG_DFL);
+  beat.set_phase("finished");
   write_memory_report(out_dir + "/memory.rank" + std::to_string(ctx.world->rank()) + ".json", model, opt, dp);
   if (rank0)
     std::printf("switchyard: %s after %ld steps in %.1f min; final val loss %.4f nats/token\n", stop_reason.c_str(),
@@ -360,7 +433,7 @@ int run_training(const Recipe& r) {
     if (rank0) std::printf("switchyard: weights written to %s\n", tc.save_weights.c_str());
   }
   ctx.world->barrier();
-  return 0;
+  return exit_code;
 }
 
 int run_eval(const Recipe& r, const std::string& weights, const std::string& data, int64_t windows) {

@@ -1,0 +1,14 @@
+// The exit codes of `switchyard train` (and of `switchyard run`, which passes them on), which
+// batch scripts and the supervisor act on (docs/launch.md).
+#pragma once
+
+namespace sy {
+
+constexpr int kExitOk = 0;         // finished, or stopped cleanly (Ctrl-C, time budget, stop_at_step)
+constexpr int kExitFailure = 1;    // an error; the message says which
+constexpr int kExitUsage = 2;      // bad command line, recipe or launch environment: fix and rerun
+constexpr int kExitPeerLost = 3;   // a collective timed out: another rank stalled or died; restart
+constexpr int kExitRestartsUsedUp = 4;  // switchyard run: launch.max_restarts restarts did not get it through
+constexpr int kExitPreempted = 75; // SIGTERM/SIGUSR1: checkpoint saved, requeue me (75 = EX_TEMPFAIL)
+
+}  // namespace sy
