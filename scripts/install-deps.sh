@@ -3,7 +3,8 @@
 # As root it runs apt-get; otherwise it prints the exact apt-get line and fails.
 set -euo pipefail
 # Build tools, libraries, the data corpus, and the PyTorch reference twin used by the tests.
-PKGS=(build-essential cmake pkg-config libdnnl-dev libtomlplusplus-dev libcli11-dev
+# ocl-icd-opencl-dev: Debian's dnnl CMake config requires OpenCL (GPU runtime OCL) but only recommends it.
+PKGS=(build-essential cmake pkg-config libdnnl-dev ocl-icd-opencl-dev libtomlplusplus-dev libcli11-dev
       libhdf5-dev libgtest-dev libopenmpi-dev openmpi-bin fortunes python3 python3-numpy python3-torch
       python3-h5py)
 missing=()

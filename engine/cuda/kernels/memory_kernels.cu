@@ -1,0 +1,84 @@
+// Whole-buffer elementwise kernels behind the backend's memory ops: fill, dtype conversion,
+// axpy, scale and the non-finite count (grid-stride loops).
+#include "engine/cuda/cuda_check.h"
+#include "engine/cuda/kernels/kernel_common.cuh"
+#include "engine/cuda/kernels/kernels.h"
+
+namespace sy::cuda {
+SY_CUDA_NS_BEGIN
+
+namespace {
+
+constexpr int kThreads = 256;
+
+#define SY_GRID_STRIDE(i, n)                                                                \
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride_ = int64_t(gridDim.x) * blockDim.x; \
+       i < (n); i += stride_)
+
+template <class T> __global__ void fill_kernel(T* x, T value, int64_t n) {
+  SY_GRID_STRIDE(i, n) x[i] = value;
+}
+
+template <class S, class D> __global__ void convert_kernel(const S* src, D* dst, int64_t n) {
+  SY_GRID_STRIDE(i, n) dst[i] = D(src[i]);
+}
+
+__global__ void axpy_kernel(float alpha, const float* x, float* y, int64_t n) {
+  SY_GRID_STRIDE(i, n) y[i] += alpha * x[i];
+}
+
+__global__ void scale_kernel(float* x, float alpha, int64_t n) {
+  SY_GRID_STRIDE(i, n) x[i] *= alpha;
+}
+
+// One atomic per warp that saw a non-finite value, not one per element.
+__global__ void nonfinite_kernel(const float* x, int64_t n, unsigned* count) {
+  unsigned local = 0;
+  SY_GRID_STRIDE(i, n) local += isfinite(x[i]) ? 0u : 1u;
+  local = warp_sum(local);
+  if (threadIdx.x % 32 == 0 && local) atomicAdd(count, local);
+}
+
+#undef SY_GRID_STRIDE
+
+}  // namespace
+
+template <class T> void fill(T* x, T value, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  SY_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, fill_kernel<T>)(x, value, n);
+  SY_CUDA_CHECK(cudaGetLastError());
+}
+
+template <class S, class D> void convert(const S* src, D* dst, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  SY_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, convert_kernel<S, D>)(src, dst, n);
+  SY_CUDA_CHECK(cudaGetLastError());
+}
+
+void axpy(float alpha, const float* x, float* y, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  SY_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, axpy_kernel)(alpha, x, y, n);
+  SY_CUDA_CHECK(cudaGetLastError());
+}
+
+void scale(float* x, float alpha, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  SY_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, scale_kernel)(x, alpha, n);
+  SY_CUDA_CHECK(cudaGetLastError());
+}
+
+void count_nonfinite(const float* x, int64_t n, unsigned* count, cudaStream_t s) {
+  if (n == 0) return;
+  SY_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, nonfinite_kernel)(x, n, count);
+  SY_CUDA_CHECK(cudaGetLastError());
+}
+
+template void fill<float>(float*, float, int64_t, cudaStream_t);
+template void fill<double>(double*, double, int64_t, cudaStream_t);
+template void fill<int32_t>(int32_t*, int32_t, int64_t, cudaStream_t);
+template void fill<__nv_bfloat16>(__nv_bfloat16*, __nv_bfloat16, int64_t, cudaStream_t);
+template void convert<float, double>(const float*, double*, int64_t, cudaStream_t);
+template void convert<double, float>(const double*, float*, int64_t, cudaStream_t);
+
+SY_CUDA_NS_END
+}  // namespace sy::cuda

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU (docs/cuda.md): builds the nvcc targets, runs the kernel and
+# backend tests against the CPU ops on the device, runs compute-sanitizer's memcheck and racecheck
+# over the kernel tests, and runs the benchmark, appending its row with the device, date and
+# commit to bench/RESULTS.md.
+#   scripts/gpu-check.sh                 # everything
+#   STEPS=5 CUDA_ARCHS=90 scripts/gpu-check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build-gpu}
+SAN=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)}
+
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "gpu-check: no NVIDIA GPU here (nvidia-smi -L failed); the emulator tests in 'make test' are what runs without one" >&2
+  exit 2
+fi
+nvidia-smi -L
+
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release ${CUDA_ARCHS:+-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCHS}
+cmake --build "$BUILD" -j "$(nproc)" --target sy_cuda_gpu_tests bench_cuda
+
+echo "== kernel and backend tests on the device, against the CPU backend"
+"$BUILD/sy_cuda_gpu_tests"
+
+# The sanitizers slow kernels down 10-100x: the kernel tests only, not the whole-model ones.
+KERNELS='Cuda*:-CudaBackendTest.TinyRecipe*'
+echo "== compute-sanitizer memcheck"
+"$SAN" --tool memcheck --leak-check full --error-exitcode 1 "$BUILD/sy_cuda_gpu_tests" --gtest_filter="$KERNELS"
+echo "== compute-sanitizer racecheck (shared memory hazards)"
+"$SAN" --tool racecheck --racecheck-report hazard --error-exitcode 1 "$BUILD/sy_cuda_gpu_tests" --gtest_filter="$KERNELS"
+
+echo "== benchmark"
+row=$("$BUILD/bench/bench_cuda" "${RECIPE:-bench/cuda/moe-1b.toml}" --steps "${STEPS:-10}")
+echo "$row"
+if ! grep -q "^## GPU benchmark" bench/RESULTS.md; then
+  cat >> bench/RESULTS.md <<'HDR'
+
+## GPU benchmark (`scripts/gpu-check.sh`: CUDA backend, float32, random tokens)
+
+| date | device | commit | recipe | params | tokens/step | tokens/s | MFU vs 989 TF/s | MFU vs measured cuBLAS peak | peak device memory |
+|---|---|---|---|---|---|---|---|---|---|
+HDR
+fi
+echo "$row" >> bench/RESULTS.md
+echo "gpu-check: all passed; the benchmark row is in bench/RESULTS.md"
