@@ -5,6 +5,8 @@
 #    sy_cuda_gpu_tests (the same kernel tests against real devices, for scripts/gpu-check.sh).
 #    Built when nvcc is found (SY_CUDA=OFF turns it off); it links here but runs only on a GPU.
 #    Architectures: CMAKE_CUDA_ARCHITECTURES, 90 and 100 unless set (-DCMAKE_CUDA_ARCHITECTURES=90).
+#  * The NCCL communicator's .cu files (parallel/nccl/) the same two ways: sy_parallel_nccl_emu
+#    (emulated CUDA and NCCL; the multi-rank tests) and sy_parallel_nccl (nvcc, CUDA and NCCL).
 #
 # A .cu file cannot carry two languages in one CMake directory, so the emulator build compiles a
 # generated one-line .cpp per .cu file that includes it.
@@ -26,11 +28,26 @@ function(sy_emu_wrappers out_var)
 endfunction()
 
 # ---- the emulator build ---------------------------------------------------------------------------
+# sy_cuda_emu_runtime: the emulated CUDA runtime and NCCL alone, for host code that launches no
+# kernels (the NCCL communicator), so building it does not build every kernel.
 file(GLOB SY_EMU_SRCS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/engine/cuda/emu/*.cpp)
+set(SY_EMU_RUNTIME_SRCS ${CMAKE_SOURCE_DIR}/engine/cuda/emu/emu_runtime.cpp ${CMAKE_SOURCE_DIR}/engine/cuda/emu/emu_nccl.cpp)
+list(REMOVE_ITEM SY_EMU_SRCS ${SY_EMU_RUNTIME_SRCS})
+add_library(sy_cuda_emu_runtime STATIC ${SY_EMU_RUNTIME_SRCS})
+target_include_directories(sy_cuda_emu_runtime PUBLIC ${CMAKE_SOURCE_DIR})
 sy_emu_wrappers(SY_EMU_ENGINE_WRAPPERS ${SY_CU_ENGINE})
 add_library(sy_cuda_emu STATIC ${SY_EMU_SRCS} ${SY_EMU_ENGINE_WRAPPERS})
 target_include_directories(sy_cuda_emu PUBLIC ${CMAKE_SOURCE_DIR})
-target_link_libraries(sy_cuda_emu PUBLIC sy_engine)
+target_link_libraries(sy_cuda_emu PUBLIC sy_engine sy_cuda_emu_runtime)
+
+# The NCCL communicator (parallel/nccl/*.cu: host code over the CUDA runtime and NCCL) against the
+# emulator; tests/mpi/nccl_ranks_test.cpp runs it on several ranks.
+file(GLOB SY_CU_NCCL CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/parallel/nccl/*.cu)
+sy_emu_wrappers(SY_EMU_NCCL_WRAPPERS ${SY_CU_NCCL})
+add_library(sy_parallel_nccl_emu STATIC ${SY_EMU_NCCL_WRAPPERS})
+target_link_libraries(sy_parallel_nccl_emu PUBLIC sy_parallel sy_cuda_emu_runtime)
+# The trainer offers engine.device = cuda-emu everywhere (trainer/backend_select.cpp).
+target_link_libraries(sy_trainer PUBLIC sy_cuda_emu)
 
 sy_emu_wrappers(SY_EMU_TEST_WRAPPERS ${SY_CU_TESTS})
 add_executable(sy_cuda_emu_tests ${SY_CUDA_TEST_SRCS} ${SY_EMU_TEST_WRAPPERS})
@@ -80,6 +97,27 @@ if(SY_CUDA AND CMAKE_CUDA_COMPILER)
                                                    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>)
   target_link_libraries(sy_cuda_gpu_tests PRIVATE sy_cuda sy_config GTest::gtest GTest::gtest_main)
   target_compile_definitions(sy_cuda_gpu_tests PRIVATE SY_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+
+  # engine.device = cuda|auto: the trainer links the device build too.
+  target_link_libraries(sy_trainer PUBLIC sy_cuda)
+  target_compile_definitions(sy_trainer PRIVATE SY_HAVE_CUDA_DEVICE=1)
+
+  # The NCCL communicator against CUDA and NCCL (the toolkit's nccl.h and libnccl), and its
+  # multi-rank test program for a machine with one GPU per rank (mpirun -np <GPUs>).
+  find_path(SY_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+  find_library(SY_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR})
+  if(SY_NCCL_INCLUDE_DIR AND SY_NCCL_LIBRARY)
+    add_library(sy_parallel_nccl STATIC ${SY_CU_NCCL})
+    set_property(TARGET sy_parallel_nccl PROPERTY COMPILE_OPTIONS "")
+    target_compile_options(sy_parallel_nccl PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${SY_NVCC_FLAGS}>)
+    target_include_directories(sy_parallel_nccl PUBLIC ${CMAKE_SOURCE_DIR} ${SY_NCCL_INCLUDE_DIR})
+    target_compile_definitions(sy_parallel_nccl PUBLIC SY_CUDA_DEVICE_BUILD)
+    target_link_libraries(sy_parallel_nccl PUBLIC sy_parallel CUDA::cudart ${SY_NCCL_LIBRARY})
+    add_executable(sy_mpi_nccl_gpu_tests ${CMAKE_SOURCE_DIR}/tests/mpi/nccl_ranks_test.cpp)
+    target_link_libraries(sy_mpi_nccl_gpu_tests PRIVATE sy_parallel_nccl GTest::gtest)
+  else()
+    message(STATUS "NCCL not found next to the CUDA toolkit: no sy_parallel_nccl")
+  endif()
 
   # The GPU benchmark (scripts/gpu-check.sh).
   add_executable(bench_cuda ${CMAKE_SOURCE_DIR}/bench/cuda/bench_cuda.cpp)

@@ -1,4 +1,4 @@
-// A recipe: a TOML file with [model], [optim], [data], [train], [parallel], [checkpoint] and [launch] sections, plus command-line
+// A recipe: a TOML file with [model], [optim], [data], [train], [engine], [parallel], [checkpoint] and [launch] sections, plus command-line
 // overrides `section.key=value`. Unknown keys, wrong types and inconsistent sizes are ConfigErrors.
 #pragma once
 
@@ -22,6 +22,7 @@ struct Recipe {
   OptimConfig optim;
   DataConfig data;
   TrainConfig train;
+  EngineConfig engine;
   ParallelConfig parallel;
   CheckpointConfig checkpoint;
   LaunchConfig launch;

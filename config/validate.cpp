@@ -72,8 +72,14 @@ void validate_train(const TrainConfig& t) {
   at_least("train.max_bad_steps", t.max_bad_steps, 1);
   number_at_least("train.peak_gflops", t.peak_gflops, 0, true);
   one_of("train.dtype", t.dtype, {"float32", "float64"});
-  if (t.device != "cpu")
-    throw ConfigError("train.device=\"" + t.device + "\" is not supported yet; set train.device=\"cpu\"");
+}
+
+void validate_engine(const EngineConfig& e, const TrainConfig& t) {
+  one_of("engine.device", e.device, {"cpu", "cuda", "cuda-emu", "auto"});
+  // The CUDA backend runs float32 (and, with its mixed precision, bf16); float64 is the CPU
+  // reference's, for gradient checks.
+  if (e.device != "cpu" && t.dtype == "float64")
+    throw ConfigError("train.dtype=\"float64\" runs only on engine.device=\"cpu\"; set train.dtype=\"float32\"");
 }
 
 void validate_parallel(const ParallelConfig& p) {
@@ -112,6 +118,7 @@ void validate_recipe(const Recipe& r) {
   validate_optim(r.optim);
   validate_data(r.data);
   validate_train(r.train);
+  validate_engine(r.engine, r.train);
   validate_parallel(r.parallel);
   validate_checkpoint(r.checkpoint);
   validate_launch(r.launch);

@@ -31,8 +31,9 @@ struct LossParts {
 };
 
 // Which part of the model an instance holds, and how its flat buffers are padded: a rank under
-// expert parallelism holds the dense parameters and its own run of experts; each segment of the
-// flat buffers is padded to a multiple of the group it is sharded over (ZeRO).
+// expert parallelism holds the dense parameters and its own run of experts (under expert tensor
+// parallelism, its slice of each: ExpertRange); each segment of the flat buffers is padded to a
+// multiple of the group it is sharded over (ZeRO).
 struct ModelShard {
   ExpertRange experts;  // default: every expert
   int64_t dense_pad = 1, expert_pad = 1;

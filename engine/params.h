@@ -26,7 +26,9 @@ enum class ParamKind : uint8_t { Matrix, Norm, Embedding };
 //   Replicated: the same values and the same gradients on every TP rank.
 //   Partial   : the same values, but each rank's gradient is a partial sum over its own token
 //               rows (norms under sequence parallelism, the router): summed over TP.
-//   Rows      : rank r holds rows [r R, (r + 1) R) of the whole [t R, ...] tensor.
+//   Rows      : rank r holds rows [r R, (r + 1) R) of the whole [t R, ...] tensor. For a routed
+//               expert the split is over the expert-tensor-parallel group instead (r: the ETP
+//               rank, t = etp), whatever the TP layout.
 enum class TpSplit : uint8_t { Replicated, Partial, Rows };
 
 struct ParamSplit {

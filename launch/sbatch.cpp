@@ -8,6 +8,7 @@
 
 #include "engine/config_error.h"
 #include "launch/preflight.h"
+#include "trainer/exit_codes.h"
 
 namespace sy {
 
@@ -54,6 +55,8 @@ std::string sbatch_script(const SbatchOptions& o, const Recipe& r, const std::st
   s += "echo \"switchyard sbatch: job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, start $(date -u +%FT%TZ), "
        "restart ${SLURM_RESTART_COUNT:-0}\"\n";
   s += "# One task per GPU; the ranks read their place from SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID.\n";
+  s += "marker=" + sh(out_dir + "/" + kPreemptMarker) + "\n";
+  s += "rm -f \"$marker\"\n";
   s += "srun --kill-on-bad-exit=1 --mpi=pmix " + sh(o.self_exe) + " train " + sh(o.recipe);
   for (const std::string& set : o.sets) s += " --set " + sh(set);
   s += " --set " + sh("train.out_dir=" + out_dir) + " &\n";
@@ -62,7 +65,9 @@ std::string sbatch_script(const SbatchOptions& o, const Recipe& r, const std::st
   s += "trap 'echo \"switchyard sbatch: USR1: asking the ranks to save and stop\"; kill -USR1 $step' USR1 TERM\n";
   s += "# wait returns early when a trapped signal arrives: wait again until the step has ended.\n";
   s += "while :; do\n  wait $step\n  rc=$?\n  kill -0 $step 2>/dev/null || break\ndone\n";
-  s += "if [ $rc -eq 75 ]; then\n";
+  s += "# Rank 0 leaves the marker after the preemption checkpoint: srun may report a rank it killed\n";
+  s += "# (--kill-on-bad-exit) rather than the 75.\n";
+  s += "if [ $rc -eq 75 ] || [ -f \"$marker\" ]; then\n";
   s += "  echo \"switchyard sbatch: preempted with a checkpoint saved; requeueing job $SLURM_JOB_ID\"\n";
   s += "  scontrol requeue $SLURM_JOB_ID\n  exit 0\nfi\n";
   s += "echo \"switchyard sbatch: the step ended with exit code $rc\"\n";

@@ -8,8 +8,9 @@ namespace sy {
 DataParallel::DataParallel(DataParallelGroups groups, Backend& be, ParamStore& ps, int zero, int64_t bucket_elems)
     : g_(groups), be_(be), ps_(ps), zero_(zero), bucket_elems_(std::max<int64_t>(1, bucket_elems)) {
   if (!g_.dp || !g_.tp || !g_.ep || !g_.edp || !g_.all) throw std::logic_error("DataParallel needs all its groups");
-  // The ranks holding the model are TP x DP for the dense part and EP x EDP for the experts.
-  if (g_.all->size() != g_.tp->size() * g_.dp->size() || g_.all->size() != g_.ep->size() * g_.edp->size())
+  // The ranks holding the model are TP x DP for the dense part and ETP x EP x EDP for the experts.
+  const int etp = g_.etp ? g_.etp->size() : 1;
+  if (g_.all->size() != g_.tp->size() * g_.dp->size() || g_.all->size() != etp * g_.ep->size() * g_.edp->size())
     throw std::logic_error("the dense and expert groups do not tile the same ranks");
   setup(seg_[0], *g_.dp, ps.segment(SegmentKind::Replicated), 1.0);
   setup(seg_[1], *g_.dp, ps.segment(SegmentKind::TpRows), 1.0);
@@ -48,8 +49,8 @@ OptimShard DataParallel::optimizer_shard() {
     s.pieces.push_back(p);
   }
   // Every element must count once: replicated parameters are the same on every TP rank, TP
-  // blocks differ between TP ranks, experts between EP ranks; ZeRO shards partition each segment
-  // over its group.
+  // blocks differ between TP ranks, experts between EP ranks (and their slices between ETP
+  // ranks); ZeRO shards partition each segment over its group.
   s.reduce_sum_squares = [this](const std::vector<double>& local) {
     double rep = local.at(0), rest[2] = {local.at(1), local.at(2)};
     if (zero_ >= 1) {
@@ -60,6 +61,7 @@ OptimShard DataParallel::optimizer_shard() {
     }
     if (g_.tp->size() > 1) g_.tp->all_reduce(&rest[0], 1, CommType::F64, ReduceOp::Sum);
     if (g_.ep->size() > 1) g_.ep->all_reduce(&rest[1], 1, CommType::F64, ReduceOp::Sum);
+    if (g_.etp && g_.etp->size() > 1) g_.etp->all_reduce(&rest[1], 1, CommType::F64, ReduceOp::Sum);
     return rep + rest[0] + rest[1];
   };
   return s;

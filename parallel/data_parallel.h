@@ -7,10 +7,11 @@
 //               partial over TP (norms under sequence parallelism, the router) are first summed
 //               over TP.
 //   tp rows   : each TP rank's block; averaged over DP.
-//   experts   : each rank holds its EP rank's experts; the ranks holding the same experts form the
-//               EDP group. Their gradients already hold every token routed to them from the
-//               rank's EP peers (and TP peers), so they are summed over EDP and divided by the DP
-//               size: the mean over all micro-batches, as in the 1-rank run (docs/parallel.md).
+//   experts   : each rank holds its EP rank's experts (under expert tensor parallelism, its ETP
+//               rank's slice of each); the ranks holding the same slices of the same experts form
+//               the EDP group. Their gradients already hold every token routed to them from the
+//               rank's EP peers (and TP or ETP peers), so they are summed over EDP and divided by
+//               the DP size: the mean over all micro-batches, as in the 1-rank run (docs/parallel.md).
 // Each segment is padded to a multiple of its group's size and cut into equal shards; rank r of
 // the group owns [r * S, (r + 1) * S) of it. Per step and segment:
 //   zero 0: all-reduce every bucket; every rank updates the whole segment.
@@ -29,14 +30,16 @@
 namespace sy {
 
 // The groups a rank's parameters reduce over. Without expert parallelism ep has size 1; without
-// tensor parallelism tp has size 1. `all` is every rank holding a part of the model (tp x dp,
-// which is also ep x edp).
+// tensor parallelism tp has size 1; without expert tensor parallelism etp has size 1 (and may be
+// left null). `all` is every rank holding a part of the model (tp x dp, which is also
+// etp x ep x edp).
 struct DataParallelGroups {
   Communicator* dp = nullptr;
   Communicator* tp = nullptr;
   Communicator* ep = nullptr;
   Communicator* edp = nullptr;
   Communicator* all = nullptr;
+  Communicator* etp = nullptr;
 };
 
 class DataParallel {

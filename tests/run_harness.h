@@ -94,7 +94,7 @@ class RunDir {
   std::vector<std::string> field(const std::string& name, const std::string& key) const {
     std::vector<std::string> out;
     std::ifstream in(dir_ / name / "metrics.jsonl");
-    const std::regex re("\"" + key + "\":(\\[[^a-z]*?\\]\\]|[^,}]+)");
+    const std::regex re("\"" + key + "\":(\\[\\[[^a-z]*?\\]\\]|\\[[^\\[\\]]*\\]|[^,}]+)");
     for (std::string line; std::getline(in, line);) {
       std::smatch m;
       if (std::regex_search(line, m, re)) out.push_back(m[1]);

@@ -129,6 +129,7 @@ out_dir = "o"
 save_weights = "w.h5"
 peak_gflops = 12
 dtype = "float64"
+[engine]
 device = "cpu"
 [parallel]
 tp = 1
@@ -251,7 +252,10 @@ TEST(ConfigErrors, OtherSections) {
   EXPECT_TRUE(has(error_of("[optim]\nschedule = \"linear\"\n"), "optim.schedule"));
   EXPECT_TRUE(has(error_of("[optim]\nlr = 0.001\nmin_lr = 0.01\n"), "optim.min_lr"));
   EXPECT_TRUE(has(error_of("[train]\ndtype = \"bfloat16\"\n"), "train.dtype"));
+  // The device moved to [engine]: the old key is an unknown key, named as such.
   EXPECT_TRUE(has(error_of("[train]\ndevice = \"cuda\"\n"), "train.device"));
+  EXPECT_TRUE(has(error_of("[engine]\ndevice = \"gpu\"\n"), "engine.device=\"gpu\""));
+  EXPECT_TRUE(has(error_of("[engine]\ndevice = \"cuda-emu\"\n[train]\ndtype = \"float64\"\n"), "engine.device=\"cpu\""));
   EXPECT_TRUE(has(error_of("[data]\ntrain = \"\"\n"), "data.train"));
   EXPECT_TRUE(has(error_of("[parallel]\nzero = 3\n"), "parallel.zero"));
   EXPECT_TRUE(has(error_of("[parallel]\ntp = 0\n"), "parallel.tp"));

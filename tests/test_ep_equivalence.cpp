@@ -6,6 +6,7 @@
 // test_dp_equivalence.cpp for why not lr 1.0).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 
 #include "equivalence_check.h"
@@ -37,6 +38,12 @@ void check_ep(int ranks, int ep, const std::string& sets, const std::string& tag
   ASSERT_EQ(tokens_ref.size(), 10u);
   EXPECT_EQ(tokens, tokens_ref);
   EXPECT_EQ(d.field(name, "dropped_share"), d.field("ref", "dropped_share"));
+  // A capacity run must actually drop tokens, or the checks of the dropped set prove nothing.
+  if (sets.find("capacity_factor=1.0") != std::string::npos) {
+    double most = 0;
+    for (const auto& s : d.field(name, "dropped_share")) most = std::max(most, std::stod(s));
+    EXPECT_GT(most, 0.0) << "capacity 1.0 dropped nothing in 10 steps";
+  }
   // Not only as many: the same tokens, micro-batch by micro-batch and layer by layer.
   const auto digest_ref = d.field("ref", "dropped_digest");
   ASSERT_EQ(digest_ref.size(), 10u);
@@ -48,6 +55,17 @@ void check_ep(int ranks, int ep, const std::string& sets, const std::string& tag
   ASSERT_EQ(measured.size(), 10u);
   EXPECT_EQ(measured, routing);
   for (const auto& m : measured) EXPECT_GT(std::stoll(m), 0);
+  // And per rank: what each rank's communicator counted equals 2 (S_r + R_r) d_model 4 bytes plus
+  // its count exchange, from its own routing; nothing else went over the EP communicator.
+  const auto by_rank = d.field(name, "a2a_bytes_by_rank"), by_routing = d.field(name, "a2a_routing_by_rank");
+  ASSERT_EQ(by_rank.size(), 10u);
+  EXPECT_EQ(by_rank, by_routing);
+  const std::string zeros = "[" + [&] {
+    std::string z;
+    for (int q = 0; q < ranks; ++q) z += q ? ",0" : "0";
+    return z;
+  }() + "]";
+  for (const auto& other : d.field(name, "ep_other_bytes_by_rank")) EXPECT_EQ(other, zeros);
 }
 
 TEST(EpEquivalence, AdamWEp2Dropless) { check_ep(2, 2, "", "ep_a2"); }
@@ -58,24 +76,28 @@ TEST(EpEquivalence, SgdEp4DroplessSharedBias) { check_ep(4, 4, std::string(kSgd)
 TEST(EpEquivalence, AdamWDp2Ep2CapacityBias) { check_ep(4, 2, std::string(kCapacity) + kBias, "ep_a22"); }
 TEST(EpEquivalence, SgdDp2Ep2DroplessShared) { check_ep(4, 2, std::string(kSgd) + kShared, "ep_s22"); }
 TEST(EpEquivalence, SgdDp2Ep4Capacity) { check_ep(8, 4, std::string(kSgd) + kCapacity, "ep_s24"); }
+TEST(EpEquivalence, AdamWDp2Ep4Dropless) { check_ep(8, 4, "", "ep_a24"); }
+TEST(EpEquivalence, SgdEp8EightExpertsDroplessShared) {
+  check_ep(8, 8, std::string(" --set model.n_experts=8") + kSgd + kShared, "ep_s8");
+}
 TEST(EpEquivalence, AdamWEp8EightExpertsCapacityShared) {
   check_ep(8, 8, std::string(" --set model.n_experts=8") + kCapacity + kShared + kBias, "ep_a8");
 }
 
 TEST(EpEquivalence, FineGrainedRecipeAtEp8) {
   // recipes/fine-grained-moe.toml (64 experts top-6, 2 shared, first layer dense) shrunk in
-  // length and width only, at ep = 8 against one rank, 3 steps.
+  // length and width only, at ep = 8 against one rank, 10 steps.
   testing::RunDir d("ep_fine");
   const std::string sets =
       " --set model.seq_len=32 --set model.d_model=64 --set model.n_heads=4 --set model.n_kv_heads=2"
-      " --set model.expert_ffn_dim=16 --set model.d_ff=64 --set train.steps=3 --set train.micro_batch=1"
+      " --set model.expert_ffn_dim=16 --set model.d_ff=64 --set train.steps=10 --set train.micro_batch=1"
       " --set train.log_every=1 --set train.eval_every=0 --set train.eval_batches=2 --set train.max_minutes=0";
   const std::string recipe = "recipes/fine-grained-moe.toml";
   auto r = d.train("ref", 0, sets + " --set train.grad_accum=8", "", recipe);
   ASSERT_EQ(r.code, 0) << r.output;
   r = d.train("ep8", 8, sets + " --set parallel.ep=8", "", recipe);
   ASSERT_EQ(r.code, 0) << r.output;
-  testing::expect_same_run(d, "ref", "ep8", 3);
+  testing::expect_same_run(d, "ref", "ep8", 10);
   EXPECT_EQ(d.field("ep8", "expert_tokens"), d.field("ref", "expert_tokens"));
 }
 
@@ -115,6 +137,28 @@ TEST(EpEquivalence, AdamWDp2Ep2Zero1ShardsExpertStorageAndStateByOwner) {
     EXPECT_LE(bytes, 4 * (dense + experts / 2 + 4));
     const int64_t opt = memory_field(d, "dp2ep2z1", rank, "optimizer_state_bytes");
     EXPECT_NEAR(double(opt), double(state) / 4, 8.0 * 4) << "rank " << rank;
+  }
+}
+
+TEST(EpEquivalence, SgdEp2Zero1Dropless) { check_ep(2, 2, std::string(kSgd) + " --set parallel.zero=1", "ep_sz1"); }
+// Without ZeRO, ep4: each rank holds the dense parameters and a quarter of the experts, and so
+// a quarter of the experts' gradients and AdamW moments.
+TEST(EpEquivalence, AdamWEp4StoresAQuarterOfTheExperts) {
+  testing::RunDir d("ep4_mem");
+  auto r = d.train("ref", 0, std::string(kShared) + " --set train.grad_accum=4");
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = d.train("ep4", 4, std::string(kShared) + " --set parallel.ep=4");
+  ASSERT_EQ(r.code, 0) << r.output;
+  testing::expect_same_run(d, "ref", "ep4");
+  const int64_t dense = memory_field(d, "ref", 0, "dense_params"), experts = memory_field(d, "ref", 0, "expert_params");
+  ASSERT_GT(experts, 0);
+  ASSERT_EQ(experts % 4, 0);
+  for (int rank = 0; rank < 4; ++rank) {
+    EXPECT_EQ(memory_field(d, "ep4", rank, "dense_params"), dense);
+    EXPECT_EQ(memory_field(d, "ep4", rank, "expert_params"), experts / 4);
+    EXPECT_EQ(memory_field(d, "ep4", rank, "parameter_bytes"), 4 * (dense + experts / 4));
+    EXPECT_EQ(memory_field(d, "ep4", rank, "optimizer_state_bytes"), 8 * (dense + experts / 4));
+    EXPECT_EQ(memory_field(d, "ep4", rank, "gradient_buffer_bytes"), 4 * (dense + experts / 4));
   }
 }
 

@@ -60,6 +60,9 @@ TEST(LaunchErrors, OneLineEachAndAnExistingRunUntouched) {
                   "switchyard: rank 1: error: SLURM_PROCID=1 is not below SLURM_NTASKS=1", "fix the launch environment");
   expect_one_line(sh(d, "SLURM_PROCID=0 SLURM_NTASKS=2 SLURM_LOCALID=2 SLURM_NTASKS_PER_NODE=2 " + sy_cmd("train", sets)),
                   "switchyard: rank 0: error: SLURM_LOCALID=2 is not below SLURM_NTASKS_PER_NODE=2", "fix the launch environment");
+  // Slurm says 2 tasks but MPI started this one alone (srun --mpi=none starts singletons).
+  expect_one_line(sh(d, "SLURM_PROCID=0 SLURM_NTASKS=2 " + sy_cmd("train", sets)),
+                  "switchyard: rank 0: error: MPI started 1 rank(s) but Slurm says 2", "srun --mpi=pmix");
   expect_one_line(sh(d, "SLURM_JOB_ID=7 SLURM_NTASKS=two " + sy_cmd("run", sets)),
                   "switchyard: error: SLURM_NTASKS=\"two\" is not a non-negative integer", "fix the Slurm environment");
   expect_one_line(sh(d, "SLURM_JOB_ID=7 SLURM_NTASKS=2 " + sy_cmd("run", "--ranks 4 " + sets)),

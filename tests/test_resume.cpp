@@ -104,9 +104,10 @@ TEST(Resume, ReshardingMatrixAcrossDpEpZeroLayouts) {
 }
 
 TEST(Resume, ReshardingMatrixAcrossTpLayouts) {
-  // tp2 x dp2 x ep2 with sp and zero 1, tp4 (zero 0) and one rank; 8 sequences per step. Four KV
-  // heads so that tp 4 splits them; a dense layer and a shared expert so every kind of TP block
-  // is in the checkpoint.
+  // tp2 x dp2 x ep2 with sp and zero 1, tp4 (zero 0), tp2 x dp2 with etp 2 and zero 1 (each
+  // expert's rows split over the TP ranks, each slice's moments sharded over its EDP pair) and one
+  // rank; 8 sequences per step. Four KV heads so that tp 4 splits them; a dense layer and a shared
+  // expert so every kind of TP block is in the checkpoint.
   testing::RunDir d("tp_matrix");
   const std::string base = std::string(kBase) +
                            " --set model.n_kv_heads=4 --set model.first_dense_layers=1 --set model.d_ff=64"
@@ -114,6 +115,7 @@ TEST(Resume, ReshardingMatrixAcrossTpLayouts) {
   const Layout layouts[] = {
       {"tp2dp2ep2", {4, " --set parallel.tp=2 --set parallel.sp=true --set parallel.ep=2 --set parallel.zero=1"}},
       {"tp4", {4, " --set parallel.tp=4 --set parallel.zero=0 --set train.grad_accum=4"}},
+      {"tp2dp2etp2", {4, " --set parallel.tp=2 --set parallel.etp=2 --set parallel.zero=1"}},
       {"one", {0, " --set parallel.zero=0 --set train.grad_accum=4"}}};
   check_resharding_matrix(d, base, layouts, " --set parallel.zero=0 --set train.grad_accum=4");
 }

@@ -28,7 +28,8 @@ TEST(SbatchScript, HasTheDirectivesAndTheRequeueOnExit75) {
         "\ncd '/home/me/work' || exit 1\n",
         "\nsrun --kill-on-bad-exit=1 --mpi=pmix '/opt/sy/switchyard' train '/r/demo.toml' --set 'train.steps=7' --set "
         "'train.out_dir=/home/me/work/runs/demo' &\n",
-        "kill -USR1 $step' USR1 TERM\n", "\nif [ $rc -eq 75 ]; then\n", "\n  scontrol requeue $SLURM_JOB_ID\n"})
+        "kill -USR1 $step' USR1 TERM\n", "\nmarker='/home/me/work/runs/demo/preempted'\nrm -f \"$marker\"\n",
+        "\nif [ $rc -eq 75 ] || [ -f \"$marker\" ]; then\n", "\n  scontrol requeue $SLURM_JOB_ID\n"})
     EXPECT_NE(s.find(line), std::string::npos) << line << "\n---\n" << s;
   EXPECT_EQ(s.find("gpus-per-node"), std::string::npos);
 }

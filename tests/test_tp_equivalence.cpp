@@ -34,17 +34,19 @@ const char* kModel =
 const char* kCapacity = " --set model.capacity_factor=1.0";
 const char* kBias = " --set model.router_bias_update_rate=0.01";
 
-// ranks = tp * dp; the reference runs every DP rank's micro-batch on one rank.
-void check_tp(int ranks, int tp, bool sp, int ep, const std::string& sets, const std::string& tag) {
+// ranks = tp * dp; the reference runs every DP rank's micro-batch on one rank. etp > 1 splits
+// every routed expert's matrices over etp ranks (expert tensor parallelism).
+void check_tp(int ranks, int tp, bool sp, int ep, const std::string& sets, const std::string& tag, int etp = 1) {
   testing::RunDir d(tag);
   const bool sgd = sets.find("optim.name=sgd") != std::string::npos;
   const std::string all = std::string(kModel) + (sgd ? "" : " --set optim.eps=1e-5") + sets;
   auto r = d.train("ref", 0, all + " --set train.grad_accum=" + std::to_string(ranks / tp));
   ASSERT_EQ(r.code, 0) << r.output;
-  const std::string name = "tp" + std::to_string(tp) + (sp ? "sp" : "") + "_ep" + std::to_string(ep);
+  const std::string name = "tp" + std::to_string(tp) + (sp ? "sp" : "") + "_ep" + std::to_string(ep) +
+                           (etp > 1 ? "_etp" + std::to_string(etp) : "");
   r = d.train(name, ranks,
               all + " --set parallel.tp=" + std::to_string(tp) + " --set parallel.sp=" + (sp ? "true" : "false") +
-                  " --set parallel.ep=" + std::to_string(ep));
+                  " --set parallel.ep=" + std::to_string(ep) + " --set parallel.etp=" + std::to_string(etp));
   ASSERT_EQ(r.code, 0) << r.output;
   ASSERT_NE(r.output.find("tp=" + std::to_string(tp) + (sp ? " sp" : "")), std::string::npos) << r.output;
   testing::expect_same_run(d, "ref", name);
@@ -69,6 +71,25 @@ TEST(TpEquivalence, AdamWTp2Dp4Ep2SpZero1) {
 }
 TEST(TpEquivalence, SgdTp2Dp2Zero2TiedEmbeddings) {
   check_tp(4, 2, true, 1, std::string(kSgd) + " --set parallel.zero=2 --set model.tie_embeddings=true", "tp_s2z2tie");
+}
+// Expert tensor parallelism over the TP ranks: each rank holds half of every routed expert's
+// hidden units (gate and up rows, the matching down rows); the expert rows are gathered over the
+// ETP group and the partial outputs summed back.
+TEST(TpEquivalence, AdamWTp2Etp2) { check_tp(2, 2, false, 1, "", "tp_a2etp2", 2); }
+TEST(TpEquivalence, SgdTp2Etp2) { check_tp(2, 2, false, 1, kSgd, "tp_s2etp2", 2); }
+TEST(TpEquivalence, SgdTp2Etp2Sp) { check_tp(2, 2, true, 1, kSgd, "tp_s2etp2sp", 2); }
+TEST(TpEquivalence, AdamWTp2Etp2SpCapacityBias) {
+  check_tp(2, 2, true, 1, std::string(kCapacity) + kBias, "tp_a2etp2spc", 2);
+}
+// ETP over the TP ranks and EP over the DP ranks at once: the EP exchange runs first, then each
+// rank gathers what its ETP peer received; ZeRO 1 shards each slice over EDP.
+TEST(TpEquivalence, AdamWTp2Dp2Etp2Ep2SpZero1) {
+  check_tp(4, 2, true, 2, std::string(kCapacity) + " --set parallel.zero=1", "tp_a2dp2etp2ep2", 2);
+}
+// ETP over the TP ranks with experts replicated over DP: each slice's gradient sums over EDP (the
+// DP peers holding the same slice) and ZeRO 2 reduce-scatters it there.
+TEST(TpEquivalence, SgdTp2Dp2Etp2Zero2) {
+  check_tp(4, 2, false, 1, std::string(kSgd) + " --set parallel.zero=2", "tp_s2dp2etp2z2", 2);
 }
 
 // Bytes a rank sends in its TP group per step, from the layout alone (docs/parallel.md): every
@@ -114,6 +135,38 @@ TEST(TpCommunication, BytesPerStepEqualTheLayoutsCount) {
   }
 }
 
+// Bytes a rank sends in its ETP group per step when the ETP group is the TP group and there is no
+// EP (docs/parallel.md): per MoE layer and micro-batch, forward, its own R rows to each peer
+// (gather) and each peer's rows' partial outputs to that peer (reduce-scatter), and the adjoints
+// in the backward pass move the same rows the other way, 2 D e ((etp - 1) R + S - R) with S the
+// group's rows; plus the E per-expert counts to each peer, and the gradient norm's expert part
+// (zero 0). With etp = 2 that is 2 S D e, and dropless S = N k: fixed by the layout alone.
+int64_t expected_etp2_bytes(const TpShape& m) {
+  const int64_t f32 = 4, f64 = 8, i64 = 8, s = m.rows * m.top_k;
+  const int64_t per_layer = 2 * s * m.d * f32 + m.experts * i64;
+  const int64_t norm = 2 * (2 - 1) * 1 * f64 / 2;  // all-reduce of one double over the 2 ETP ranks
+  return m.micro_batches * m.moe_layers * per_layer + norm;
+}
+
+// ETP moves the expert rows on its own communicator and leaves the TP traffic as it was.
+TEST(TpCommunication, EtpBytesPerStepEqualTheLayoutsCount) {
+  for (bool sp : {false, true}) {
+    testing::RunDir d(sp ? "etp_bytes_sp" : "etp_bytes");
+    const auto r = d.train("etp2", 2, std::string(kModel) + " --set parallel.tp=2 --set parallel.etp=2" +
+                                          " --set train.grad_accum=2 --set parallel.sp=" + (sp ? "true" : "false"));
+    ASSERT_EQ(r.code, 0) << r.output;
+    const TpShape shape{2, 64, 32, 2, 1, 1, 1, 4, 2, 2};
+    const int64_t want_tp = expected_tp_bytes(shape, sp), want_etp = expected_etp2_bytes(shape);
+    const auto tp = d.field("etp2", "tp_bytes"), etp = d.field("etp2", "etp_bytes");
+    ASSERT_EQ(tp.size(), 10u);
+    ASSERT_EQ(etp.size(), 10u);
+    for (const auto& g : tp) EXPECT_EQ(std::stoll(g), want_tp) << (sp ? "sp" : "no sp");
+    for (const auto& g : etp) EXPECT_EQ(std::stoll(g), want_etp) << (sp ? "sp" : "no sp");
+    std::printf("[measured] tp2 etp2%s: %lld TP bytes and %lld ETP bytes per step and rank, as counted\n",
+                sp ? " sp" : "", (long long)want_tp, (long long)want_etp);
+  }
+}
+
 int64_t peak_bytes(const testing::RunDir& d, const std::string& run, int rank, const std::string& category) {
   const std::string text = d.file(run + "/memory.rank" + std::to_string(rank) + ".json");
   const size_t at = text.find("\"peak_bytes\":");
@@ -142,6 +195,15 @@ TEST(TpMemory, ActivationsKeptWithSequenceParallelismScaleAsOneOverTp) {
                   (long long)got, double(one) / double(got), (long long)one);
     }
   }
+}
+
+TEST(TpConfig, ExpertFfnDimMustSplitOverEtp) {
+  testing::RunDir d("etp_bad");
+  const auto r = d.train("bad", 2, " --set parallel.tp=2 --set parallel.etp=2 --set model.expert_ffn_dim=33");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("model.expert_ffn_dim=33 is not divisible by parallel.etp=2; choose an etp that divides it"),
+            std::string::npos)
+      << r.output;
 }
 
 TEST(TpConfig, KvHeadsMustSplitOverTp) {

@@ -11,4 +11,8 @@ constexpr int kExitPeerLost = 3;   // a collective timed out: another rank stall
 constexpr int kExitRestartsUsedUp = 4;  // switchyard run: launch.max_restarts restarts did not get it through
 constexpr int kExitPreempted = 75; // SIGTERM/SIGUSR1: checkpoint saved, requeue me (75 = EX_TEMPFAIL)
 
+// Written into out_dir by world rank 0 after a preempted run's checkpoint, beside exit code 75:
+// a batch script cannot always see the 75 (srun may report a rank it killed instead).
+inline constexpr const char* kPreemptMarker = "preempted";
+
 }  // namespace sy

@@ -49,8 +49,17 @@ void MetricsLog::write(const StepRecord& r) {
     << ",\"dropped_share\":" << num(r.dropped_share) << ",\"expert_imbalance\":" << num(r.expert_imbalance);
   if (r.dropped_digest >= 0) o << ",\"dropped_digest\":" << r.dropped_digest;
   if (r.tp_bytes >= 0) o << ",\"tp_bytes\":" << r.tp_bytes;
+  if (r.etp_bytes >= 0) o << ",\"etp_bytes\":" << r.etp_bytes;
   if (r.a2a_bytes >= 0) o << ",\"a2a_bytes\":" << r.a2a_bytes << ",\"a2a_bytes_routing\":" << r.a2a_bytes_routing
                          << ",\"a2a_seconds\":" << num(r.a2a_seconds);
+  for (auto [key, v] : {std::pair{"a2a_bytes_by_rank", &r.a2a_bytes_by_rank},
+                        std::pair{"a2a_routing_by_rank", &r.a2a_routing_by_rank},
+                        std::pair{"ep_other_bytes_by_rank", &r.ep_other_bytes_by_rank}}) {
+    if (v->empty()) continue;
+    o << ",\"" << key << "\":[";
+    for (size_t i = 0; i < v->size(); ++i) o << (i ? "," : "") << (*v)[i];
+    o << "]";
+  }
   if (!r.expert_tokens.empty()) {
     o << ",\"expert_tokens\":[";
     for (size_t l = 0; l < r.expert_tokens.size(); ++l) {

@@ -27,10 +27,16 @@ struct StepRecord {
   // Expert parallelism, this step, summed over ranks: all-to-all bytes the communicator recorded
   // and the bytes the routing implies (-1: no expert parallelism).
   int64_t a2a_bytes = -1, a2a_bytes_routing = -1;
+  // The same per world rank, and what else each rank's EP communicator sent in the step (0: the
+  // token exchange is the only EP traffic; no all-gather of tokens).
+  std::vector<int64_t> a2a_bytes_by_rank, a2a_routing_by_rank, ep_other_bytes_by_rank;
   double a2a_seconds = 0;  // this step's time inside token exchanges, mean over ranks
   // Tensor parallelism: bytes this rank sent in its TP group this step (-1: no TP), counted by
   // the communicator; docs/parallel.md gives the formula.
   int64_t tp_bytes = -1;
+  // Expert tensor parallelism: bytes this rank sent in its ETP group this step (-1: no ETP), the
+  // same way (docs/parallel.md).
+  int64_t etp_bytes = -1;
   std::vector<std::vector<int64_t>> expert_tokens;  // per MoE layer, per expert
   double eta_s = 0;
   std::optional<double> val_loss;

@@ -14,6 +14,7 @@ namespace sy {
 
 RunContext::~RunContext() {
   const bool mpi = env.world > 1 && world;
+  etp.reset();
   edp.reset();
   ep.reset();
   tp.reset();
@@ -24,9 +25,9 @@ RunContext::~RunContext() {
 
 void check_layout(const Recipe& r, int world) {
   const ParallelConfig& p = r.parallel;
-  // Until pipeline, context and expert-tensor parallelism land, refuse them up front rather than
-  // training something else than what the recipe asks for.
-  const std::pair<const char*, int64_t> later[] = {{"cp", p.cp}, {"pp", p.pp}, {"etp", p.etp}};
+  // Until pipeline and context parallelism land, refuse them up front rather than training
+  // something else than what the recipe asks for.
+  const std::pair<const char*, int64_t> later[] = {{"cp", p.cp}, {"pp", p.pp}};
   for (auto& [key, v] : later)
     if (v != 1)
       throw ConfigError("parallel." + std::string(key) + "=" + std::to_string(v) +
@@ -47,6 +48,10 @@ void check_layout(const Recipe& r, int world) {
                       std::to_string(p.tp) + "; change the micro-batch or turn sp off");
   if (p.zero < 0 || p.zero > 2)
     throw ConfigError("parallel.zero=" + std::to_string(p.zero) + " must be 0, 1 or 2");
+  // Expert tensor parallelism splits every routed expert's hidden units over the etp ranks.
+  if (p.etp > 1 && r.model.n_experts > 0 && m.expert_ffn_dim % p.etp != 0)
+    throw ConfigError("model.expert_ffn_dim=" + std::to_string(m.expert_ffn_dim) + " is not divisible by parallel.etp=" +
+                      std::to_string(p.etp) + "; choose an etp that divides it");
   if (p.ep > 1 && r.model.n_experts % p.ep != 0)
     throw ConfigError("parallel.ep=" + std::to_string(p.ep) + " does not divide model.n_experts=" +
                       std::to_string(r.model.n_experts) + "; choose an ep that divides the number of experts");
@@ -65,14 +70,20 @@ RunContext make_run_context(const Recipe& r) {
     omp_set_num_threads(std::max(1, int(std::thread::hardware_concurrency()) / ctx.env.local_size));
   ctx.world = ctx.env.world > 1 ? make_mpi_world_comm(p.timeout_s) : make_local_comm();
   ctx.world->set_timeout_s(p.timeout_s);
+  // srun without PMIx (or a wrapper that sets SLURM_* but starts singletons) gives every task a
+  // world of its own: N independent "rank 0"s writing one out_dir.
+  if (ctx.world->size() != ctx.env.world)
+    throw ConfigError("MPI started " + std::to_string(ctx.world->size()) + " rank(s) but " + ctx.env.source + " says " +
+                      std::to_string(ctx.env.world) + "; under Slurm launch with `srun --mpi=pmix`, else with mpirun");
   GridSizes gs{int(p.tp), int(p.cp), int(p.dp), int(p.pp), int(p.ep), int(p.etp), p.order};
   ctx.grid = ProcessGrid::make(gs, ctx.world->size(), ctx.world->rank());
   const Group& dp = ctx.grid.group(GroupKind::DP);
   ctx.dp = dp.size() == 1 ? make_local_comm() : ctx.world->subgroup(dp.ranks, "dp");
   ctx.dp->set_timeout_s(p.timeout_s);
-  // Every rank creates the groups in the same order (dp, ep, edp, tp), as subgroup creation requires.
+  // Every rank creates the groups in the same order (dp, ep, edp, tp, etp), as subgroup creation requires.
   for (auto [kind, slot, name] : {std::tuple{GroupKind::EP, &ctx.ep, "ep"}, std::tuple{GroupKind::EDP, &ctx.edp, "edp"},
-                                  std::tuple{GroupKind::TP, &ctx.tp, "tp"}}) {
+                                  std::tuple{GroupKind::TP, &ctx.tp, "tp"},
+                                  std::tuple{GroupKind::ETP, &ctx.etp, "etp"}}) {
     const Group& g = ctx.grid.group(kind);
     *slot = g.size() == 1 ? make_local_comm() : ctx.world->subgroup(g.ranks, name);
     (*slot)->set_timeout_s(p.timeout_s);

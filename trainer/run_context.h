@@ -23,6 +23,7 @@ struct RunContext {
   std::unique_ptr<Communicator> tp;   // the tensor-parallel group
   std::unique_ptr<Communicator> ep;   // the expert-parallel group (tokens are exchanged in it)
   std::unique_ptr<Communicator> edp;  // the expert-data-parallel group (expert gradients reduce in it)
+  std::unique_ptr<Communicator> etp;  // the expert-tensor-parallel group (it splits each expert's matrices)
   bool is_rank0() const { return world->rank() == 0; }
 };
 

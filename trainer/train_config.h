@@ -23,6 +23,14 @@ struct TrainConfig {
   std::string save_weights;  // HDF5 path for the final weights; empty: none
   double peak_gflops = 530;  // the machine's measured fp32 GEMM peak (bench/gemm_peak), for MFU
   std::string dtype = "float32";  // float32 | float64
+};
+
+// Where the engine runs: the recipe's [engine] section.
+struct EngineConfig {
+  // cpu: the CPU reference backend. cuda: the CUDA backend on this rank's GPU (local rank).
+  // cuda-emu: the CUDA backend's code on the host, under the CUDA emulator (engine/cuda/emu/):
+  // slow, for checking the GPU path end to end where no GPU is. auto: cuda when a GPU is
+  // visible and the build has CUDA, else cpu.
   std::string device = "cpu";
 };
 

@@ -15,6 +15,7 @@
 #include "parallel/data_parallel.h"
 #include "parallel/tensor_parallel_comm.h"
 #include "parallel/token_exchange_comm.h"
+#include "trainer/backend_select.h"
 #include "trainer/batch_source.h"
 #include "trainer/checkpoint_writer.h"
 #include "trainer/evaluate.h"
@@ -51,6 +52,11 @@ int64_t drop_fingerprint(int64_t first_sample, int64_t layer, uint64_t digest) {
   x *= 0x94d049bb133111ebull;
   x ^= x >> 31;
   return int64_t(x >> 32);
+}
+
+void write_preempt_marker(const std::string& out_dir, int64_t step) {
+  std::ofstream f(out_dir + "/" + kPreemptMarker);
+  f << "step " << step << "\n";
 }
 
 DType parse_dtype(const std::string& s) { return s == "float64" ? DType::F64 : DType::F32; }
@@ -182,7 +188,8 @@ int run_training(const Recipe& r) {
   }
   std::unique_ptr<MetricsLog> metrics = rank0 ? std::make_unique<MetricsLog>(out_dir + "/metrics.jsonl") : nullptr;
 
-  auto backend = make_cpu_backend();
+  ChosenBackend chosen = make_backend_for(r.engine, ctx.env.local_rank);
+  Backend* backend = chosen.backend.get();
   // Expert parallelism: each rank holds and computes its EP rank's run of experts in every MoE
   // layer and exchanges token rows with the rest of its EP group (docs/parallel.md).
   // Tensor parallelism: each rank holds its TP rank's block of every split matrix.
@@ -192,13 +199,20 @@ int run_training(const Recipe& r) {
     const int64_t held = r.model.n_experts / ctx.ep->size();
     shard.experts = {ctx.ep->rank() * held, held};
   }
+  // Expert tensor parallelism: each rank holds its ETP rank's slice of every expert it holds, and
+  // the layers gather and scatter expert rows over the ETP group.
+  shard.experts.slice = ctx.etp->rank();
+  shard.experts.slices = ctx.etp->size();
+  CommTokenExchange etp_exchange(*ctx.etp);
   Model model(r.model, *backend, parse_dtype(tc.dtype), tc.seed, shard);
   const int64_t bucket_elems = int64_t(r.parallel.bucket_mb * 1024 * 1024) / int64_t(dtype_size(model.dtype()));
-  DataParallel dp({&dpc, ctx.tp.get(), ctx.ep.get(), ctx.edp.get(), ctx.world.get()}, *backend, model.params(),
-                  int(r.parallel.zero), bucket_elems);
+  DataParallel dp({&dpc, ctx.tp.get(), ctx.ep.get(), ctx.edp.get(), ctx.world.get(), ctx.etp.get()}, *backend,
+                  model.params(), int(r.parallel.zero), bucket_elems);
   CommTokenExchange exchange(*ctx.ep);
   if (ctx.ep->size() > 1)
     for (auto* m : model.moe_layers()) m->set_token_exchange(&exchange);
+  if (ctx.etp->size() > 1)
+    for (auto* m : model.moe_layers()) m->set_expert_tp_exchange(&etp_exchange);
   Optimizer opt(r.optim, model.params(), *backend, tc.steps, dp.optimizer_shard());
   CheckpointWriter writer(*ctx.world, r.checkpoint.async);
   int64_t step = 0;
@@ -211,7 +225,8 @@ int run_training(const Recipe& r) {
   // The watchdog's view of this rank (trainer/heartbeat.h); the NaN guard and the data windows
   // earlier rollbacks skipped (a fresh run starts without any).
   Heartbeat beat(out_dir + "/heartbeat", ctx.world->rank());
-  for (Communicator* c : {ctx.world.get(), ctx.dp.get(), ctx.ep.get(), ctx.edp.get()}) c->set_observer(&beat);
+  for (Communicator* c : {ctx.world.get(), ctx.dp.get(), ctx.tp.get(), ctx.ep.get(), ctx.edp.get(), ctx.etp.get()})
+    c->set_observer(&beat);
   beat.set_step(step);
   DataSkips skips = step > 0 ? DataSkips::load(out_dir) : DataSkips{};
   if (rank0 && step == 0) std::filesystem::remove(DataSkips::path(out_dir), ec);
@@ -225,10 +240,11 @@ int run_training(const Recipe& r) {
   const int64_t tokens_per_step = global_seqs * r.model.seq_len;
   const double flops_per_token = model.train_flops_per_token();
   if (rank0) {
-    std::printf("switchyard: %s | %d rank(s), dp=%ld ep=%d tp=%d%s zero=%ld | %.2fM parameters, %.2fM active per token | "
+    std::printf("switchyard: %s | %s | %d rank(s), dp=%ld ep=%d tp=%d%s%s zero=%ld | %.2fM parameters, %.2fM active per token | "
                 "%.1f MFLOP/token | %ld tokens/step | peak %.0f GFLOP/s\n",
-                r.name.c_str(), ctx.world->size(), long(n_dp), ctx.ep->size(), ctx.tp->size(),
-                r.parallel.sp && ctx.tp->size() > 1 ? " sp" : "", long(r.parallel.zero),
+                r.name.c_str(), chosen.device.c_str(), ctx.world->size(), long(n_dp), ctx.ep->size(), ctx.tp->size(),
+                r.parallel.sp && ctx.tp->size() > 1 ? " sp" : "",
+                ctx.etp->size() > 1 ? (" etp=" + std::to_string(ctx.etp->size())).c_str() : "", long(r.parallel.zero),
                 model.total_params() / 1e6, model.active_params_per_token() / 1e6, flops_per_token / 1e6,
                 long(tokens_per_step), tc.peak_gflops);
     std::fflush(stdout);
@@ -274,8 +290,9 @@ int run_training(const Recipe& r) {
     const bool nan_fault = nan_fault_for_test(ctx.world->rank(), window);
     ctx.ep->stats().reset();
     ctx.tp->stats().reset();
+    ctx.etp->stats().reset();
     exchange.reset_seconds();
-    int64_t rows_off_rank = 0;
+    int64_t rows_off_rank = 0, rows_in_off_rank = 0;
     for (int64_t a = 0; a < tc.grad_accum; ++a) {
       const int64_t first = window * global_seqs + (a * n_dp + dpc.rank()) * tc.micro_batch;
       const LossParts parts = model.forward_backward(train_data.sampled(first, tc.micro_batch),
@@ -288,18 +305,29 @@ int run_training(const Recipe& r) {
         t.counts[l * (n_exp + 1) + n_exp] += parts.moe[l].dropped;
         t.counts[n_moe * (n_exp + 1)] += drop_fingerprint(first, l, parts.moe[l].dropped_digest);
         rows_off_rank += parts.moe[l].rows_sent_off_rank;
+        rows_in_off_rank += parts.moe[l].rows_received_off_rank;
       }
     }
-    // Every row this rank sends off-rank crosses twice (dispatch and the adjoint of combine)
-    // and comes back twice (combine, the adjoint of dispatch) from the receiver's side, so the
-    // global total is 4 x rows x d_model x element size, plus each forward's count exchange.
-    // Summed over every rank (an EP group may span TP peers, which the DP sum leaves out).
+    // A rank sends its S rows bound for other ranks' experts twice (dispatch, and the adjoint of
+    // combine) and the R rows it received back twice (combine, and the adjoint of dispatch):
+    // 2 (S + R) x d_model x element size, plus each forward's count exchange (docs/parallel.md).
+    // Per rank, counted by the communicator and from the routing, gathered over the world (an EP
+    // group may span TP peers, which a DP reduction leaves out); [2]: anything else the EP
+    // communicator carried during forward and backward (no token all-gather: must stay 0).
+    std::vector<int64_t> a2a_by_rank;
     int64_t a2a[2] = {0, 0};
     if (ctx.ep->size() > 1) {
       const int64_t elem = int64_t(dtype_size(model.dtype())), n_local = n_exp / ctx.ep->size();
-      a2a[0] = ctx.ep->stats().bytes_by_op["all_to_all_v"];
-      a2a[1] = 4 * rows_off_rank * r.model.d_model * elem + tc.grad_accum * n_moe * (ctx.ep->size() - 1) * n_local * 8;
-      ctx.world->all_reduce(a2a, 2, CommType::I64, ReduceOp::Sum);
+      const CommStats& es = ctx.ep->stats();
+      const int64_t counted = es.bytes_by_op.count("all_to_all_v") ? es.bytes_by_op.at("all_to_all_v") : 0;
+      const int64_t mine[3] = {counted,
+                               2 * (rows_off_rank + rows_in_off_rank) * r.model.d_model * elem +
+                                   tc.grad_accum * n_moe * (ctx.ep->size() - 1) * n_local * 8,
+                               es.bytes_sent - counted};
+      a2a_by_rank.resize(3 * size_t(ctx.world->size()));
+      ctx.world->all_gather(mine, a2a_by_rank.data(), 3, CommType::I64);
+      for (int q = 0; q < ctx.world->size(); ++q)
+        for (int j = 0; j < 2; ++j) a2a[j] += a2a_by_rank[3 * q + j];
     }
     // Checked before the reduction: the optimizer applies its update in the call that computes
     // the global norm, so the guard must know first.
@@ -309,8 +337,12 @@ int run_training(const Recipe& r) {
     dpc.all_reduce(t.losses.data(), 5, CommType::F64, ReduceOp::Avg);
     if (!t.counts.empty()) dpc.all_reduce(t.counts.data(), int64_t(t.counts.size()), CommType::I64, ReduceOp::Sum);
     beat.set_phase("optimizer");
-    // The loss and gradient sums above are the same on every rank, so is the verdict.
-    const StepVerdict verdict = guard.judge(t.losses[0], t.losses[4], step);
+    // The averages above are the same on every rank of a DP group, but TP peers (in other DP
+    // groups) hold other gradient blocks: one flag over the world makes the verdict the same on
+    // every rank, so no rank updates while a peer skips.
+    double bad = std::isfinite(t.losses[0]) && std::isfinite(t.losses[4]) ? 0.0 : 1.0;
+    if (ctx.world->size() > dpc.size()) ctx.world->all_reduce(&bad, 1, CommType::F64, ReduceOp::Max);
+    const StepVerdict verdict = guard.judge(bad > 0 ? NAN : t.losses[0], t.losses[4], step);
     OptimStepResult upd;
     int64_t tp_bytes = 0;
     if (verdict == StepVerdict::Update) {
@@ -384,9 +416,15 @@ int run_training(const Recipe& r) {
       if (ctx.ep->size() > 1) {
         rec.a2a_bytes = a2a[0];
         rec.a2a_bytes_routing = a2a[1];
+        for (int q = 0; q < ctx.world->size() && !a2a_by_rank.empty(); ++q) {
+          rec.a2a_bytes_by_rank.push_back(a2a_by_rank[3 * q]);
+          rec.a2a_routing_by_rank.push_back(a2a_by_rank[3 * q + 1]);
+          rec.ep_other_bytes_by_rank.push_back(a2a_by_rank[3 * q + 2]);
+        }
         rec.a2a_seconds = t.losses[3];
       }
       if (ctx.tp->size() > 1) rec.tp_bytes = tp_bytes;
+      if (ctx.etp->size() > 1) rec.etp_bytes = ctx.etp->stats().bytes_sent;
       if (eval_now) beat.set_phase("evaluate");
       if (eval_now) rec.val_loss = last_val = evaluate(model, val_data, tc.micro_batch, tc.eval_batches * tc.micro_batch, dpc);
       if (rank0) {
@@ -414,6 +452,10 @@ int run_training(const Recipe& r) {
       else if (preempted) {
         stop_reason = "preempted (SIGTERM/SIGUSR1): checkpoint saved, exit code 75 asks for a requeue";
         exit_code = kExitPreempted;
+        // The batch script requeues on this file as well as on exit code 75: srun's
+        // --kill-on-bad-exit may kill a slower rank once the first exits 75, and srun then
+        // reports that rank's signal instead (docs/launch.md).
+        if (rank0) write_preempt_marker(out_dir, step);
       } else if (stop[1]) stop_reason = "stopped by signal";
       break;
     }
@@ -429,7 +471,7 @@ int run_training(const Recipe& r) {
   // Every TP group gathers its blocks and every EP group its experts (collective); rank 0 writes.
   if (!tc.save_weights.empty()) {
     save_weights(model, tc.save_weights, {{"recipe", r.resolved_toml}, {"step", std::to_string(step)}},
-                 {ctx.tp.get(), ctx.ep.get()}, rank0);
+                 {ctx.tp.get(), ctx.ep.get(), ctx.etp.get()}, rank0);
     if (rank0) std::printf("switchyard: weights written to %s\n", tc.save_weights.c_str());
   }
   ctx.world->barrier();

@@ -7,30 +7,6 @@ namespace sy {
 
 namespace {
 
-// Every EP rank's held experts, named by their global index: rank r holds the same parameter
-// shapes at the same offsets as this rank, with expert indices shifted by (r - rank) * held.
-void add_gathered_experts(Model& model, Communicator& ep, std::vector<std::pair<std::string, HostArray>>& arrays) {
-  Backend& be = model.backend();
-  const ParamStore& ps = model.params();
-  const ParamSegment seg = ps.expert_segment();
-  const auto layers = model.moe_layers();
-  const int64_t held = layers.empty() ? 0 : layers.front()->n_local_experts();
-  const size_t elem = dtype_size(ps.values().dtype());
-  std::vector<std::byte> mine(seg.numel * elem), all(seg.numel * elem * ep.size());
-  if (seg.numel > 0) be.download(ps.values().view(seg.begin, {seg.numel}), mine.data());
-  ep.all_gather(mine.data(), all.data(), seg.numel, comm_type_of(ps.values().dtype()));
-  for (int r = 0; r < ep.size(); ++r)
-    for (const ParamInfo& p : ps.infos()) {
-      if (!p.is_expert()) continue;
-      HostArray a;
-      a.shape = p.shape;
-      a.dtype = ps.values().dtype();
-      const std::byte* src = all.data() + (r * seg.numel + p.offset - seg.begin) * elem;
-      a.bytes.assign(src, src + p.numel * elem);
-      arrays.emplace_back(expert_param_name(p, p.expert + (r - ep.rank()) * held), std::move(a));
-    }
-}
-
 // A TP-split parameter whole: the TP ranks' row blocks, in rank order.
 HostArray gather_rows(Backend& be, Communicator& tp, const ParamInfo& p, const Tensor& value) {
   const HostArray mine = download_array(be, value);
@@ -42,6 +18,45 @@ HostArray gather_rows(Backend& be, Communicator& tp, const ParamInfo& p, const T
   return a;
 }
 
+// This rank's experts whole (under expert tensor parallelism each matrix's slices gathered over
+// the ETP group), then under expert parallelism every EP rank's, named by their global index:
+// rank r holds the same parameter shapes in the same order as this rank, with expert indices
+// shifted by (r - rank) * held.
+void add_experts(Model& model, const WeightsGather& g, std::vector<std::pair<std::string, HostArray>>& arrays) {
+  Backend& be = model.backend();
+  const ParamStore& ps = model.params();
+  const bool sliced = g.etp && g.etp->size() > 1, spread = g.ep && g.ep->size() > 1;
+  std::vector<std::pair<const ParamInfo*, HostArray>> mine;
+  for (size_t i = 0; i < ps.infos().size(); ++i) {
+    const ParamInfo& p = ps.infos()[i];
+    if (!p.is_expert()) continue;
+    mine.emplace_back(&p, sliced ? gather_rows(be, *g.etp, p, ps.value(int(i))) : download_array(be, ps.value(int(i))));
+  }
+  if (!spread) {
+    for (auto& [p, a] : mine) arrays.emplace_back(p->name, std::move(a));
+    return;
+  }
+  const auto layers = model.moe_layers();
+  const int64_t held = layers.empty() ? 0 : layers.front()->n_local_experts();
+  const DType dt = ps.values().dtype();
+  const size_t elem = dtype_size(dt);
+  std::vector<std::byte> cat;
+  for (const auto& [p, a] : mine) cat.insert(cat.end(), a.bytes.begin(), a.bytes.end());
+  std::vector<std::byte> all(cat.size() * g.ep->size());
+  g.ep->all_gather(cat.data(), all.data(), int64_t(cat.size() / elem), comm_type_of(dt));
+  for (int r = 0; r < g.ep->size(); ++r) {
+    const std::byte* src = all.data() + r * cat.size();
+    for (const auto& [p, a] : mine) {
+      HostArray b;
+      b.shape = a.shape;
+      b.dtype = a.dtype;
+      b.bytes.assign(src, src + a.bytes.size());
+      src += a.bytes.size();
+      arrays.emplace_back(expert_param_name(*p, p->expert + (r - g.ep->rank()) * held), std::move(b));
+    }
+  }
+}
+
 }  // namespace
 
 void save_weights(Model& model, const std::string& path, const std::map<std::string, std::string>& attrs,
@@ -49,14 +64,14 @@ void save_weights(Model& model, const std::string& path, const std::map<std::str
   Backend& be = model.backend();
   std::vector<std::pair<std::string, HostArray>> arrays;
   const ParamStore& ps = model.params();
-  const bool experts = groups.ep && groups.ep->size() > 1, rows = groups.tp && groups.tp->size() > 1;
+  const bool rows = groups.tp && groups.tp->size() > 1;
   for (size_t i = 0; i < ps.infos().size(); ++i) {
     const ParamInfo& p = ps.infos()[i];
-    if (experts && p.is_expert()) continue;
+    if (p.is_expert()) continue;  // split over other groups than TP: add_experts
     if (rows && p.tp == TpSplit::Rows) arrays.emplace_back(p.name, gather_rows(be, *groups.tp, p, ps.value(int(i))));
     else arrays.emplace_back(p.name, download_array(be, ps.value(int(i))));
   }
-  if (experts) add_gathered_experts(model, *groups.ep, arrays);
+  add_experts(model, groups, arrays);
   for (auto& [name, t] : model.buffers()) arrays.emplace_back(name, download_array(be, t));
   if (write) write_weights_h5(path, arrays, attrs);
 }

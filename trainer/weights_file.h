@@ -14,10 +14,12 @@ namespace sy {
 struct WeightsGather {
   Communicator* tp = nullptr;  // each TP rank holds a block of rows of every split matrix
   Communicator* ep = nullptr;  // each EP rank holds its own experts
+  Communicator* etp = nullptr;  // each ETP rank holds a block of rows of every matrix of those experts
 };
 
-// Writes the whole model. Under tensor or expert parallelism call it on every rank (collective):
-// the blocks and experts are all-gathered and only the rank with `write` set writes the file.
+// Writes the whole model. Under tensor or expert (tensor) parallelism call it on every rank
+// (collective): the blocks, expert slices and experts are all-gathered and only the rank with
+// `write` set writes the file.
 void save_weights(Model& model, const std::string& path, const std::map<std::string, std::string>& attrs = {},
                   WeightsGather groups = {}, bool write = true);
 // Every parameter and buffer must be present with its shape; a ConfigError names the first that is not.

@@ -94,6 +94,13 @@ void ExpertDispatcher::combine(Backend& be, const Tensor& ye, const Tensor& yp) 
   ex_.exchange_rows(back, recv_counts_, yp, send_counts_);
 }
 
+int64_t ExpertDispatcher::rows_received_off_rank() const {
+  int64_t s = 0;
+  for (int p = 0; p < int(recv_counts_.size()); ++p)
+    if (p != ex_.rank()) s += recv_counts_[p];
+  return s;
+}
+
 int64_t ExpertDispatcher::rows_sent_off_rank() const {
   int64_t s = 0;
   for (int p = 0; p < int(send_counts_.size()); ++p)

@@ -51,6 +51,8 @@ class ExpertDispatcher {
 
   // Rows this rank sent to other ranks in the last plan (for communication-volume accounting).
   int64_t rows_sent_off_rank() const;
+  // Rows other ranks sent to this rank's experts in the last plan.
+  int64_t rows_received_off_rank() const;
 
  private:
   TokenExchange& ex_;

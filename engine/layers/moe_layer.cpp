@@ -15,17 +15,27 @@ MoeLayer::MoeLayer(ParamStore& ps, const ModelConfig& cfg, int64_t layer, Expert
   n_local_ = held.count < 0 ? cfg.n_experts - held.first : held.count;
   if (first_local_ < 0 || n_local_ < 1 || first_local_ + n_local_ > cfg.n_experts)
     throw std::logic_error("held experts out of range");
+  slice_ = held.slice;
+  slices_ = held.slices;
+  if (slices_ < 1 || slice_ < 0 || slice_ >= slices_ || cfg.expert_ffn_dim % slices_ != 0)
+    throw std::invalid_argument("model.expert_ffn_dim=" + std::to_string(cfg.expert_ffn_dim) +
+                                " is not divisible by etp=" + std::to_string(slices_));
+  f_local_ = cfg.expert_ffn_dim / slices_;
   const std::string p = "layers." + std::to_string(layer) + ".moe";
   const double out_std = cfg.init_std / std::sqrt(2.0 * double(cfg.n_layers));
   // Each TP rank routes its own token rows, so its router gradient is a partial sum.
   router_ = ps.add(p + ".router.weight", {cfg.n_experts, cfg.d_model}, ParamKind::Matrix, cfg.init_std, -1,
                    {tp.on() ? TpSplit::Partial : TpSplit::Replicated, tp.rank(), tp.size()});
+  // Under expert tensor parallelism each matrix is this slice's block of rows of the whole
+  // tensor, initialised and checkpointed at its global offset like a TP block.
+  const ParamSplit part{sliced() ? TpSplit::Rows : TpSplit::Replicated, slice_, slices_};
   for (int64_t e = first_local_; e < first_local_ + n_local_; ++e) {
     const std::string q = p + ".experts." + std::to_string(e);
-    // w1 and w3 back to back: they form the fused [2F, D] gate|up matrix of the grouped op.
-    expert_w1_.push_back(ps.add(q + ".w1", {cfg.expert_ffn_dim, cfg.d_model}, ParamKind::Matrix, cfg.init_std, e));
-    ps.add(q + ".w3", {cfg.expert_ffn_dim, cfg.d_model}, ParamKind::Matrix, cfg.init_std, e);
-    ps.add(q + ".w2", {cfg.expert_ffn_dim, cfg.d_model}, ParamKind::Matrix, out_std, e);  // [in, out]
+    // w1 and w3 back to back: they form the fused [2F, D] gate|up matrix of the grouped op (with
+    // slices, [2F/etp, D]: this slice's gate rows, then the matching up rows).
+    expert_w1_.push_back(ps.add(q + ".w1", {f_local_, cfg.d_model}, ParamKind::Matrix, cfg.init_std, e, part));
+    ps.add(q + ".w3", {f_local_, cfg.d_model}, ParamKind::Matrix, cfg.init_std, e, part);
+    ps.add(q + ".w2", {f_local_, cfg.d_model}, ParamKind::Matrix, out_std, e, part);  // [in, out]
   }
   for (int64_t s = 0; s < cfg.n_shared_experts; ++s)
     shared_.push_back(std::make_unique<SwiGluMlp>(ps, p + ".shared." + std::to_string(s), cfg.d_model,
@@ -42,7 +52,7 @@ void MoeLayer::ensure(Backend& be, int64_t n, DType dt) {
   if (logits_.defined() && logits_.dim(0) == n && logits_.dtype() == dt) return;
   const int64_t e = cfg_.n_experts, k = cfg_.top_k;
   // Permuted rows never exceed N * k, so these are allocated once at that size and viewed.
-  const int64_t cap = n * k, d = cfg_.d_model, f = cfg_.expert_ffn_dim;
+  const int64_t cap = n * k, d = cfg_.d_model, f = f_local_;
   MemScope kept(be, MemCategory::Activations);
   logits_ = be.empty({n, e}, dt);
   scores_ = be.empty({n, e}, dt);
@@ -51,8 +61,10 @@ void MoeLayer::ensure(Backend& be, int64_t n, DType dt) {
   w_ = be.empty({n, k}, dt);
   src_rows_ = be.empty({cap}, DType::I32);
   xp_ = be.empty({cap, d}, dt);
-  h13_ = be.empty({cap, 2 * f}, dt);
-  a_ = be.empty({cap, f}, dt);
+  if (!sliced()) {  // with slices the experts keep their hidden states for the gathered rows
+    h13_ = be.empty({cap, 2 * f}, dt);
+    a_ = be.empty({cap, f}, dt);
+  }
   yp_ = be.empty({cap, d}, dt);
   MemScope scratch(be, MemCategory::Workspace);
   dlogits_ = be.empty({n, e}, dt);
@@ -72,6 +84,15 @@ std::vector<Tensor> MoeLayer::expert_w2(bool grad) const {
   std::vector<Tensor> v;
   for (int id : expert_w1_) v.push_back(grad ? ps_.grad(id + 2) : ps_.value(id + 2));
   return v;
+}
+
+void MoeLayer::set_expert_tp_exchange(TokenExchange* ex) {
+  if (!ex && sliced()) throw std::logic_error("a layer holding expert slices needs an expert-tensor-parallel exchange");
+  if (ex && (ex->n_ranks() != slices_ || ex->rank() != slice_))
+    throw std::logic_error("the expert-tensor-parallel exchange is rank " + std::to_string(ex->rank()) + " of " +
+                           std::to_string(ex->n_ranks()) + ", the layer holds slice " + std::to_string(slice_) +
+                           " of " + std::to_string(slices_));
+  etp_ = ex ? std::make_unique<ExpertTpRegion>(*ex) : nullptr;
 }
 
 void MoeLayer::set_token_exchange(TokenExchange* ex) {
@@ -119,9 +140,16 @@ MoeForwardStats MoeLayer::forward(Backend& be, const Tensor& xn, const Tensor& o
     be.upload(plan_.src_rows.data(), src_rows_.rows(0, rows_));
     be.gather_rows(x, src_rows_.rows(0, rows_), xp_.rows(0, rows_));
   }
-  if (disp_) ep_experts_forward(be);
-  else if (n_local_ != e) throw std::logic_error("a layer holding only some experts needs a token exchange");
-  else experts_forward(be);
+  if (disp_) {
+    ep_experts_forward(be);
+  } else if (n_local_ != e) {
+    throw std::logic_error("a layer holding only some experts needs a token exchange");
+  } else if (sliced()) {
+    own_segs_.assign(1, ExpertDispatcher::Segment{0, plan_.offsets});
+    etp_forward(be, xp_.rows(0, rows_), own_segs_, yp_.rows(0, rows_));
+  } else {
+    experts_forward(be);
+  }
   if (chunked) {
     if (!y_chunk_.defined() || y_chunk_.dim(0) != n || y_chunk_.dtype() != xn.dtype()) {
       MemScope scratch(be, MemCategory::Workspace);
@@ -143,8 +171,10 @@ MoeForwardStats MoeLayer::forward(Backend& be, const Tensor& xn, const Tensor& o
   st.routed = plan_.routed;
   st.dropped = plan_.dropped;
   st.dropped_digest = digest_;
-  if (disp_)
+  if (disp_) {
     st.rows_sent_off_rank = plan_.rows() - (plan_.offsets[first_local_ + n_local_] - plan_.offsets[first_local_]);
+    st.rows_received_off_rank = disp_->rows_received_off_rank();
+  }
   st.assignments = n_all * k;
   for (int64_t i = 0; i < e; ++i) load_since_update_[i] += plan_.routed[i];
   aux_coef_host_.assign(e, 0.0);
@@ -192,6 +222,8 @@ void MoeLayer::backward(Backend& be, const Tensor& dout, const Tensor& xn, const
   // With expert parallelism the exchanges are collective: a rank with no rows still takes part.
   if (disp_) {
     ep_experts_backward(be);
+  } else if (sliced()) {
+    etp_backward(be, dyp_.rows(0, rows_), dxp_.rows(0, rows_));
   } else if (rows_ > 0) {
     be.fill(dxp_.rows(0, rows_), 0);
     experts_backward(be);
@@ -257,29 +289,28 @@ void MoeLayer::experts_backward(Backend& be) {
 }
 
 void MoeLayer::ep_experts_forward(Backend& be) {
-  const int64_t d = cfg_.d_model, f = cfg_.expert_ffn_dim;
+  const int64_t d = cfg_.d_model, f = f_local_;
   const DType dt = xp_.dtype();
   disp_->plan(be, plan_.offsets, dt, d);
   const int64_t r = disp_->recv_rows(), cap = std::max<int64_t>(r, 1);
   if (!xe_.defined() || xe_.dim(0) < cap || xe_.dtype() != dt) {
     MemScope kept(be, MemCategory::Activations);
     xe_ = be.empty({cap, d}, dt);
-    h13e_ = be.empty({cap, 2 * f}, dt);
-    ae_ = be.empty({cap, f}, dt);
+    if (!sliced()) {  // with slices the hidden states are kept for the gathered rows
+      h13e_ = be.empty({cap, 2 * f}, dt);
+      ae_ = be.empty({cap, f}, dt);
+    }
     ye_ = be.empty({cap, d}, dt);
     MemScope scratch(be, MemCategory::Workspace);
     dxe_ = be.empty({cap, d}, dt);
   }
   disp_->dispatch(be, xp_.rows(0, rows_), xe_.rows(0, r));
-  if (r > 0) {
-    const auto w13 = expert_w13(false), w2 = expert_w2(false);
-    for (const auto& s : disp_->segments()) {
-      const int64_t lo = s.begin, hi = s.begin + s.offsets.back();
-      if (lo == hi) continue;
-      be.grouped_swiglu_forward(xe_.rows(lo, hi), s.offsets, w13, w2, h13e_.rows(lo, hi), ae_.rows(lo, hi),
-                                ye_.rows(lo, hi));
-    }
-  }
+  // Under expert tensor parallelism the received rows are gathered over the ETP group (whose
+  // ranks received the same experts' rows from their own EP groups).
+  if (sliced())
+    etp_forward(be, xe_.rows(0, r), disp_->segments(), ye_.rows(0, r));
+  else if (r > 0)
+    grouped_forward(be, xe_.rows(0, r), disp_->segments(), h13e_.rows(0, r), ae_.rows(0, r), ye_.rows(0, r));
   disp_->combine(be, ye_.rows(0, r), yp_.rows(0, rows_));
 }
 
@@ -289,18 +320,76 @@ void MoeLayer::ep_experts_backward(Backend& be) {
   const int64_t r = disp_->recv_rows();
   const Tensor dye = ye_.rows(0, r);  // the forward's outputs are no longer needed
   disp_->dispatch(be, dyp_.rows(0, rows_), dye);
-  if (r > 0) {
+  if (sliced()) {
+    etp_backward(be, dye, dxe_.rows(0, r));
+  } else if (r > 0) {
     be.fill(dxe_.rows(0, r), 0);
-    const auto w13 = expert_w13(false), w2 = expert_w2(false);
-    const auto dw13 = expert_w13(true), dw2 = expert_w2(true);
-    for (const auto& s : disp_->segments()) {
-      const int64_t lo = s.begin, hi = s.begin + s.offsets.back();
-      if (lo == hi) continue;
-      be.grouped_swiglu_backward(dye.rows(lo, hi), xe_.rows(lo, hi), s.offsets, w13, w2, h13e_.rows(lo, hi),
-                                 ae_.rows(lo, hi), dxe_.rows(lo, hi), dw13, dw2);
-    }
+    grouped_backward(be, dye, xe_.rows(0, r), disp_->segments(), h13e_.rows(0, r), ae_.rows(0, r), dxe_.rows(0, r));
   }
   disp_->combine(be, dxe_.rows(0, r), dxp_.rows(0, rows_));
+}
+
+void MoeLayer::grouped_forward(Backend& be, const Tensor& x, const Segments& segs, const Tensor& h13, const Tensor& a,
+                               const Tensor& y) {
+  const auto w13 = expert_w13(false), w2 = expert_w2(false);
+  for (const auto& s : segs) {
+    const int64_t lo = s.begin, hi = s.begin + s.offsets.back();
+    if (lo == hi) continue;
+    be.grouped_swiglu_forward(x.rows(lo, hi), s.offsets, w13, w2, h13.rows(lo, hi), a.rows(lo, hi), y.rows(lo, hi));
+  }
+}
+
+void MoeLayer::grouped_backward(Backend& be, const Tensor& dy, const Tensor& x, const Segments& segs,
+                                const Tensor& h13, const Tensor& a, const Tensor& dx) {
+  const auto w13 = expert_w13(false), w2 = expert_w2(false);
+  const auto dw13 = expert_w13(true), dw2 = expert_w2(true);
+  for (const auto& s : segs) {
+    const int64_t lo = s.begin, hi = s.begin + s.offsets.back();
+    if (lo == hi) continue;
+    be.grouped_swiglu_backward(dy.rows(lo, hi), x.rows(lo, hi), s.offsets, w13, w2, h13.rows(lo, hi), a.rows(lo, hi),
+                               dx.rows(lo, hi), dw13, dw2);
+  }
+}
+
+// Expert tensor parallelism, forward: gather the ETP group's rows, run this rank's slices on all
+// of them (h13 and a hold this slice's F/etp hidden units of every gathered row, which backward
+// needs), and sum the down projection's partial outputs over the group into this rank's rows.
+// Collective over the ETP group even when this rank has no rows. Always the grouped op: the
+// Sequential reference is for one rank.
+void MoeLayer::etp_forward(Backend& be, const Tensor& x, const Segments& segs, const Tensor& y) {
+  if (!etp_) throw std::logic_error("a layer holding expert slices needs an expert-tensor-parallel exchange");
+  const int64_t d = cfg_.d_model;
+  const DType dt = x.dtype();
+  etp_->plan(be, segs, x.dim(0), dt, d);
+  const int64_t s = etp_->rows(), cap = std::max<int64_t>(s, 1);
+  if (!xg_.defined() || xg_.dim(0) < cap || xg_.dtype() != dt) {
+    MemScope kept(be, MemCategory::Activations);
+    xg_ = be.empty({cap, d}, dt);
+    h13g_ = be.empty({cap, 2 * f_local_}, dt);
+    ag_ = be.empty({cap, f_local_}, dt);
+    // The partial outputs are dead once summed; backward reuses them for the gathered gradient.
+    MemScope scratch(be, MemCategory::Workspace);
+    yg_ = be.empty({cap, d}, dt);
+    dxg_ = be.empty({cap, d}, dt);
+  }
+  etp_->gather(be, x, xg_.rows(0, s));
+  if (s > 0) grouped_forward(be, xg_.rows(0, s), etp_->segments(), h13g_.rows(0, s), ag_.rows(0, s), yg_.rows(0, s));
+  etp_->reduce_scatter(be, yg_.rows(0, s), y);
+}
+
+// The adjoint, phase by phase in reverse: the output gradient of every row is gathered (the
+// adjoint of the sum-and-scatter), each slice adds its weight gradients over all the group's rows
+// and its partial input gradients, which are summed back into the rows' owners (the adjoint of
+// the gather). dx is overwritten.
+void MoeLayer::etp_backward(Backend& be, const Tensor& dy, const Tensor& dx) {
+  const int64_t s = etp_->rows();
+  const Tensor dyg = yg_.rows(0, s);  // the forward's partial outputs are no longer needed
+  etp_->gather(be, dy, dyg);
+  if (s > 0) {
+    be.fill(dxg_.rows(0, s), 0);
+    grouped_backward(be, dyg, xg_.rows(0, s), etp_->segments(), h13g_.rows(0, s), ag_.rows(0, s), dxg_.rows(0, s));
+  }
+  etp_->reduce_scatter(be, dxg_.rows(0, s), dx);
 }
 
 void MoeLayer::update_bias(Backend& be) {

@@ -11,6 +11,7 @@
 
 #include "engine/layers/dispatch_plan.h"
 #include "engine/layers/expert_dispatcher.h"
+#include "engine/layers/expert_tensor_parallel.h"
 #include "engine/layers/swiglu_mlp.h"
 #include "engine/model_config.h"
 #include "engine/params.h"
@@ -20,9 +21,12 @@ namespace sy {
 enum class ExpertsImpl : uint8_t { Grouped, Sequential };
 
 // The routed experts a model instance holds: [first, first + count) of every MoE layer
-// (count -1: all of them). Under expert parallelism each rank holds only its own.
+// (count -1: all of them). Under expert parallelism each rank holds only its own. Under expert
+// tensor parallelism it holds slice `slice` of `slices` of each: rows
+// [slice F/slices, (slice+1) F/slices) of w1, w3 and w2 (engine/layers/expert_tensor_parallel.h).
 struct ExpertRange {
   int64_t first = 0, count = -1;
+  int slice = 0, slices = 1;
 };
 
 // What one forward pass of the layer reports.
@@ -36,6 +40,7 @@ struct MoeForwardStats {
   // Kept assignments whose expert lives on another expert-parallel rank: the rows this rank
   // sends in the dispatch exchange (0 without expert parallelism).
   int64_t rows_sent_off_rank = 0;
+  int64_t rows_received_off_rank = 0;  // rows other ranks sent to this rank's experts
 };
 
 class MoeLayer {
@@ -64,9 +69,15 @@ class MoeLayer {
   // other ranks of its EP group through `ex` (which must outlive the layer's use). nullptr: no
   // communication, which needs every expert held.
   void set_token_exchange(TokenExchange* ex);
+  // Expert tensor parallelism: the held slices see the rows of every rank of the ETP group, gathered
+  // and scattered back through `ex` (which must outlive the layer's use). Needed when the layer
+  // holds slices (ExpertRange::slices > 1); nullptr otherwise.
+  void set_expert_tp_exchange(TokenExchange* ex);
   int64_t first_local_expert() const { return first_local_; }
   int64_t n_local_experts() const { return n_local_; }
-  bool expert_parallel() const { return disp_ != nullptr; }
+  // A forward pass is collective beyond the TP group (over the EP or the ETP group), whose ranks
+  // may hold other micro-batches: they must all run the same number of passes.
+  bool expert_parallel() const { return disp_ != nullptr || etp_ != nullptr; }
   const ExpertDispatcher* dispatcher() const { return disp_.get(); }
   std::vector<int64_t>& pending_load() { return load_since_update_; }
   const DispatchPlan& last_plan() const { return plan_; }
@@ -79,7 +90,19 @@ class MoeLayer {
   void experts_backward(Backend& be);
   void ep_experts_forward(Backend& be);
   void ep_experts_backward(Backend& be);
-  // Every held expert's fused [2F, D] gate|up and [D, F] down matrices (values or gradients).
+  // The held experts on rows laid out as segments (each with per-local-expert offsets), one
+  // grouped SwiGLU per segment; backward accumulates dx and the weight gradients.
+  using Segments = std::vector<ExpertDispatcher::Segment>;
+  void grouped_forward(Backend& be, const Tensor& x, const Segments& segs, const Tensor& h13, const Tensor& a,
+                       const Tensor& y);
+  void grouped_backward(Backend& be, const Tensor& dy, const Tensor& x, const Segments& segs, const Tensor& h13,
+                        const Tensor& a, const Tensor& dx);
+  // Expert tensor parallelism (x, y [own rows, D]; dx overwritten): engine/layers/expert_tensor_parallel.h.
+  void etp_forward(Backend& be, const Tensor& x, const Segments& segs, const Tensor& y);
+  void etp_backward(Backend& be, const Tensor& dy, const Tensor& dx);
+  bool sliced() const { return slices_ > 1; }
+  // Every held expert's fused [2F, D] gate|up and [F, D] down matrices (values or gradients; under
+  // expert tensor parallelism this rank's [2F/etp, D] and [F/etp, D] slices).
   std::vector<Tensor> expert_w13(bool grad) const;
   std::vector<Tensor> expert_w2(bool grad) const;
 
@@ -104,6 +127,13 @@ class MoeLayer {
   std::unique_ptr<ExpertDispatcher> disp_;
   int64_t first_local_ = 0, n_local_ = 0;
   Tensor xe_, h13e_, ae_, ye_, dxe_;
+  // Expert tensor parallelism: this rank's slice of every held expert (F / slices_ hidden units),
+  // the exchange over the ETP group and the gathered rows [S, ...] (S: the group's rows).
+  int slice_ = 0, slices_ = 1;
+  int64_t f_local_ = 0;
+  std::unique_ptr<ExpertTpRegion> etp_;
+  Segments own_segs_;
+  Tensor xg_, h13g_, ag_, yg_, dxg_;
   // Tensor parallelism: every rank's top-k choices [N, k] (the whole micro-batch's plan); without
   // sp, this chunk's routed output and input gradient [N/t, D] (their all-gathers go to the
   // shared TP workspace).

@@ -2,6 +2,7 @@
 #include <cstring>
 #include <vector>
 
+#include "engine/cuda/backend/backend_factory.h"
 #include "engine/cuda/backend/cuda_backend_impl.h"
 #include "engine/cuda/kernels/kernels.h"
 
@@ -10,10 +11,10 @@ SY_CUDA_NS_BEGIN
 
 using args::Arg;
 
-std::unique_ptr<Backend> make_backend() { return std::make_unique<CudaBackend>(); }
+std::unique_ptr<Backend> make_backend(int device) { return std::make_unique<CudaBackend>(device); }
 
-CudaBackend::CudaBackend() {
-  SY_CUDA_CHECK(cudaSetDevice(0));
+CudaBackend::CudaBackend(int device) {
+  SY_CUDA_CHECK(cudaSetDevice(device));
   SY_CUDA_CHECK(cudaStreamCreate(&stream_));
 }
 
@@ -241,4 +242,24 @@ void CudaBackend::grouped_swiglu_backward(const Tensor& dy, const Tensor& x, std
 }
 
 SY_CUDA_NS_END
+}  // namespace sy::cuda
+
+// The plain-C++ factories of backend_factory.h, one set per build.
+namespace sy::cuda {
+#if SY_CUDA_EMULATED
+std::unique_ptr<Backend> make_emulated_backend() { return make_backend(0); }
+#else
+int cuda_device_count(std::string* why) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    if (why) *why = cudaGetErrorString(e);
+    cudaGetLastError();  // clear it: a later call must not report this one
+    return 0;
+  }
+  if (n == 0 && why) *why = "no CUDA device";
+  return n;
+}
+std::unique_ptr<Backend> make_cuda_backend(int device) { return make_backend(device); }
+#endif
 }  // namespace sy::cuda

@@ -14,8 +14,9 @@
 namespace sy::cuda {
 SY_CUDA_NS_BEGIN
 
-// The CUDA backend on device 0 (the emulated device under the emulator).
-std::unique_ptr<Backend> make_backend();
+// The CUDA backend on `device` (0, the emulated device, under the emulator). Code outside
+// engine/cuda/ uses backend_factory.h instead.
+std::unique_ptr<Backend> make_backend(int device = 0);
 
 SY_CUDA_NS_END
 }  // namespace sy::cuda

@@ -15,7 +15,7 @@ SY_CUDA_NS_BEGIN
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend();
+  explicit CudaBackend(int device);
   ~CudaBackend() override;
   std::string name() const override { return SY_CUDA_EMULATED ? "cuda-emu" : "cuda"; }
 

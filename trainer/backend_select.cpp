@@ -1,0 +1,40 @@
+#include "trainer/backend_select.h"
+
+#include "engine/config_error.h"
+#include "engine/cuda/backend/backend_factory.h"
+
+namespace sy {
+
+namespace {
+// SY_HAVE_CUDA_DEVICE: this binary links the nvcc build (sy_cuda); set by cmake/cuda.cmake.
+#if SY_HAVE_CUDA_DEVICE
+int visible_gpus(std::string* why) { return cuda::cuda_device_count(why); }
+#else
+int visible_gpus(std::string* why) {
+  *why = "this build has no CUDA (nvcc was not found when it was configured)";
+  return 0;
+}
+#endif
+}  // namespace
+
+ChosenBackend make_backend_for(const EngineConfig& e, int local_rank) {
+  if (e.device == "cpu") return {make_cpu_backend(), "cpu"};
+  if (e.device == "cuda-emu") return {cuda::make_emulated_backend(), "cuda-emu"};
+  std::string why;
+  const int gpus = visible_gpus(&why);
+  if (gpus == 0) {
+    if (e.device == "auto") return {make_cpu_backend(), "cpu"};
+    throw ConfigError("engine.device=\"cuda\" but " + why + "; set engine.device=\"cpu\" (or \"auto\")");
+  }
+  // One GPU per rank: the rank's place on its node picks it (modulo, so that CUDA_VISIBLE_DEVICES
+  // narrowed to one GPU per rank also works).
+  const int dev = local_rank % gpus;
+#if SY_HAVE_CUDA_DEVICE
+  return {cuda::make_cuda_backend(dev), "cuda:" + std::to_string(dev)};
+#else
+  (void)dev;
+  throw ConfigError("engine.device=\"cuda\": this build has no CUDA; set engine.device=\"cpu\"");
+#endif
+}
+
+}  // namespace sy
