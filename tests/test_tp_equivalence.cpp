@@ -57,6 +57,15 @@ void check_tp(int ranks, int tp, bool sp, int ep, const std::string& sets, const
 }
 
 TEST(TpEquivalence, AdamWTp2) { check_tp(2, 2, false, 1, "", "tp_a2"); }
+TEST(TpEquivalence, SgdTp2) { check_tp(2, 2, false, 1, kSgd, "tp_s2"); }
+TEST(TpEquivalence, AdamWTp2Sp) { check_tp(2, 2, true, 1, "", "tp_a2sp"); }
+TEST(TpEquivalence, AdamWTp4) { check_tp(4, 4, false, 1, "", "tp_a4"); }
+TEST(TpEquivalence, SgdTp4Sp) { check_tp(4, 4, true, 1, kSgd, "tp_s4sp"); }
+TEST(TpEquivalence, SgdTp2EpFoldedOverTp) { check_tp(2, 2, false, 2, kSgd, "tp_s2ep2"); }
+TEST(TpEquivalence, AdamWTp2Dp2Ep2) { check_tp(4, 2, false, 2, "", "tp_a2dp2ep2"); }
+TEST(TpEquivalence, SgdTp2Dp4Ep2SpZero1) {
+  check_tp(8, 2, true, 2, std::string(kSgd) + " --set parallel.zero=1 --set model.n_experts=8", "tp_s2dp4ep2z1");
+}
 TEST(TpEquivalence, SgdTp2Sp) { check_tp(2, 2, true, 1, kSgd, "tp_s2sp"); }
 TEST(TpEquivalence, AdamWTp2SpCapacityBias) { check_tp(2, 2, true, 1, std::string(kCapacity) + kBias, "tp_a2spc"); }
 TEST(TpEquivalence, SgdTp4) { check_tp(4, 4, false, 1, kSgd, "tp_s4"); }
