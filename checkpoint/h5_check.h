@@ -43,6 +43,7 @@ inline H5Types h5_types(DType dt) {
     case DType::F32: return {H5T_NATIVE_FLOAT, H5T_IEEE_F32LE};
     case DType::F64: return {H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE};
     case DType::I32: return {H5T_NATIVE_INT32, H5T_STD_I32LE};
+    case DType::BF16: break;  // files hold the float32 master weights, never the bf16 copy
   }
   throw std::logic_error("h5_types: unknown dtype");
 }

@@ -241,6 +241,18 @@ std::vector<double> HostArray::to_f64() const {
     case DType::F32: return widen<float>(*this);
     case DType::F64: return values<double>();
     case DType::I32: return widen<int32_t>(*this);
+    case DType::BF16: {
+      std::vector<double> out(bytes.size() / 2);
+      for (size_t i = 0; i < out.size(); ++i) {
+        uint16_t b;
+        std::memcpy(&b, bytes.data() + 2 * i, 2);
+        const uint32_t f = uint32_t(b) << 16;  // a bfloat16 is a float32's upper half
+        float x;
+        std::memcpy(&x, &f, 4);
+        out[i] = x;
+      }
+      return out;
+    }
   }
   throw std::logic_error("HostArray::to_f64: unknown dtype");
 }

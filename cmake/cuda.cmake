@@ -86,7 +86,36 @@ if(SY_CUDA AND CMAKE_CUDA_COMPILER)
   target_compile_options(sy_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${SY_NVCC_FLAGS}>)
   target_include_directories(sy_cuda PUBLIC ${CMAKE_SOURCE_DIR})
   target_compile_definitions(sy_cuda PUBLIC SY_CUDA_DEVICE_BUILD)
-  target_link_libraries(sy_cuda PUBLIC sy_engine CUDA::cudart CUDA::cublasLt)
+  target_link_libraries(sy_cuda PUBLIC sy_engine CUDA::cudart CUDA::cublasLt CUDA::cublas)  # cuBLAS: the grouped GEMM
+
+  # cuDNN's fused attention (engine/cuda/dnn/): the toolkit's cudnn.h and libcudnn, and the
+  # header-only cudnn-frontend, which PyPI's nvidia-cudnn-frontend puts in <site-packages>/include
+  # (scripts/install-deps.sh); -DCUDNN_FRONTEND_INCLUDE_DIR=... or $CUDNN_FRONTEND_PATH point
+  # elsewhere. Without them the wrapper says "cuDNN frontend not found" at runtime.
+  find_path(SY_CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+  find_library(SY_CUDNN_LIBRARY cudnn HINTS ${CUDAToolkit_LIBRARY_DIR})
+  find_program(SY_PYTHON3 python3)
+  set(sy_fe_hints "")
+  foreach(py ${SY_PYTHON3} /usr/bin/python3)
+    execute_process(COMMAND ${py} -c "import importlib.metadata as m; print(m.distribution('nvidia-cudnn-frontend').locate_file('include'))"
+                    OUTPUT_VARIABLE sy_fe OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET RESULT_VARIABLE sy_rc)
+    if(sy_rc EQUAL 0)
+      list(APPEND sy_fe_hints ${sy_fe})
+    endif()
+  endforeach()
+  find_path(CUDNN_FRONTEND_INCLUDE_DIR cudnn_frontend.h HINTS ${sy_fe_hints} ENV CUDNN_FRONTEND_PATH PATH_SUFFIXES include)
+  if(SY_CUDNN_INCLUDE_DIR AND SY_CUDNN_LIBRARY AND CUDNN_FRONTEND_INCLUDE_DIR)
+    # SYSTEM: the frontend's own warnings are not ours to fix under -Werror. No JSON: the wrapper
+    # serializes nothing, and nlohmann/json is a large part of the frontend's compile time.
+    target_include_directories(sy_cuda SYSTEM PRIVATE ${CUDNN_FRONTEND_INCLUDE_DIR})
+    target_compile_definitions(sy_cuda PRIVATE SY_HAVE_CUDNN_FRONTEND CUDNN_FRONTEND_SKIP_JSON_LIB)
+    # NVRTC: the frontend's graph build can compile an open-source engine at runtime.
+    target_link_libraries(sy_cuda PUBLIC ${SY_CUDNN_LIBRARY} CUDA::nvrtc)
+    message(STATUS "cuDNN fused attention: ${SY_CUDNN_LIBRARY} with cudnn-frontend in ${CUDNN_FRONTEND_INCLUDE_DIR}")
+  else()
+    message(STATUS "cuDNN fused attention: cuDNN or cudnn-frontend not found (pip install nvidia-cudnn-frontend); "
+                   "the wrapper reports it at runtime")
+  endif()
 
   # The kernel tests (not the emulator's own) against a real device, plus the emulator's test
   # kernels so that nvcc checks them too.

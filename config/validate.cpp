@@ -71,15 +71,23 @@ void validate_train(const TrainConfig& t) {
   at_least("train.stop_at_step", t.stop_at_step, 0);
   at_least("train.max_bad_steps", t.max_bad_steps, 1);
   number_at_least("train.peak_gflops", t.peak_gflops, 0, true);
-  one_of("train.dtype", t.dtype, {"float32", "float64"});
+  one_of("train.dtype", t.dtype, {"float32", "float64", "bfloat16"});
 }
 
-void validate_engine(const EngineConfig& e, const TrainConfig& t) {
+void validate_engine(const EngineConfig& e, const TrainConfig& t, const ParallelConfig& p) {
   one_of("engine.device", e.device, {"cpu", "cuda", "cuda-emu", "auto"});
-  // The CUDA backend runs float32 (and, with its mixed precision, bf16); float64 is the CPU
-  // reference's, for gradient checks.
+  // The CUDA backend runs float32 and bfloat16 mixed precision; float64 is the CPU reference's,
+  // for gradient checks; the CPU backend has no bfloat16 arithmetic.
   if (e.device != "cpu" && t.dtype == "float64")
     throw ConfigError("train.dtype=\"float64\" runs only on engine.device=\"cpu\"; set train.dtype=\"float32\"");
+  if (e.device == "cpu" && t.dtype == "bfloat16")
+    throw ConfigError("train.dtype=\"bfloat16\" needs the CUDA backend; set engine.device=\"cuda\" (or \"cuda-emu\"), "
+                      "or train.dtype=\"float32\"");
+  // Tensor parallelism sums activations over its group, and the communicators do not reduce
+  // bfloat16 (docs/cuda.md, mixed precision).
+  if (t.dtype == "bfloat16" && p.tp > 1)
+    throw ConfigError("train.dtype=\"bfloat16\" with parallel.tp=" + std::to_string(p.tp) +
+                      " is not supported yet; use parallel.tp=1 (dp, ep, etp and ZeRO work) or train.dtype=\"float32\"");
 }
 
 void validate_parallel(const ParallelConfig& p) {
@@ -118,7 +126,7 @@ void validate_recipe(const Recipe& r) {
   validate_optim(r.optim);
   validate_data(r.data);
   validate_train(r.train);
-  validate_engine(r.engine, r.train);
+  validate_engine(r.engine, r.train, r.parallel);
   validate_parallel(r.parallel);
   validate_checkpoint(r.checkpoint);
   validate_launch(r.launch);

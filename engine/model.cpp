@@ -36,8 +36,10 @@ Model::Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed, Mo
   lm_head_ = cfg_.tie_embeddings ? embed_
                                  : ps_.add("lm_head.weight", {vocab_local_, cfg_.d_model}, ParamKind::Matrix,
                                            cfg_.init_std, -1, rows);
-  ps_.allocate(be_, dtype_, shard.dense_pad, shard.expert_pad);
+  // Mixed precision: bfloat16 activations and weight copy, float32 master weights and gradients.
+  ps_.allocate(be_, param_dtype(), shard.dense_pad, shard.expert_pad);
   ps_.initialize(be_, seed);
+  if (dtype_ != param_dtype()) ps_.add_compute_copy(be_, dtype_);
   for (auto& f : ffn_) f->allocate_buffers(be_, dtype_);
 }
 
@@ -63,8 +65,8 @@ void Model::ensure(int64_t batch, int64_t seq) {
       s[t * (hd / 2) + i] = std::sin(angle);
     }
   MemScope inputs(be_, MemCategory::Other);
-  rope_.cos = be_.empty({seq, hd / 2}, dtype_);
-  rope_.sin = be_.empty({seq, hd / 2}, dtype_);
+  rope_.cos = be_.empty({seq, hd / 2}, accum_dtype(dtype_));
+  rope_.sin = be_.empty({seq, hd / 2}, accum_dtype(dtype_));
   upload_f64(be_, c, rope_.cos);
   upload_f64(be_, s, rope_.sin);
   std::vector<int32_t> pos(n);
@@ -81,15 +83,15 @@ void Model::ensure(int64_t batch, int64_t seq) {
   }
   MemScope head(be_, MemCategory::HeadActivations);
   xf_ = be_.empty({nl, d}, dtype_);
-  rstd_f_ = be_.empty({nl}, dtype_);
+  rstd_f_ = be_.empty({nl}, accum_dtype(dtype_));
   logits_ = be_.empty({n, v}, dtype_);
-  lse_ = be_.empty({n}, dtype_);
+  lse_ = be_.empty({n}, accum_dtype(dtype_));
   if (tp_.on()) {
     ids_local_ = be_.empty({n}, DType::I32);
     targets_local_ = be_.empty({n}, DType::I32);
-    row_max_ = be_.empty({n}, dtype_);
-    sum_exp_ = be_.empty({n}, dtype_);
-    target_logit_ = be_.empty({n}, dtype_);
+    row_max_ = be_.empty({n}, accum_dtype(dtype_));
+    sum_exp_ = be_.empty({n}, accum_dtype(dtype_));
+    target_logit_ = be_.empty({n}, accum_dtype(dtype_));
   }
   MemScope scratch(be_, MemCategory::Workspace);
   dlogits_ = be_.empty({n, v}, dtype_);
@@ -150,12 +152,13 @@ double Model::vocab_parallel_loss() {
 
 LossParts Model::run_forward() {
   LossParts parts;
+  ps_.refresh_compute_copy(be_);  // the masters may have moved since (optimizer, restore, rollback)
   if (!tp_.on()) {
-    be_.embedding_forward(ps_.value(embed_), ids_, resid_[0]);
+    be_.embedding_forward(ps_.weight(embed_), ids_, resid_[0]);
   } else {
     // Vocabulary-parallel lookup: rows of other shards are zero; the sum over TP is the table's
     // row (all-reduced, or reduce-scattered into this rank's sequence rows).
-    be_.embedding_forward(ps_.value(embed_), ids_local_, tp_partial(tp_));
+    be_.embedding_forward(ps_.weight(embed_), ids_local_, tp_partial(tp_));
     be_.fill(resid_[0], 0);
     tp_exit(be_, tp_, resid_[0]);
   }
@@ -168,8 +171,8 @@ LossParts Model::run_forward() {
       parts.moe.push_back(std::move(st));
     }
   }
-  be_.rmsnorm_forward(resid_.back(), ps_.value(final_norm_), cfg_.norm_eps, xf_, rstd_f_);
-  be_.gemm(tp_enter(tp_, xf_), false, ps_.value(lm_head_), true, logits_, 1, 0);
+  be_.rmsnorm_forward(resid_.back(), ps_.weight(final_norm_), cfg_.norm_eps, xf_, rstd_f_);
+  be_.gemm(tp_enter(tp_, xf_), false, ps_.weight(lm_head_), true, logits_, 1, 0);
   const double sum = tp_.on() ? vocab_parallel_loss() : be_.cross_entropy_forward(logits_, targets_, lse_);
   parts.ce = sum / double(batch_ * seq_);
   return parts;
@@ -181,14 +184,14 @@ void Model::run_backward(const LossParts&, double loss_scale) {
   be_.cross_entropy_backward(logits_, tp_.on() ? targets_local_ : targets_, lse_, loss_scale / n, dlogits_);
   be_.gemm(dlogits_, true, tp_enter(tp_, xf_), false, ps_.grad(lm_head_), 1, 1);  // re-gathered with sp
   if (!tp_.on()) {
-    be_.gemm(dlogits_, false, ps_.value(lm_head_), false, dxf_, 1, 0);
+    be_.gemm(dlogits_, false, ps_.weight(lm_head_), false, dxf_, 1, 0);
   } else {
-    be_.gemm(dlogits_, false, ps_.value(lm_head_), false, tp_dinput(tp_), 1, 0);
+    be_.gemm(dlogits_, false, ps_.weight(lm_head_), false, tp_dinput(tp_), 1, 0);
     be_.fill(dxf_, 0);
     tp_enter_backward(be_, tp_, dxf_);
   }
   be_.fill(dresid_, 0);
-  be_.rmsnorm_backward(dxf_, resid_.back(), ps_.value(final_norm_), rstd_f_, dresid_, ps_.grad(final_norm_));
+  be_.rmsnorm_backward(dxf_, resid_.back(), ps_.weight(final_norm_), rstd_f_, dresid_, ps_.grad(final_norm_));
   // Each block adds its branch's input gradient into dresid_ in place, walking the residual
   // stream backwards.
   for (int64_t l = cfg_.n_layers - 1; l >= 0; --l) {

@@ -58,7 +58,10 @@ class Model {
   ParamStore& params() { return ps_; }
   const ParamStore& params() const { return ps_; }
   Backend& backend() { return be_; }
+  // The activations' type (and the weight copy's); the parameters and gradients are
+  // param_dtype(): float32 under bfloat16 mixed precision, else the same.
   DType dtype() const { return dtype_; }
+  DType param_dtype() const { return dtype_ == DType::BF16 ? DType::F32 : dtype_; }
   const Tensor& logits() const { return logits_; }
   std::vector<MoeLayer*> moe_layers();
   void set_experts_impl(ExpertsImpl impl);

@@ -70,6 +70,16 @@ void ParamStore::allocate(Backend& be, DType dtype, int64_t dense_pad, int64_t e
   grads_ = be.zeros({at}, dtype);
 }
 
+void ParamStore::add_compute_copy(Backend& be, DType dtype) {
+  MemScope scope(be, MemCategory::Parameters);
+  compute_ = be.empty({values_.numel()}, dtype);
+  refresh_compute_copy(be);
+}
+
+void ParamStore::refresh_compute_copy(Backend& be) {
+  if (compute_.defined()) be.convert(values_, compute_);
+}
+
 int64_t ParamStore::total_numel() const {
   return segments_[0].numel + segments_[1].numel + segments_[2].numel;
 }

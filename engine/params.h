@@ -77,6 +77,13 @@ class ParamStore {
   // segment is padded to a multiple of its pad (the dense ones to dense_pad) so that it splits
   // into equal shards (ZeRO).
   void allocate(Backend& be, DType dtype, int64_t dense_pad = 1, int64_t expert_pad = 1);
+  // Mixed precision: a second flat buffer of `dtype` (bfloat16) mirroring the values, which the
+  // layers compute with (weight(), fused_weight()); the values stay the float32 master weights
+  // the optimizer, the gradient reduction and checkpoints work on. refresh_compute_copy()
+  // rounds the masters into it (after they changed: the model calls it before each forward).
+  void add_compute_copy(Backend& be, DType dtype);
+  void refresh_compute_copy(Backend& be);
+  bool has_compute_copy() const { return compute_.defined(); }
   // Deterministic initialisation from the seed, independent of the backend, the thread count and
   // of which other parameters this store holds: each parameter's stream is keyed by its name, so
   // a rank holding experts 4..7 initialises them exactly as a rank holding all of them does.
@@ -96,16 +103,20 @@ class ParamStore {
   // `count` consecutive parameters starting at `first` as one [rows, cols] matrix (they must share
   // the column count): e.g. an expert's w1 and w3 as the fused [2F, D] gate|up weight.
   Tensor fused_value(int first, int count) const { return fused(values_, first, count); }
+  // What forward and backward compute with: the compute copy if there is one, else the values.
+  Tensor weight(int id) const { return weights().view(infos_[id].offset, infos_[id].shape); }
+  Tensor fused_weight(int first, int count) const { return fused(weights(), first, count); }
   Tensor fused_grad(int first, int count) const { return fused(grads_, first, count); }
   // The whole flat buffers, padding included (the padding stays zero).
   const Tensor& values() const { return values_; }
   const Tensor& grads() const { return grads_; }
+  const Tensor& weights() const { return compute_.defined() ? compute_ : values_; }
 
  private:
   Tensor fused(const Tensor& flat, int first, int count) const;
   std::vector<ParamInfo> infos_;
   ParamSegment segments_[3];
-  Tensor values_, grads_;
+  Tensor values_, grads_, compute_;
 };
 
 }  // namespace sy

@@ -9,15 +9,19 @@ size_t dtype_size(DType dt) {
     case DType::F32: return 4;
     case DType::F64: return 8;
     case DType::I32: return 4;
+    case DType::BF16: return 2;
   }
   return 0;
 }
+
+bool is_floating(DType dt) { return dt != DType::I32; }
 
 const char* dtype_name(DType dt) {
   switch (dt) {
     case DType::F32: return "float32";
     case DType::F64: return "float64";
     case DType::I32: return "int32";
+    case DType::BF16: return "bfloat16";
   }
   return "?";
 }

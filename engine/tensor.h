@@ -13,15 +13,29 @@
 
 namespace sy {
 
-enum class DType : uint8_t { F32, F64, I32 };
+// BF16: bfloat16 activations and weight copies of mixed-precision training (the CUDA backend;
+// the CPU reference computes in F32 and F64 only).
+enum class DType : uint8_t { F32, F64, I32, BF16 };
 
 size_t dtype_size(DType dt);
 const char* dtype_name(DType dt);
+bool is_floating(DType dt);
+
+// The type of what a computation in `dt` keeps at float precision or better: normalisation and
+// softmax statistics (rstd, lse), RoPE tables, router logits, scores and weights. bfloat16's
+// 8-bit mantissa is enough for activations but not for these.
+constexpr DType accum_dtype(DType dt) { return dt == DType::BF16 ? DType::F32 : dt; }
+
+// Host storage of one bfloat16 (the upper 16 bits of a float32); arithmetic happens on a device.
+struct bfloat16 {
+  uint16_t bits;
+};
 
 template <class T> constexpr DType dtype_of();
 template <> constexpr DType dtype_of<float>() { return DType::F32; }
 template <> constexpr DType dtype_of<double>() { return DType::F64; }
 template <> constexpr DType dtype_of<int32_t>() { return DType::I32; }
+template <> constexpr DType dtype_of<bfloat16>() { return DType::BF16; }
 
 enum class DeviceKind : uint8_t { Host, Cuda };
 

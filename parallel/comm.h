@@ -29,7 +29,9 @@ namespace sy {
 
 enum class ReduceOp : uint8_t { Sum, Avg, Max };
 // Element types a communicator moves: the engine's dtypes plus 64-bit integers for counts.
-enum class CommType : uint8_t { F32, F64, I32, I64 };
+// BF16 is moved (bfloat16 activations between expert-parallel ranks), never reduced: reductions
+// of it are refused (sum in float32).
+enum class CommType : uint8_t { F32, F64, I32, I64, BF16 };
 size_t comm_type_size(CommType t);
 CommType comm_type_of(DType d);
 

@@ -15,6 +15,7 @@ size_t comm_type_size(CommType t) {
     case CommType::F64: return 8;
     case CommType::I32: return 4;
     case CommType::I64: return 8;
+    case CommType::BF16: return 2;
   }
   throw std::invalid_argument("comm_type_size: unknown CommType");
 }
@@ -24,6 +25,7 @@ CommType comm_type_of(DType d) {
     case DType::F32: return CommType::F32;
     case DType::F64: return CommType::F64;
     case DType::I32: return CommType::I32;
+    case DType::BF16: return CommType::BF16;
   }
   throw std::invalid_argument("comm_type_of: unknown DType");
 }
@@ -35,6 +37,8 @@ bool is_float(CommType t) { return t == CommType::F32 || t == CommType::F64; }
 // Checked here as well as in MpiComm so a program that misuses Avg fails at n = 1 too, not only
 // once it is launched on many ranks.
 void check_reduce(const char* op, CommType t, ReduceOp r) {
+  if (t == CommType::BF16)
+    throw std::invalid_argument(std::string(op) + ": bfloat16 is moved, not reduced; reduce in float32");
   if (r == ReduceOp::Avg && !is_float(t))
     throw std::invalid_argument(std::string(op) + ": ReduceOp::Avg needs a floating-point type; use Sum and divide");
 }

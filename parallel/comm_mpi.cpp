@@ -36,6 +36,7 @@ MPI_Datatype mpi_type(CommType t) {
     case CommType::F64: return MPI_DOUBLE;
     case CommType::I32: return MPI_INT32_T;
     case CommType::I64: return MPI_INT64_T;
+    case CommType::BF16: return MPI_UINT16_T;  // moved as its bits, never reduced (check_reduce)
   }
   throw std::invalid_argument("unknown CommType");
 }
@@ -211,6 +212,8 @@ class MpiComm final : public Communicator {
       throw std::invalid_argument(std::string(op) + ": rank " + std::to_string(peer) + " outside " + group());
   }
   void check_reduce(const char* op, CommType t, ReduceOp r) const {
+    if (t == CommType::BF16)
+      throw std::invalid_argument(std::string(op) + " on " + group() + ": bfloat16 is moved, not reduced; reduce in float32");
     if (r == ReduceOp::Avg && !is_float(t))
       throw std::invalid_argument(std::string(op) + " on " + group() + ": ReduceOp::Avg needs a floating-point type; use Sum and divide");
   }

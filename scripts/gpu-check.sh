@@ -2,9 +2,10 @@
 # On a machine with an NVIDIA GPU (docs/cuda.md): builds the nvcc targets, runs the kernel and
 # backend tests against the CPU ops on the device, runs compute-sanitizer's memcheck and racecheck
 # over the kernel tests, and runs the benchmark, appending its row with the device, date and
-# commit to bench/RESULTS.md.
+# commit to bench/RESULTS.md, and PyTorch eager's row on the same recipe and batch beside it
+# (bench/cuda/torch_eager.py; skipped, with a message, when $PYTHON has no CUDA-enabled torch).
 #   scripts/gpu-check.sh                 # everything
-#   STEPS=5 CUDA_ARCHS=90 scripts/gpu-check.sh
+#   STEPS=5 CUDA_ARCHS=90 PYTHON=~/venv/bin/python scripts/gpu-check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-gpu}
@@ -30,16 +31,29 @@ echo "== compute-sanitizer racecheck (shared memory hazards)"
 "$SAN" --tool racecheck --racecheck-report hazard --error-exitcode 1 "$BUILD/sy_cuda_gpu_tests" --gtest_filter="$KERNELS"
 
 echo "== benchmark"
-row=$("$BUILD/bench/bench_cuda" "${RECIPE:-bench/cuda/moe-1b.toml}" --steps "${STEPS:-10}")
+RECIPE=${RECIPE:-bench/cuda/moe-1b.toml}
+row=$("$BUILD/bench/bench_cuda" "$RECIPE" --steps "${STEPS:-10}")
 echo "$row"
 if ! grep -q "^## GPU benchmark" bench/RESULTS.md; then
   cat >> bench/RESULTS.md <<'HDR'
 
-## GPU benchmark (`scripts/gpu-check.sh`: CUDA backend, float32, random tokens)
+## GPU benchmark (`scripts/gpu-check.sh`: random tokens; rows whose recipe names no engine are Switchyard's CUDA backend in float32, PyTorch eager's rows say so)
 
 | date | device | commit | recipe | params | tokens/step | tokens/s | MFU vs 989 TF/s | MFU vs measured cuBLAS peak | peak device memory |
 |---|---|---|---|---|---|---|---|---|---|
 HDR
 fi
 echo "$row" >> bench/RESULTS.md
-echo "gpu-check: all passed; the benchmark row is in bench/RESULTS.md"
+
+# The baseline: the same [model], micro-batch and step count in PyTorch eager (bf16 autocast).
+echo "== PyTorch eager on the same recipe and batch"
+PYTHON=${PYTHON:-python3}
+if "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  trow=$("$PYTHON" bench/cuda/torch_eager.py "$RECIPE" --steps "${STEPS:-10}")
+  echo "$trow"
+  echo "$trow" >> bench/RESULTS.md
+  echo "gpu-check: all passed; the benchmark rows (Switchyard, PyTorch eager) are in bench/RESULTS.md"
+else
+  echo "gpu-check: $PYTHON has no CUDA-enabled torch: no PyTorch eager row (set PYTHON=...)" >&2
+  echo "gpu-check: all passed; the benchmark row is in bench/RESULTS.md"
+fi

@@ -17,13 +17,17 @@ int visible_gpus(std::string* why) {
 #endif
 }  // namespace
 
-ChosenBackend make_backend_for(const EngineConfig& e, int local_rank) {
+ChosenBackend make_backend_for(const EngineConfig& e, int local_rank, bool bf16) {
   if (e.device == "cpu") return {make_cpu_backend(), "cpu"};
   if (e.device == "cuda-emu") return {cuda::make_emulated_backend(), "cuda-emu"};
   std::string why;
   const int gpus = visible_gpus(&why);
   if (gpus == 0) {
-    if (e.device == "auto") return {make_cpu_backend(), "cpu"};
+    if (e.device == "auto") {
+      if (bf16) throw ConfigError("engine.device=\"auto\" found no GPU (" + why + ") and the CPU backend has no bfloat16; "
+                                  "set train.dtype=\"float32\" or engine.device=\"cuda-emu\"");
+      return {make_cpu_backend(), "cpu"};
+    }
     throw ConfigError("engine.device=\"cuda\" but " + why + "; set engine.device=\"cpu\" (or \"auto\")");
   }
   // One GPU per rank: the rank's place on its node picks it (modulo, so that CUDA_VISIBLE_DEVICES

@@ -17,6 +17,7 @@ struct ChosenBackend {
 
 // ConfigError (one line, with the fix) when the device cannot be had: cuda in a build without
 // CUDA, or on a machine where no GPU is visible.
-ChosenBackend make_backend_for(const EngineConfig& e, int local_rank);
+// bf16: the run is bfloat16 mixed precision, which only the CUDA backend computes.
+ChosenBackend make_backend_for(const EngineConfig& e, int local_rank, bool bf16);
 
 }  // namespace sy

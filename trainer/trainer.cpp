@@ -59,7 +59,9 @@ void write_preempt_marker(const std::string& out_dir, int64_t step) {
   f << "step " << step << "\n";
 }
 
-DType parse_dtype(const std::string& s) { return s == "float64" ? DType::F64 : DType::F32; }
+DType parse_dtype(const std::string& s) {
+  return s == "float64" ? DType::F64 : s == "bfloat16" ? DType::BF16 : DType::F32;
+}
 
 // Loss parts and expert loads of one step, summed over micro-batches, then over ranks.
 struct StepTotals {
@@ -188,7 +190,7 @@ int run_training(const Recipe& r) {
   }
   std::unique_ptr<MetricsLog> metrics = rank0 ? std::make_unique<MetricsLog>(out_dir + "/metrics.jsonl") : nullptr;
 
-  ChosenBackend chosen = make_backend_for(r.engine, ctx.env.local_rank);
+  ChosenBackend chosen = make_backend_for(r.engine, ctx.env.local_rank, tc.dtype == "bfloat16");
   Backend* backend = chosen.backend.get();
   // Expert parallelism: each rank holds and computes its EP rank's run of experts in every MoE
   // layer and exchanges token rows with the rest of its EP group (docs/parallel.md).
@@ -205,7 +207,7 @@ int run_training(const Recipe& r) {
   shard.experts.slices = ctx.etp->size();
   CommTokenExchange etp_exchange(*ctx.etp);
   Model model(r.model, *backend, parse_dtype(tc.dtype), tc.seed, shard);
-  const int64_t bucket_elems = int64_t(r.parallel.bucket_mb * 1024 * 1024) / int64_t(dtype_size(model.dtype()));
+  const int64_t bucket_elems = int64_t(r.parallel.bucket_mb * 1024 * 1024) / int64_t(dtype_size(model.param_dtype()));
   DataParallel dp({&dpc, ctx.tp.get(), ctx.ep.get(), ctx.edp.get(), ctx.world.get(), ctx.etp.get()}, *backend,
                   model.params(), int(r.parallel.zero), bucket_elems);
   CommTokenExchange exchange(*ctx.ep);
@@ -240,9 +242,9 @@ int run_training(const Recipe& r) {
   const int64_t tokens_per_step = global_seqs * r.model.seq_len;
   const double flops_per_token = model.train_flops_per_token();
   if (rank0) {
-    std::printf("switchyard: %s | %s | %d rank(s), dp=%ld ep=%d tp=%d%s%s zero=%ld | %.2fM parameters, %.2fM active per token | "
+    std::printf("switchyard: %s | %s %s | %d rank(s), dp=%ld ep=%d tp=%d%s%s zero=%ld | %.2fM parameters, %.2fM active per token | "
                 "%.1f MFLOP/token | %ld tokens/step | peak %.0f GFLOP/s\n",
-                r.name.c_str(), chosen.device.c_str(), ctx.world->size(), long(n_dp), ctx.ep->size(), ctx.tp->size(),
+                r.name.c_str(), chosen.device.c_str(), tc.dtype.c_str(), ctx.world->size(), long(n_dp), ctx.ep->size(), ctx.tp->size(),
                 r.parallel.sp && ctx.tp->size() > 1 ? " sp" : "",
                 ctx.etp->size() > 1 ? (" etp=" + std::to_string(ctx.etp->size())).c_str() : "", long(r.parallel.zero),
                 model.total_params() / 1e6, model.active_params_per_token() / 1e6, flops_per_token / 1e6,
@@ -480,7 +482,9 @@ int run_training(const Recipe& r) {
 
 int run_eval(const Recipe& r, const std::string& weights, const std::string& data, int64_t windows) {
   auto backend = make_cpu_backend();
-  Model model(r.model, *backend, parse_dtype(r.train.dtype), r.train.seed);
+  // Evaluation runs on the CPU reference; a bfloat16 run's weights are its float32 masters.
+  const DType dt = parse_dtype(r.train.dtype) == DType::BF16 ? DType::F32 : parse_dtype(r.train.dtype);
+  Model model(r.model, *backend, dt, r.train.seed);
   load_weights(model, weights);
   BatchSource src(data, r.model.seq_len, r.train.seed, r.model.vocab_size);
   const int64_t n = std::min(windows, src.windows());

@@ -63,6 +63,7 @@ void CpuBackend::fill(const Tensor& t, double value) {
     case DType::F32: run(t.data<float>(), float(value)); break;
     case DType::F64: run(t.data<double>(), value); break;
     case DType::I32: run(t.data<int32_t>(), int32_t(value)); break;
+    case DType::BF16: fail("fill", "bfloat16 tensors are the CUDA backend's; the CPU backend computes in float32/float64");
   }
 }
 

@@ -27,12 +27,12 @@ void AttentionBlock::ensure(Backend& be, int64_t batch, int64_t seq, int64_t loc
   const int64_t d = cfg_.d_model;
   MemScope kept(be, MemCategory::Activations);
   xn_ = be.empty({local_rows, d}, dt);
-  rstd_ = be.empty({local_rows}, dt);
+  rstd_ = be.empty({local_rows}, accum_dtype(dt));
   q_ = be.empty({batch, seq, heads_, head_dim_}, dt);
   k_ = be.empty({batch, seq, kv_heads_, head_dim_}, dt);
   v_ = be.empty({batch, seq, kv_heads_, head_dim_}, dt);
   o_ = be.empty({batch, seq, heads_, head_dim_}, dt);
-  lse_ = be.empty({batch, heads_, seq}, dt);
+  lse_ = be.empty({batch, heads_, seq}, accum_dtype(dt));
   MemScope scratch(be, MemCategory::Workspace);
   do_ = be.empty(o_.shape(), dt);
   dq_ = be.empty(q_.shape(), dt);
@@ -47,12 +47,12 @@ void AttentionBlock::forward(Backend& be, const Tensor& x, const Tensor& out, co
                              int64_t batch, int64_t seq) {
   ensure(be, batch, seq, x.dim(0), x.dtype());
   const int64_t n = batch * seq;
-  be.rmsnorm_forward(x, ps_.value(norm_), cfg_.norm_eps, xn_, rstd_);
+  be.rmsnorm_forward(x, ps_.weight(norm_), cfg_.norm_eps, xn_, rstd_);
   const Tensor xin = tp_enter(tp_, xn_);
   const Tensor q2 = q_.reshape({n, heads_ * head_dim_}), k2 = k_.reshape({n, kv_heads_ * head_dim_});
-  be.gemm(xin, false, ps_.value(wq_), true, q2, 1, 0);
-  be.gemm(xin, false, ps_.value(wk_), true, k2, 1, 0);
-  be.gemm(xin, false, ps_.value(wv_), true, v_.reshape({n, kv_heads_ * head_dim_}), 1, 0);
+  be.gemm(xin, false, ps_.weight(wq_), true, q2, 1, 0);
+  be.gemm(xin, false, ps_.weight(wk_), true, k2, 1, 0);
+  be.gemm(xin, false, ps_.weight(wv_), true, v_.reshape({n, kv_heads_ * head_dim_}), 1, 0);
   const Tensor q3 = q_.reshape({n, heads_, head_dim_}), k3 = k_.reshape({n, kv_heads_, head_dim_});
   be.rope_forward(q3, rope.positions, rope.cos, rope.sin, q3);
   be.rope_forward(k3, rope.positions, rope.cos, rope.sin, k3);
@@ -60,10 +60,10 @@ void AttentionBlock::forward(Backend& be, const Tensor& x, const Tensor& out, co
   be.copy(x, out);
   const Tensor o2 = o_.reshape({n, heads_ * head_dim_});
   if (!tp_.on()) {
-    be.gemm(o2, false, ps_.value(wo_), false, out, 1, 1);
+    be.gemm(o2, false, ps_.weight(wo_), false, out, 1, 1);
     return;
   }
-  be.gemm(o2, false, ps_.value(wo_), false, tp_partial(tp_), 1, 0);
+  be.gemm(o2, false, ps_.weight(wo_), false, tp_partial(tp_), 1, 0);
   tp_exit(be, tp_, out);
 }
 
@@ -72,7 +72,7 @@ void AttentionBlock::backward(Backend& be, const Tensor& x, const Tensor& dresid
   const Tensor o2 = o_.reshape({n, heads_ * head_dim_}), do2 = do_.reshape({n, heads_ * head_dim_});
   const Tensor dout = tp_exit_backward(tp_, dresid);
   be.gemm(o2, true, dout, false, ps_.grad(wo_), 1, 1);
-  be.gemm(dout, false, ps_.value(wo_), true, do2, 1, 0);
+  be.gemm(dout, false, ps_.weight(wo_), true, do2, 1, 0);
 
   be.fill(dq_, 0);
   be.fill(dk_, 0);
@@ -93,14 +93,14 @@ void AttentionBlock::backward(Backend& be, const Tensor& x, const Tensor& dresid
   be.gemm(dk2, true, xin, false, ps_.grad(wk_), 1, 1);
   be.gemm(dv2, true, xin, false, ps_.grad(wv_), 1, 1);
   const Tensor dx = tp_.on() ? tp_dinput(tp_) : dxn_;
-  be.gemm(dq2, false, ps_.value(wq_), false, dx, 1, 0);
-  be.gemm(dk2, false, ps_.value(wk_), false, dx, 1, 1);
-  be.gemm(dv2, false, ps_.value(wv_), false, dx, 1, 1);
+  be.gemm(dq2, false, ps_.weight(wq_), false, dx, 1, 0);
+  be.gemm(dk2, false, ps_.weight(wk_), false, dx, 1, 1);
+  be.gemm(dv2, false, ps_.weight(wv_), false, dx, 1, 1);
   if (tp_.on()) {
     be.fill(dxn_, 0);
     tp_enter_backward(be, tp_, dxn_);
   }
-  be.rmsnorm_backward(dxn_, x, ps_.value(norm_), rstd_, dresid, ps_.grad(norm_));
+  be.rmsnorm_backward(dxn_, x, ps_.weight(norm_), rstd_, dresid, ps_.grad(norm_));
 }
 
 }  // namespace sy

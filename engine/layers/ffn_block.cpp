@@ -26,14 +26,14 @@ void FfnBlock::ensure(Backend& be, int64_t n, DType dt) {
   if (xn_.defined() && xn_.dim(0) == n && xn_.dtype() == dt) return;
   MemScope kept(be, MemCategory::Activations);
   xn_ = be.empty({n, cfg_.d_model}, dt);
-  rstd_ = be.empty({n}, dt);
+  rstd_ = be.empty({n}, accum_dtype(dt));
   MemScope scratch(be, MemCategory::Workspace);
   dxn_ = be.empty({n, cfg_.d_model}, dt);
 }
 
 MoeForwardStats FfnBlock::forward(Backend& be, const Tensor& x, const Tensor& out) {
   ensure(be, x.dim(0), x.dtype());
-  be.rmsnorm_forward(x, ps_.value(norm_), cfg_.norm_eps, xn_, rstd_);
+  be.rmsnorm_forward(x, ps_.weight(norm_), cfg_.norm_eps, xn_, rstd_);
   be.copy(x, out);
   if (moe_) return moe_->forward(be, xn_, out);
   dense_->forward(be, xn_, out);
@@ -46,7 +46,7 @@ void FfnBlock::backward(Backend& be, const Tensor& x, const Tensor& dresid, doub
     moe_->backward(be, dresid, xn_, dxn_, loss_scale);
   else
     dense_->backward(be, dresid, xn_, dxn_);
-  be.rmsnorm_backward(dxn_, x, ps_.value(norm_), rstd_, dresid, ps_.grad(norm_));
+  be.rmsnorm_backward(dxn_, x, ps_.weight(norm_), rstd_, dresid, ps_.grad(norm_));
 }
 
 }  // namespace sy

@@ -45,20 +45,21 @@ MoeLayer::MoeLayer(ParamStore& ps, const ModelConfig& cfg, int64_t layer, Expert
 
 void MoeLayer::allocate_buffers(Backend& be, DType dt) {
   MemScope state(be, MemCategory::Parameters);  // not trained, but part of the model's state
-  bias_ = be.zeros({cfg_.n_experts}, dt);
+  bias_ = be.zeros({cfg_.n_experts}, accum_dtype(dt));
 }
 
 void MoeLayer::ensure(Backend& be, int64_t n, DType dt) {
-  if (logits_.defined() && logits_.dim(0) == n && logits_.dtype() == dt) return;
+  if (logits_.defined() && logits_.dim(0) == n && xp_.dtype() == dt) return;
   const int64_t e = cfg_.n_experts, k = cfg_.top_k;
+  const DType rt = accum_dtype(dt);  // the router computes at float precision (bf16 runs too)
   // Permuted rows never exceed N * k, so these are allocated once at that size and viewed.
   const int64_t cap = n * k, d = cfg_.d_model, f = f_local_;
   MemScope kept(be, MemCategory::Activations);
-  logits_ = be.empty({n, e}, dt);
-  scores_ = be.empty({n, e}, dt);
+  logits_ = be.empty({n, e}, rt);
+  scores_ = be.empty({n, e}, rt);
   idx_ = be.empty({n, k}, DType::I32);
   slot_rows_ = be.empty({n, k}, DType::I32);
-  w_ = be.empty({n, k}, dt);
+  w_ = be.empty({n, k}, rt);
   src_rows_ = be.empty({cap}, DType::I32);
   xp_ = be.empty({cap, d}, dt);
   if (!sliced()) {  // with slices the experts keep their hidden states for the gathered rows
@@ -67,22 +68,22 @@ void MoeLayer::ensure(Backend& be, int64_t n, DType dt) {
   }
   yp_ = be.empty({cap, d}, dt);
   MemScope scratch(be, MemCategory::Workspace);
-  dlogits_ = be.empty({n, e}, dt);
-  dw_ = be.empty({n, k}, dt);
-  aux_coef_ = be.empty({e}, dt);
+  dlogits_ = be.empty({n, e}, rt);
+  dw_ = be.empty({n, k}, rt);
+  aux_coef_ = be.empty({e}, rt);
   dyp_ = be.empty({cap, d}, dt);
   dxp_ = be.empty({cap, d}, dt);
 }
 
 std::vector<Tensor> MoeLayer::expert_w13(bool grad) const {
   std::vector<Tensor> v;
-  for (int id : expert_w1_) v.push_back(grad ? ps_.fused_grad(id, 2) : ps_.fused_value(id, 2));
+  for (int id : expert_w1_) v.push_back(grad ? ps_.fused_grad(id, 2) : ps_.fused_weight(id, 2));
   return v;
 }
 
 std::vector<Tensor> MoeLayer::expert_w2(bool grad) const {
   std::vector<Tensor> v;
-  for (int id : expert_w1_) v.push_back(grad ? ps_.grad(id + 2) : ps_.value(id + 2));
+  for (int id : expert_w1_) v.push_back(grad ? ps_.grad(id + 2) : ps_.weight(id + 2));
   return v;
 }
 
@@ -111,7 +112,7 @@ MoeForwardStats MoeLayer::forward(Backend& be, const Tensor& xn, const Tensor& o
   ensure(be, n, xn.dtype());
 
   // Route.
-  be.gemm(x, false, ps_.value(router_), true, logits_, 1, 0);
+  be.gemm(x, false, ps_.weight(router_), true, logits_, 1, 0);
   const bool use_bias = cfg_.router_bias_update_rate > 0;
   be.router_forward(logits_, use_bias ? bias_ : Tensor(), cfg_.score_fn, int(k), cfg_.norm_topk_prob, scores_, idx_,
                     w_);
@@ -241,7 +242,7 @@ void MoeLayer::backward(Backend& be, const Tensor& dout, const Tensor& xn, const
   be.router_backward(dw_, aux_coef, logits_, scores_, idx_, cfg_.score_fn, cfg_.norm_topk_prob, dlogits_);
   if (cfg_.z_loss_coef > 0) be.zloss_backward(logits_, cfg_.z_loss_coef * loss_scale / double(n_all), dlogits_);
   be.gemm(dlogits_, true, x, false, ps_.grad(router_), 1, 1);
-  be.gemm(dlogits_, false, ps_.value(router_), false, dx, 1, 1);
+  be.gemm(dlogits_, false, ps_.weight(router_), false, dx, 1, 1);
   if (chunked) {
     tp_.comm->all_gather_rows(dx_chunk_, tp_dinput(tp_));
     be.axpy(1.0, tp_dinput(tp_), dxn);

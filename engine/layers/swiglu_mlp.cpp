@@ -26,29 +26,29 @@ void SwiGluMlp::ensure(Backend& be, int64_t local_rows, DType dt) {
 void SwiGluMlp::forward(Backend& be, const Tensor& xn, const Tensor& out) {
   ensure(be, xn.dim(0), xn.dtype());
   const Tensor xin = tp_enter(tp_, xn);
-  be.gemm(xin, false, ps_.fused_value(w1_, 2), true, h13_, 1, 0);
+  be.gemm(xin, false, ps_.fused_weight(w1_, 2), true, h13_, 1, 0);
   be.swiglu_forward(h13_, a_);
   if (!tp_.on()) {
-    be.gemm(a_, false, ps_.value(w2_), false, out, 1, 1);
+    be.gemm(a_, false, ps_.weight(w2_), false, out, 1, 1);
     return;
   }
-  be.gemm(a_, false, ps_.value(w2_), false, tp_partial(tp_), 1, 0);
+  be.gemm(a_, false, ps_.weight(w2_), false, tp_partial(tp_), 1, 0);
   tp_exit(be, tp_, out);
 }
 
 void SwiGluMlp::backward(Backend& be, const Tensor& dout, const Tensor& xn, const Tensor& dxn) {
   const Tensor dy = tp_exit_backward(tp_, dout);
   be.gemm(a_, true, dy, false, ps_.grad(w2_), 1, 1);
-  be.gemm(dy, false, ps_.value(w2_), true, da_, 1, 0);
+  be.gemm(dy, false, ps_.weight(w2_), true, da_, 1, 0);
   be.fill(dh13_, 0);
   be.swiglu_backward(da_, h13_, dh13_);
   const Tensor xin = tp_enter(tp_, xn);  // re-gathered with sp
   be.gemm(dh13_, true, xin, false, ps_.fused_grad(w1_, 2), 1, 1);
   if (!tp_.on()) {
-    be.gemm(dh13_, false, ps_.fused_value(w1_, 2), false, dxn, 1, 1);
+    be.gemm(dh13_, false, ps_.fused_weight(w1_, 2), false, dxn, 1, 1);
     return;
   }
-  be.gemm(dh13_, false, ps_.fused_value(w1_, 2), false, tp_dinput(tp_), 1, 0);
+  be.gemm(dh13_, false, ps_.fused_weight(w1_, 2), false, tp_dinput(tp_), 1, 0);
   tp_enter_backward(be, tp_, dxn);
 }
 

@@ -61,6 +61,7 @@ inline ncclDataType_t nccl_type(CommType t) {
     case CommType::F64: return ncclFloat64;
     case CommType::I32: return ncclInt32;
     case CommType::I64: return ncclInt64;
+    case CommType::BF16: return ncclBfloat16;
   }
   throw std::invalid_argument("unknown CommType");
 }

@@ -33,12 +33,23 @@ inline std::string describe(std::initializer_list<Arg> args) {
 inline void check(const char* op, Arg a, DType dt) {
   if (!a.t.defined()) fail(op, std::string(a.name) + " is undefined");
   if (a.t.device() != DeviceKind::Cuda) fail(op, std::string(a.name) + " is not a CUDA tensor");
-  if (a.t.dtype() != dt)
-    fail(op, describe({a}) + " must be " + dtype_name(dt) + " (the CUDA backend computes in float32)");
+  if (a.t.dtype() != dt) fail(op, describe({a}) + " must be " + dtype_name(dt));
 }
 
+// Arguments that are float32 whatever the activations' type: statistics (rstd, lse), router
+// values, gradients of parameters, master weights and moments.
 inline void f32(const char* op, std::initializer_list<Arg> args) {
   for (const Arg& a : args) check(op, a, DType::F32);
+}
+
+// Activations and weight copies: all float32 or all bfloat16 (mixed precision); returns which.
+inline DType floats(const char* op, std::initializer_list<Arg> args) {
+  const Arg& first = *args.begin();
+  if (!first.t.defined()) fail(op, std::string(first.name) + " is undefined");
+  const DType dt = first.t.dtype();
+  if (dt != DType::F32 && dt != DType::BF16) fail(op, describe({first}) + " must be float32 or bfloat16");
+  for (const Arg& a : args) check(op, a, dt);
+  return dt;
 }
 
 inline void shape(const char* op, Arg a, const Shape& want) {

@@ -63,6 +63,7 @@ void CudaBackend::fill(const Tensor& t, double value) {
     case DType::F32: return cuda::fill(t.data<float>(), float(value), t.numel(), stream_);
     case DType::F64: return cuda::fill(t.data<double>(), value, t.numel(), stream_);
     case DType::I32: return cuda::fill(t.data<int32_t>(), int32_t(value), t.numel(), stream_);
+    case DType::BF16: return cuda::fill(ptr<__nv_bfloat16>(t), __float2bfloat16(float(value)), t.numel(), stream_);
   }
 }
 
@@ -94,20 +95,25 @@ void CudaBackend::convert(const Tensor& src, const Tensor& dst) {
   args::check(op, {"dst", dst}, dst.dtype());
   if (src.numel() != dst.numel()) args::fail(op, "numel differs: " + args::describe({{"src", src}, {"dst", dst}}));
   if (src.dtype() == dst.dtype()) return copy(src, dst);
-  if (src.dtype() == DType::F32) cuda::convert(src.data<float>(), dst.data<double>(), src.numel(), stream_);
-  else cuda::convert(src.data<double>(), dst.data<float>(), src.numel(), stream_);
+  const int64_t n = src.numel();
+  const DType a = src.dtype(), b = dst.dtype();
+  if (a == DType::F32 && b == DType::F64) cuda::convert(src.data<float>(), dst.data<double>(), n, stream_);
+  else if (a == DType::F64 && b == DType::F32) cuda::convert(src.data<double>(), dst.data<float>(), n, stream_);
+  else if (a == DType::F32 && b == DType::BF16) cuda::convert(src.data<float>(), ptr<__nv_bfloat16>(dst), n, stream_);
+  else if (a == DType::BF16 && b == DType::F32) cuda::convert(ptr<__nv_bfloat16>(src), dst.data<float>(), n, stream_);
+  else args::fail(op, "no conversion between these types: " + args::describe({{"src", src}, {"dst", dst}}));
 }
 
 // ---- elementwise and reductions -------------------------------------------------------------------
 void CudaBackend::axpy(double alpha, const Tensor& x, const Tensor& y) {
-  args::f32("axpy", {{"x", x}, {"y", y}});
+  const DType dt = args::floats("axpy", {{"x", x}, {"y", y}});
   if (x.numel() != y.numel()) args::fail("axpy", "numel differs: " + args::describe({{"x", x}, {"y", y}}));
-  cuda::axpy(float(alpha), x.data<float>(), y.data<float>(), x.numel(), stream_);
+  SY_WITH_T(dt, cuda::axpy(float(alpha), ptr<T>(x), ptr<T>(y), x.numel(), stream_));
 }
 
 void CudaBackend::scale(const Tensor& x, double alpha) {
-  args::f32("scale", {{"x", x}});
-  cuda::scale(x.data<float>(), float(alpha), x.numel(), stream_);
+  const DType dt = args::floats("scale", {{"x", x}});
+  SY_WITH_T(dt, cuda::scale(ptr<T>(x), float(alpha), x.numel(), stream_));
 }
 
 double CudaBackend::sum_squares(const Tensor& x) {
@@ -135,7 +141,7 @@ bool CudaBackend::all_finite(const Tensor& x) {
 void CudaBackend::gemm(const Tensor& A, bool trans_a, const Tensor& B, bool trans_b, const Tensor& C, double alpha,
                        double beta) {
   const char* op = "gemm";
-  args::f32(op, {{"A", A}, {"B", B}, {"C", C}});
+  for (Arg a : {Arg{"A", A}, Arg{"B", B}, Arg{"C", C}}) args::floats(op, {a});
   args::rank(op, {"A", A}, 2);
   args::rank(op, {"B", B}, 2);
   args::rank(op, {"C", C}, 2);
@@ -146,11 +152,30 @@ void CudaBackend::gemm(const Tensor& A, bool trans_a, const Tensor& B, bool tran
                        ", trans_b=" + (trans_b ? "1" : "0") + ": " + args::describe({{"A", A}, {"B", B}, {"C", C}}));
   if (m == 0 || n == 0) return;
   if (k == 0) {  // no product: C = beta C, where beta 0 must also clear NaN
-    if (beta == 0) return cuda::fill(C.data<float>(), 0.0f, C.numel(), stream_);
-    return cuda::scale(C.data<float>(), float(beta), C.numel(), stream_);
+    if (beta == 0) return fill(C, 0.0);
+    return scale(C, beta);
   }
-  blas_.gemm(trans_a, trans_b, m, n, k, float(alpha), A.data<float>(), A.dim(1), B.data<float>(), B.dim(1),
-             float(beta), C.data<float>(), n, GemmType::F32, GemmType::F32, stream_);
+  auto gt = [](const Tensor& t) { return t.dtype() == DType::BF16 ? GemmType::BF16 : GemmType::F32; };
+  // cuBLASLt takes A and B of one type, and bf16 operands with a bf16 or float32 C; float32
+  // operands need a float32 C. Those cover the model's GEMMs but the router's (float32 logit
+  // gradients against bf16 activations or weights), which go through float32 copies.
+  if (A.dtype() == B.dtype() && (A.dtype() == DType::BF16 || C.dtype() == DType::F32)) {
+    blas_.gemm(trans_a, trans_b, m, n, k, float(alpha), A.raw(), A.dim(1), B.raw(), B.dim(1), float(beta), C.raw(), n,
+               gt(A), gt(C), stream_);
+    return;
+  }
+  const int64_t na = A.dtype() == DType::F32 ? 0 : A.numel(), nb = B.dtype() == DType::F32 ? 0 : B.numel();
+  const int64_t nc = C.dtype() == DType::F32 ? 0 : C.numel();
+  float* scratch = scratch_f32(size_t(na + nb + nc));
+  const float* a32 = A.dtype() == DType::F32 ? A.data<float>() : scratch;
+  const float* b32 = B.dtype() == DType::F32 ? B.data<float>() : scratch + na;
+  float* c32 = C.dtype() == DType::F32 ? C.data<float>() : scratch + na + nb;
+  if (na) cuda::convert(ptr<__nv_bfloat16>(A), scratch, na, stream_);
+  if (nb) cuda::convert(ptr<__nv_bfloat16>(B), scratch + na, nb, stream_);
+  if (nc && beta != 0) cuda::convert(ptr<__nv_bfloat16>(C), c32, nc, stream_);
+  blas_.gemm(trans_a, trans_b, m, n, k, float(alpha), a32, A.dim(1), b32, B.dim(1), float(beta), c32, n, GemmType::F32,
+             GemmType::F32, stream_);
+  if (nc) cuda::convert(c32, ptr<__nv_bfloat16>(C), nc, stream_);
 }
 
 // ---- grouped SwiGLU experts: per expert, two GEMMs around the SwiGLU kernel --------------------------
@@ -158,6 +183,7 @@ namespace {
 
 struct Group {
   int64_t e, d, f;
+  DType dt;  // activations and weights (float32 or bfloat16); gradients of weights are float32
 };
 
 Group check_grouped(const char* op, const Tensor& x, std::span<const int64_t> offsets, std::span<const Tensor> w13,
@@ -165,11 +191,11 @@ Group check_grouped(const char* op, const Tensor& x, std::span<const int64_t> of
   const int64_t e = int64_t(w13.size());
   if (e == 0 || int64_t(w2.size()) != e || int64_t(offsets.size()) != e + 1)
     args::fail(op, "needs E w13, E w2 and E+1 offsets with E > 0");
-  args::f32(op, {{"x", x}, {"h13", h13}, {"a", a}});
+  const DType dt = args::floats(op, {{"x", x}, {"h13", h13}, {"a", a}});
   args::rank(op, {"x", x}, 2);
   const int64_t m = x.dim(0), d = x.dim(1), f = w13[0].dim(0) / 2;
   for (int64_t i = 0; i < e; ++i) {
-    args::f32(op, {{"w13[e]", w13[i]}, {"w2[e]", w2[i]}});
+    args::floats(op, {{"x", x}, {"w13[e]", w13[i]}, {"w2[e]", w2[i]}});
     args::shape(op, {"w13[e]", w13[i]}, {2 * f, d});
     args::shape(op, {"w2[e]", w2[i]}, {f, d});  // stored [in, out]
   }
@@ -178,29 +204,41 @@ Group check_grouped(const char* op, const Tensor& x, std::span<const int64_t> of
   bool ok = offsets[0] == 0 && offsets[e] == m;
   for (int64_t i = 0; i < e; ++i) ok = ok && offsets[i] <= offsets[i + 1];
   if (!ok) args::fail(op, "offsets must rise from 0 to the row count of " + args::describe({{"x", x}}));
-  return {e, d, f};
+  return {e, d, f, dt};
 }
+
+GemmType gemm_type(DType dt) { return dt == DType::BF16 ? GemmType::BF16 : GemmType::F32; }
 
 }  // namespace
 
+// One grouped GEMM per step over every expert (docs/cuda.md, "Grouped GEMM"): the experts' rows
+// are contiguous, so the SwiGLU kernels run once over all of them.
 void CudaBackend::grouped_swiglu_forward(const Tensor& x, std::span<const int64_t> offsets,
                                          std::span<const Tensor> w13, std::span<const Tensor> w2, const Tensor& h13,
                                          const Tensor& a, const Tensor& y) {
   const char* op = "grouped_swiglu_forward";
-  const auto [e, d, f] = check_grouped(op, x, offsets, w13, w2, h13, a);
-  args::f32(op, {{"y", y}});
+  const Group gr = check_grouped(op, x, offsets, w13, w2, h13, a);
+  const int64_t e = gr.e, d = gr.d, f = gr.f;  // named locals: the lambdas below capture them
+  const DType dt = gr.dt;
+  args::floats(op, {{"x", x}, {"y", y}});
   args::shape(op, {"y", y}, x.shape());
-  const float *xs = x.data<float>();
-  float *hs = h13.data<float>(), *as = a.data<float>(), *ys = y.data<float>();
-  for (int64_t g = 0; g < e; ++g) {
-    const int64_t lo = offsets[g], rows = offsets[g + 1] - lo;
-    if (rows == 0) continue;  // an empty group launches nothing
-    blas_.gemm(false, true, rows, 2 * f, d, 1.0f, xs + lo * d, d, w13[g].data<float>(), d, 0.0f, hs + lo * 2 * f,
-               2 * f, GemmType::F32, GemmType::F32, stream_);
-    cuda::swiglu_forward(hs + lo * 2 * f, as + lo * f, rows, f, stream_);
-    blas_.gemm(false, false, rows, d, f, 1.0f, as + lo * f, f, w2[g].data<float>(), d, 0.0f, ys + lo * d, d,
-               GemmType::F32, GemmType::F32, stream_);
-  }
+  const int64_t m = x.dim(0);
+  if (m == 0) return;
+  const GemmType g_t = gemm_type(dt);
+  SY_WITH_T(dt, {
+    const T* xs = ptr<T>(x);
+    T *hs = ptr<T>(h13), *as = ptr<T>(a), *ys = ptr<T>(y);
+    const size_t ng = size_t(e);
+    std::vector<GemmGroup> g1(ng), g2(ng);
+    for (int64_t g = 0; g < e; ++g) {
+      const int64_t lo = offsets[g], rows = offsets[g + 1] - lo;
+      g1[g] = {rows, 2 * f, d, xs + lo * d, w13[g].raw(), hs + lo * 2 * f};  // h13_e = x_e w13[e]^T
+      g2[g] = {rows, d, f, as + lo * f, w2[g].raw(), ys + lo * d};            // y_e = a_e w2[e]
+    }
+    blas_.grouped_gemm(false, true, g1, 1.0f, d, d, 0.0f, 2 * f, g_t, g_t, stream_);
+    cuda::swiglu_forward(hs, as, m, f, stream_);
+    blas_.grouped_gemm(false, false, g2, 1.0f, f, d, 0.0f, d, g_t, g_t, stream_);
+  });
 }
 
 void CudaBackend::grouped_swiglu_backward(const Tensor& dy, const Tensor& x, std::span<const int64_t> offsets,
@@ -208,37 +246,45 @@ void CudaBackend::grouped_swiglu_backward(const Tensor& dy, const Tensor& x, std
                                           const Tensor& a, const Tensor& dx, std::span<const Tensor> dw13,
                                           std::span<const Tensor> dw2) {
   const char* op = "grouped_swiglu_backward";
-  const auto [e, d, f] = check_grouped(op, x, offsets, w13, w2, h13, a);
-  args::f32(op, {{"dy", dy}, {"dx", dx}});
+  const Group gr = check_grouped(op, x, offsets, w13, w2, h13, a);
+  const int64_t e = gr.e, d = gr.d, f = gr.f;
+  const DType dt = gr.dt;
+  args::floats(op, {{"x", x}, {"dy", dy}, {"dx", dx}});
   args::shape(op, {"dy", dy}, x.shape());
   args::shape(op, {"dx", dx}, x.shape());
   if (int64_t(dw13.size()) != e || int64_t(dw2.size()) != e) args::fail(op, "needs E dw13 and E dw2");
   for (int64_t g = 0; g < e; ++g) {
-    args::f32(op, {{"dw13[e]", dw13[g]}, {"dw2[e]", dw2[g]}});
+    args::f32(op, {{"dw13[e]", dw13[g]}, {"dw2[e]", dw2[g]}});  // float32 gradients under mixed precision
     args::shape(op, {"dw13[e]", dw13[g]}, {2 * f, d});
     args::shape(op, {"dw2[e]", dw2[g]}, {f, d});
   }
   const int64_t m = x.dim(0);
-  // da [M, F] and dh13 [M, 2F] for every row, in one scratch buffer.
-  float* da = scratch_f32(size_t(m * 3 * f));
-  float* dh = da + m * f;
-  const float *g_y = dy.data<float>(), *xs = x.data<float>(), *hs = h13.data<float>(), *as = a.data<float>();
-  float* dxs = dx.data<float>();
-  for (int64_t g = 0; g < e; ++g) {
-    const int64_t lo = offsets[g], rows = offsets[g + 1] - lo;
-    if (rows == 0) continue;
-    float *dag = da + lo * f, *dhg = dh + lo * 2 * f;
-    blas_.gemm(false, true, rows, f, d, 1.0f, g_y + lo * d, d, w2[g].data<float>(), d, 0.0f, dag, f, GemmType::F32,
-               GemmType::F32, stream_);
-    cuda::fill(dhg, 0.0f, rows * 2 * f, stream_);  // swiglu_backward accumulates
-    cuda::swiglu_backward(dag, hs + lo * 2 * f, dhg, rows, f, stream_);
-    blas_.gemm(false, false, rows, d, 2 * f, 1.0f, dhg, 2 * f, w13[g].data<float>(), d, 1.0f, dxs + lo * d, d,
-               GemmType::F32, GemmType::F32, stream_);
-    blas_.gemm(true, false, f, d, rows, 1.0f, as + lo * f, f, g_y + lo * d, d, 1.0f, dw2[g].data<float>(), d,
-               GemmType::F32, GemmType::F32, stream_);
-    blas_.gemm(true, false, 2 * f, d, rows, 1.0f, dhg, 2 * f, xs + lo * d, d, 1.0f, dw13[g].data<float>(), d,
-               GemmType::F32, GemmType::F32, stream_);
-  }
+  if (m == 0) return;
+  const GemmType g_t = gemm_type(dt);
+  SY_WITH_T(dt, {
+    // da [M, F] and dh13 [M, 2F] for every row, in one scratch buffer (of T: float scratch is
+    // at least as large).
+    T* da = reinterpret_cast<T*>(scratch_f32(size_t(m * 3 * f)));
+    T* dh = da + m * f;
+    const T *g_y = ptr<T>(dy), *xs = ptr<T>(x), *hs = ptr<T>(h13), *as = ptr<T>(a);
+    T* dxs = ptr<T>(dx);
+    const size_t ng = size_t(e);
+    std::vector<GemmGroup> b1(ng), b3(ng), b4(ng), b5(ng);
+    for (int64_t g = 0; g < e; ++g) {
+      const int64_t lo = offsets[g], rows = offsets[g + 1] - lo;
+      b1[g] = {rows, f, d, g_y + lo * d, w2[g].raw(), da + lo * f};             // da_e = dy_e w2[e]^T
+      b3[g] = {rows, d, 2 * f, dh + lo * 2 * f, w13[g].raw(), dxs + lo * d};    // dx_e += dh13_e w13[e]
+      b4[g] = {f, d, rows, as + lo * f, g_y + lo * d, dw2[g].raw()};            // dw2[e] += a_e^T dy_e
+      b5[g] = {2 * f, d, rows, dh + lo * 2 * f, xs + lo * d, dw13[g].raw()};    // dw13[e] += dh13_e^T x_e
+    }
+    blas_.grouped_gemm(false, true, b1, 1.0f, d, d, 0.0f, f, g_t, g_t, stream_);
+    cuda::fill(dh, from_host<T>(0.0f), m * 2 * f, stream_);  // swiglu_backward accumulates
+    cuda::swiglu_backward(da, hs, dh, m, f, stream_);
+    blas_.grouped_gemm(false, false, b3, 1.0f, 2 * f, d, 1.0f, d, g_t, g_t, stream_);
+    // Weight gradients accumulate in float32 (the master gradients), from T operands.
+    blas_.grouped_gemm(true, false, b4, 1.0f, f, d, 1.0f, d, g_t, GemmType::F32, stream_);
+    blas_.grouped_gemm(true, false, b5, 1.0f, 2 * f, d, 1.0f, d, g_t, GemmType::F32, stream_);
+  });
 }
 
 SY_CUDA_NS_END

@@ -3,15 +3,36 @@
 #pragma once
 
 #include <string>
+#include <type_traits>
 
 #include "engine/backend.h"
 #include "engine/cuda/backend/cuda_args.h"
 #include "engine/cuda/backend/cuda_backend.h"
 #include "engine/cuda/blas/blas.h"
 #include "engine/cuda/device_buffer.h"
+#include "engine/cuda/dnn/dnn.h"
 
 namespace sy::cuda {
 SY_CUDA_NS_BEGIN
+
+template <class T> T* ptr(const Tensor& t) { return static_cast<T*>(t.raw()); }
+// A host float as the device type T (for fill values).
+template <class T> T from_host(float x) {
+  if constexpr (std::is_same_v<T, float>) return x;
+  else return __float2bfloat16(x);
+}
+
+// Runs `f(std::type_identity<T>{})` with T the device type of `dt` (float or __nv_bfloat16):
+//   with_type(dt, [&](auto tag) { using T = typename decltype(tag)::type; kernel<T>(...); });
+template <class F> void with_type(DType dt, F&& f) {
+  if (dt == DType::BF16) f(std::type_identity<__nv_bfloat16>{});
+  else f(std::type_identity<float>{});
+}
+#define SY_WITH_T(dt, ...)                   \
+  ::sy::cuda::with_type((dt), [&](auto tag_) { \
+    using T = typename decltype(tag_)::type; \
+    __VA_ARGS__;                             \
+  })
 
 class CudaBackend final : public Backend {
  public:
@@ -85,7 +106,11 @@ class CudaBackend final : public Backend {
   double host_sum(const float* p, int64_t n);
 
   cudaStream_t stream_ = nullptr;
+  // Whether attention of this shape and type runs through cuDNN's fused SDPA (bf16 only: cuDNN
+  // has no fp32 SDPA); the same answer for the forward and the backward pass.
+  bool fused_attention(DType dt, int64_t b, int64_t t, int64_t h, int64_t kv, int64_t hd);
   Blas blas_;
+  Dnn dnn_;
   DeviceBuffer<float> scratch_f32_;
   DeviceBuffer<double> scratch_f64_;
 };

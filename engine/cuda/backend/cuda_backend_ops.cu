@@ -1,4 +1,6 @@
 // CudaBackend: the layer ops, each a shape check and a launch of its kernel (kernels.h).
+#include <cmath>
+
 #include "engine/cuda/backend/cuda_backend_impl.h"
 #include "engine/cuda/kernels/kernels.h"
 
@@ -6,6 +8,7 @@ namespace sy::cuda {
 SY_CUDA_NS_BEGIN
 
 using args::f32;
+using args::floats;
 using args::fail;
 using args::rank;
 using args::shape;
@@ -16,40 +19,42 @@ void i32(const char* op, args::Arg a) { args::check(op, a, DType::I32); }
 
 void CudaBackend::embedding_forward(const Tensor& table, const Tensor& ids, const Tensor& out) {
   const char* op = "embedding_forward";
-  f32(op, {{"table", table}, {"out", out}});
+  const DType dt = floats(op, {{"table", table}, {"out", out}});
   i32(op, {"ids", ids});
   rank(op, {"table", table}, 2);
   const int64_t n = ids.numel(), d = table.dim(1);
   shape(op, {"out", out}, {n, d});
-  cuda::embedding_forward(table.data<float>(), ids.data<int32_t>(), out.data<float>(), n, d, stream_);
+  SY_WITH_T(dt, cuda::embedding_forward(ptr<T>(table), ids.data<int32_t>(), ptr<T>(out), n, d, stream_));
 }
 
 void CudaBackend::embedding_backward(const Tensor& dout, const Tensor& ids, const Tensor& dtable) {
   const char* op = "embedding_backward";
-  f32(op, {{"dout", dout}, {"dtable", dtable}});
+  const DType dt = floats(op, {{"dout", dout}});
+  f32(op, {{"dtable", dtable}});  // a parameter gradient: float32 under mixed precision too
   i32(op, {"ids", ids});
   rank(op, {"dtable", dtable}, 2);
   const int64_t n = ids.numel(), d = dtable.dim(1);
   shape(op, {"dout", dout}, {n, d});
-  cuda::embedding_backward(dout.data<float>(), ids.data<int32_t>(), dtable.data<float>(), n, d, stream_);
+  SY_WITH_T(dt, cuda::embedding_backward(ptr<T>(dout), ids.data<int32_t>(), dtable.data<float>(), n, d, stream_));
 }
 
 void CudaBackend::rmsnorm_forward(const Tensor& x, const Tensor& w, double eps, const Tensor& y, const Tensor& rstd) {
   const char* op = "rmsnorm_forward";
-  f32(op, {{"x", x}, {"w", w}, {"y", y}, {"rstd", rstd}});
+  const DType dt = floats(op, {{"x", x}, {"w", w}, {"y", y}});
+  f32(op, {{"rstd", rstd}});
   rank(op, {"x", x}, 2);
   const int64_t n = x.dim(0), d = x.dim(1);
   shape(op, {"w", w}, {d});
   shape(op, {"y", y}, {n, d});
   shape(op, {"rstd", rstd}, {n});
-  cuda::rmsnorm_forward(x.data<float>(), w.data<float>(), float(eps), y.data<float>(), rstd.data<float>(), n, d,
-                        stream_);
+  SY_WITH_T(dt, cuda::rmsnorm_forward(ptr<T>(x), ptr<T>(w), float(eps), ptr<T>(y), rstd.data<float>(), n, d, stream_));
 }
 
 void CudaBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
                                    const Tensor& dx, const Tensor& dw) {
   const char* op = "rmsnorm_backward";
-  f32(op, {{"dy", dy}, {"x", x}, {"w", w}, {"rstd", rstd}, {"dx", dx}, {"dw", dw}});
+  const DType dt = floats(op, {{"dy", dy}, {"x", x}, {"w", w}, {"dx", dx}});
+  f32(op, {{"rstd", rstd}, {"dw", dw}});
   rank(op, {"x", x}, 2);
   const int64_t n = x.dim(0), d = x.dim(1);
   shape(op, {"dy", dy}, {n, d});
@@ -58,14 +63,15 @@ void CudaBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tens
   shape(op, {"dw", dw}, {d});
   shape(op, {"rstd", rstd}, {n});
   float* part = scratch_f32(rmsnorm_backward_scratch(n, d));
-  cuda::rmsnorm_backward(dy.data<float>(), x.data<float>(), w.data<float>(), rstd.data<float>(), dx.data<float>(),
-                         dw.data<float>(), part, n, d, stream_);
+  SY_WITH_T(dt, cuda::rmsnorm_backward(ptr<T>(dy), ptr<T>(x), ptr<T>(w), rstd.data<float>(), ptr<T>(dx),
+                                       dw.data<float>(), part, n, d, stream_));
 }
 
 namespace {
 void check_rope(const char* op, const Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,
                 const Tensor& y) {
-  f32(op, {{"x", x}, {"cos", cos}, {"sin", sin}, {"y", y}});
+  floats(op, {{"x", x}, {"y", y}});
+  f32(op, {{"cos", cos}, {"sin", sin}});
   i32(op, {"positions", positions});
   rank(op, {"x", x}, 3);
   const int64_t n = x.dim(0), hd = x.dim(2);
@@ -81,16 +87,16 @@ void check_rope(const char* op, const Tensor& x, const Tensor& positions, const 
 void CudaBackend::rope_forward(const Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,
                                const Tensor& y) {
   check_rope("rope_forward", x, positions, cos, sin, y);
-  cuda::rope_forward(x.data<float>(), positions.data<int32_t>(), cos.data<float>(), sin.data<float>(),
-                     y.data<float>(), x.dim(0), x.dim(1), x.dim(2), stream_);
+  SY_WITH_T(x.dtype(), cuda::rope_forward(ptr<T>(x), positions.data<int32_t>(), cos.data<float>(), sin.data<float>(),
+                                          ptr<T>(y), x.dim(0), x.dim(1), x.dim(2), stream_));
 }
 
 void CudaBackend::rope_backward(const Tensor& dy, const Tensor& positions, const Tensor& cos, const Tensor& sin,
                                 const Tensor& dx) {
   check_rope("rope_backward", dy, positions, cos, sin, dx);
   if (dy.raw() == dx.raw()) fail("rope_backward", "dx must not alias dy (it accumulates)");
-  cuda::rope_backward(dy.data<float>(), positions.data<int32_t>(), cos.data<float>(), sin.data<float>(),
-                      dx.data<float>(), dy.dim(0), dy.dim(1), dy.dim(2), stream_);
+  SY_WITH_T(dy.dtype(), cuda::rope_backward(ptr<T>(dy), positions.data<int32_t>(), cos.data<float>(),
+                                            sin.data<float>(), ptr<T>(dx), dy.dim(0), dy.dim(1), dy.dim(2), stream_));
 }
 
 namespace {
@@ -99,7 +105,8 @@ struct AttnDims {
 };
 AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                          const Tensor& lse) {
-  f32(op, {{"q", q}, {"k", k}, {"v", v}, {"out", out}, {"lse", lse}});
+  floats(op, {{"q", q}, {"k", k}, {"v", v}, {"out", out}});
+  f32(op, {{"lse", lse}});
   rank(op, {"q", q}, 4);
   rank(op, {"k", k}, 4);
   const AttnDims d{q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3)};
@@ -113,11 +120,20 @@ AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const
 }
 }  // namespace
 
+bool CudaBackend::fused_attention(DType dt, int64_t b, int64_t t, int64_t h, int64_t kv, int64_t hd) {
+  return dt == DType::BF16 && Dnn::available() &&
+         dnn_.sdpa_supported(b, t, h, kv, hd, float(1.0 / std::sqrt(double(hd))), true, DnnType::BF16);
+}
+
 void CudaBackend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                                     const Tensor& lse) {
   const AttnDims d = check_attention("attention_forward", q, k, v, out, lse);
-  cuda::attention_forward(q.data<float>(), k.data<float>(), v.data<float>(), out.data<float>(), lse.data<float>(), d.b,
-                          d.t, d.h, d.kv, d.hd, stream_);
+  if (d.b == 0 || d.t == 0) return;
+  if (fused_attention(q.dtype(), d.b, d.t, d.h, d.kv, d.hd))
+    return dnn_.sdpa_forward(q.raw(), k.raw(), v.raw(), out.raw(), lse.data<float>(), d.b, d.t, d.h, d.kv, d.hd,
+                             float(1.0 / std::sqrt(double(d.hd))), true, DnnType::BF16, stream_);
+  SY_WITH_T(q.dtype(), cuda::attention_forward(ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<T>(out), lse.data<float>(), d.b,
+                                               d.t, d.h, d.kv, d.hd, stream_));
 }
 
 void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -125,35 +141,47 @@ void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const 
                                      const Tensor& dv) {
   const char* op = "attention_backward";
   const AttnDims d = check_attention(op, q, k, v, out, lse);
-  f32(op, {{"dout", dout}, {"dq", dq}, {"dk", dk}, {"dv", dv}});
+  floats(op, {{"q", q}, {"dout", dout}, {"dq", dq}, {"dk", dk}, {"dv", dv}});
   shape(op, {"dout", dout}, q.shape());
   shape(op, {"dq", dq}, q.shape());
   shape(op, {"dk", dk}, k.shape());
   shape(op, {"dv", dv}, v.shape());
-  cuda::attention_backward(dout.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(), out.data<float>(),
-                           lse.data<float>(), dq.data<float>(), dk.data<float>(), dv.data<float>(), d.b, d.t, d.h,
-                           d.kv, d.hd, stream_);
+  if (d.b == 0 || d.t == 0) return;
+  if (fused_attention(q.dtype(), d.b, d.t, d.h, d.kv, d.hd)) {
+    // cuDNN overwrites its gradients and the Backend contract adds: through scratch, then axpy.
+    const int64_t nq = q.numel(), nk = k.numel();
+    __nv_bfloat16* s = reinterpret_cast<__nv_bfloat16*>(scratch_f32(size_t(nq + 2 * nk) / 2 + 1));
+    dnn_.sdpa_backward(dout.raw(), q.raw(), k.raw(), v.raw(), out.raw(), lse.data<float>(), s, s + nq, s + nq + nk,
+                       d.b, d.t, d.h, d.kv, d.hd, float(1.0 / std::sqrt(double(d.hd))), true, DnnType::BF16, stream_);
+    cuda::axpy(1.0f, s, ptr<__nv_bfloat16>(dq), nq, stream_);
+    cuda::axpy(1.0f, s + nq, ptr<__nv_bfloat16>(dk), nk, stream_);
+    cuda::axpy(1.0f, s + nq + nk, ptr<__nv_bfloat16>(dv), nk, stream_);
+    return;
+  }
+  SY_WITH_T(q.dtype(), cuda::attention_backward(ptr<T>(dout), ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<T>(out),
+                                                lse.data<float>(), ptr<T>(dq), ptr<T>(dk), ptr<T>(dv), d.b, d.t, d.h,
+                                                d.kv, d.hd, stream_));
 }
 
 void CudaBackend::swiglu_forward(const Tensor& h, const Tensor& out) {
   const char* op = "swiglu_forward";
-  f32(op, {{"h", h}, {"out", out}});
+  const DType dt = floats(op, {{"h", h}, {"out", out}});
   rank(op, {"h", h}, 2);
   if (h.dim(1) % 2) fail(op, "odd gate|up width: " + args::describe({{"h", h}}));
   const int64_t n = h.dim(0), f = h.dim(1) / 2;
   shape(op, {"out", out}, {n, f});
-  cuda::swiglu_forward(h.data<float>(), out.data<float>(), n, f, stream_);
+  SY_WITH_T(dt, cuda::swiglu_forward(ptr<T>(h), ptr<T>(out), n, f, stream_));
 }
 
 void CudaBackend::swiglu_backward(const Tensor& dout, const Tensor& h, const Tensor& dh) {
   const char* op = "swiglu_backward";
-  f32(op, {{"dout", dout}, {"h", h}, {"dh", dh}});
+  const DType dt = floats(op, {{"dout", dout}, {"h", h}, {"dh", dh}});
   rank(op, {"h", h}, 2);
   if (h.dim(1) % 2) fail(op, "odd gate|up width: " + args::describe({{"h", h}}));
   const int64_t n = h.dim(0), f = h.dim(1) / 2;
   shape(op, {"dout", dout}, {n, f});
   shape(op, {"dh", dh}, {n, 2 * f});
-  cuda::swiglu_backward(dout.data<float>(), h.data<float>(), dh.data<float>(), n, f, stream_);
+  SY_WITH_T(dt, cuda::swiglu_backward(ptr<T>(dout), ptr<T>(h), ptr<T>(dh), n, f, stream_));
 }
 
 void CudaBackend::router_forward(const Tensor& logits, const Tensor& bias, ScoreFn fn, int k, bool norm_topk,
@@ -213,43 +241,45 @@ void CudaBackend::zloss_backward(const Tensor& logits, double coef, const Tensor
 
 void CudaBackend::gather_rows(const Tensor& x, const Tensor& src_rows, const Tensor& out) {
   const char* op = "gather_rows";
-  f32(op, {{"x", x}, {"out", out}});
+  const DType dt = floats(op, {{"x", x}, {"out", out}});
   i32(op, {"src_rows", src_rows});
   rank(op, {"x", x}, 2);
   rank(op, {"src_rows", src_rows}, 1);
   const int64_t d = x.dim(1), m = src_rows.dim(0);
   shape(op, {"out", out}, {m, d});
-  cuda::gather_rows(x.data<float>(), src_rows.data<int32_t>(), out.data<float>(), m, d, stream_);
+  SY_WITH_T(dt, cuda::gather_rows(ptr<T>(x), src_rows.data<int32_t>(), ptr<T>(out), m, d, stream_));
 }
 
 void CudaBackend::gather_rows_backward(const Tensor& dxp, const Tensor& slot_rows, const Tensor& dx) {
   const char* op = "gather_rows_backward";
-  f32(op, {{"dxp", dxp}, {"dx", dx}});
+  const DType dt = floats(op, {{"dxp", dxp}, {"dx", dx}});
   i32(op, {"slot_rows", slot_rows});
   rank(op, {"dxp", dxp}, 2);
   rank(op, {"slot_rows", slot_rows}, 2);
   const int64_t d = dxp.dim(1), n = slot_rows.dim(0), k = slot_rows.dim(1);
   shape(op, {"dx", dx}, {n, d});
-  cuda::gather_rows_backward(dxp.data<float>(), slot_rows.data<int32_t>(), dx.data<float>(), n, int(k), d, stream_);
+  SY_WITH_T(dt, cuda::gather_rows_backward(ptr<T>(dxp), slot_rows.data<int32_t>(), ptr<T>(dx), n, int(k), d, stream_));
 }
 
 void CudaBackend::combine_forward(const Tensor& y, const Tensor& slot_rows, const Tensor& w, const Tensor& out) {
   const char* op = "combine_forward";
-  f32(op, {{"y", y}, {"w", w}, {"out", out}});
+  const DType dt = floats(op, {{"y", y}, {"out", out}});
+  f32(op, {{"w", w}});  // router weights stay float32
   i32(op, {"slot_rows", slot_rows});
   rank(op, {"y", y}, 2);
   rank(op, {"slot_rows", slot_rows}, 2);
   const int64_t d = y.dim(1), n = slot_rows.dim(0), k = slot_rows.dim(1);
   shape(op, {"w", w}, {n, k});
   shape(op, {"out", out}, {n, d});
-  cuda::combine_forward(y.data<float>(), slot_rows.data<int32_t>(), w.data<float>(), out.data<float>(), n, int(k), d,
-                        stream_);
+  SY_WITH_T(dt, cuda::combine_forward(ptr<T>(y), slot_rows.data<int32_t>(), w.data<float>(), ptr<T>(out), n, int(k), d,
+                                      stream_));
 }
 
 void CudaBackend::combine_backward(const Tensor& dout, const Tensor& y, const Tensor& slot_rows, const Tensor& w,
                                    const Tensor& dy, const Tensor& dw) {
   const char* op = "combine_backward";
-  f32(op, {{"dout", dout}, {"y", y}, {"w", w}, {"dy", dy}, {"dw", dw}});
+  const DType dt = floats(op, {{"dout", dout}, {"y", y}, {"dy", dy}});
+  f32(op, {{"w", w}, {"dw", dw}});
   i32(op, {"slot_rows", slot_rows});
   rank(op, {"y", y}, 2);
   rank(op, {"slot_rows", slot_rows}, 2);
@@ -258,13 +288,14 @@ void CudaBackend::combine_backward(const Tensor& dout, const Tensor& y, const Te
   shape(op, {"w", w}, {n, k});
   shape(op, {"dw", dw}, {n, k});
   shape(op, {"dy", dy}, {m, d});
-  cuda::combine_backward(dout.data<float>(), y.data<float>(), slot_rows.data<int32_t>(), w.data<float>(),
-                         dy.data<float>(), dw.data<float>(), n, int(k), d, stream_);
+  SY_WITH_T(dt, cuda::combine_backward(ptr<T>(dout), ptr<T>(y), slot_rows.data<int32_t>(), w.data<float>(), ptr<T>(dy),
+                                       dw.data<float>(), n, int(k), d, stream_));
 }
 
 double CudaBackend::cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& lse) {
   const char* op = "cross_entropy_forward";
-  f32(op, {{"logits", logits}, {"lse", lse}});
+  const DType dt = floats(op, {{"logits", logits}});
+  f32(op, {{"lse", lse}});
   i32(op, {"targets", targets});
   rank(op, {"logits", logits}, 2);
   const int64_t n = logits.dim(0), v = logits.dim(1);
@@ -272,22 +303,23 @@ double CudaBackend::cross_entropy_forward(const Tensor& logits, const Tensor& ta
   shape(op, {"targets", targets}, {n});
   shape(op, {"lse", lse}, {n});
   float* rows = scratch_f32(size_t(n));
-  cuda::cross_entropy_forward(logits.data<float>(), targets.data<int32_t>(), lse.data<float>(), rows, n, v, stream_);
+  SY_WITH_T(dt, cuda::cross_entropy_forward(ptr<T>(logits), targets.data<int32_t>(), lse.data<float>(), rows, n, v, stream_));
   return host_sum(rows, n);
 }
 
 void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, double scale,
                                          const Tensor& dlogits) {
   const char* op = "cross_entropy_backward";
-  f32(op, {{"logits", logits}, {"lse", lse}, {"dlogits", dlogits}});
+  const DType dt = floats(op, {{"logits", logits}, {"dlogits", dlogits}});
+  f32(op, {{"lse", lse}});
   i32(op, {"targets", targets});
   rank(op, {"logits", logits}, 2);
   const int64_t n = logits.dim(0), v = logits.dim(1);
   shape(op, {"targets", targets}, {n});
   shape(op, {"lse", lse}, {n});
   shape(op, {"dlogits", dlogits}, logits.shape());
-  cuda::cross_entropy_backward(logits.data<float>(), targets.data<int32_t>(), lse.data<float>(), float(scale),
-                               dlogits.data<float>(), n, v, stream_);
+  SY_WITH_T(dt, cuda::cross_entropy_backward(ptr<T>(logits), targets.data<int32_t>(), lse.data<float>(), float(scale),
+                                             ptr<T>(dlogits), n, v, stream_));
 }
 
 void CudaBackend::logits_row_max(const Tensor& logits, const Tensor& row_max) {

@@ -1,32 +1,13 @@
-// The cuBLASLt wrapper (see blas.h) and SY_CUBLAS_CHECK, the one cuBLAS return-code check.
-#include "engine/cuda/blas/blas.h"
-
-#include <stdexcept>
-#include <string>
+// The cuBLASLt wrapper (see blas.h); the grouped GEMM is in grouped_gemm.cu, SY_CUBLAS_CHECK in
+// blas_internal.h.
+#include "engine/cuda/blas/blas_internal.h"
 
 #include "engine/cuda/cuda_check.h"
-#include "engine/cuda/kernels/kernels.h"
-
-#if SY_CUDA_EMULATED
-#include "engine/cuda/emu/emu_cublaslt.h"
-#else
-#include <cublasLt.h>
-#endif
-
-#define SY_CUBLAS_CHECK(call) ::sy::cuda::cublas_check((call), #call, __FILE__, __LINE__)
 
 namespace sy::cuda {
 SY_CUDA_NS_BEGIN
 
 namespace {
-
-void cublas_check(cublasStatus_t s, const char* call, const char* file, int line) {
-  if (s == CUBLAS_STATUS_SUCCESS) return;
-  throw std::runtime_error(std::string(file) + ":" + std::to_string(line) + ": " + call + " failed: " +
-                           cublasLtGetStatusString(s));
-}
-
-cudaDataType_t data_type(GemmType t) { return t == GemmType::F32 ? CUDA_R_32F : CUDA_R_16BF; }
 
 // Owns a matrix layout descriptor for the length of one call.
 struct Layout {
@@ -41,17 +22,13 @@ constexpr size_t kWorkspaceBytes = size_t(32) << 20;  // what cuBLASLt's faster 
 
 }  // namespace
 
-struct Blas::Impl {
-  cublasLtHandle_t handle = nullptr;
-  void* workspace = nullptr;
-};
-
 Blas::Blas() : impl_(new Impl) {
   SY_CUBLAS_CHECK(cublasLtCreate(&impl_->handle));
   SY_CUDA_CHECK(cudaMalloc(&impl_->workspace, kWorkspaceBytes));
 }
 
 Blas::~Blas() {
+  destroy_grouped(impl_->grouped);
   cudaFree(impl_->workspace);
   cublasLtDestroy(impl_->handle);
   delete impl_;

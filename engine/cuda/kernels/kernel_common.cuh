@@ -64,7 +64,15 @@ template <class A> __device__ A block_max(A v) {
 }
 
 // Blocks for a grid-stride loop over n elements: enough to fill a GPU, never more than the work.
-inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 4096) {
+// Under the emulator every thread is a fiber, and a grid that would fill a GPU costs a context
+// switch per thread for nothing: 16 blocks exercise the grid-stride loops just as well (each
+// thread then strides more often), and whole-model runs get several times faster.
+#if SY_CUDA_EMULATED
+inline constexpr int64_t kGridStrideBlocks = 16;
+#else
+inline constexpr int64_t kGridStrideBlocks = 4096;
+#endif
+inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = kGridStrideBlocks) {
   const int64_t b = (n + threads - 1) / threads;
   return unsigned(b < 1 ? 1 : (b > max_blocks ? max_blocks : b));
 }

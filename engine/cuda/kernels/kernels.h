@@ -78,8 +78,8 @@ template <class T> void sum_squares(const T* x, int64_t n, double* out, double* 
 // ---- whole-buffer elementwise ops (memory_kernels.cu) --------------------------------------------------
 template <class T> void fill(T* x, T value, int64_t n, cudaStream_t s);
 template <class S, class D> void convert(const S* src, D* dst, int64_t n, cudaStream_t s);
-void axpy(float alpha, const float* x, float* y, int64_t n, cudaStream_t s);  // y += alpha x
-void scale(float* x, float alpha, int64_t n, cudaStream_t s);                 // x *= alpha
+template <class T> void axpy(float alpha, const T* x, T* y, int64_t n, cudaStream_t s);  // y += alpha x
+template <class T> void scale(T* x, float alpha, int64_t n, cudaStream_t s);               // x *= alpha
 // count[0] = how many elements are NaN or infinite (count must start at 0).
 void count_nonfinite(const float* x, int64_t n, unsigned* count, cudaStream_t s);
 

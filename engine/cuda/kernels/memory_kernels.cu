@@ -1,5 +1,7 @@
 // Whole-buffer elementwise kernels behind the backend's memory ops: fill, dtype conversion,
 // axpy, scale and the non-finite count (grid-stride loops).
+#include <type_traits>
+
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/kernels/kernel_common.cuh"
 #include "engine/cuda/kernels/kernels.h"
@@ -19,16 +21,22 @@ template <class T> __global__ void fill_kernel(T* x, T value, int64_t n) {
   SY_GRID_STRIDE(i, n) x[i] = value;
 }
 
+// bfloat16 goes through float (round to nearest even on the way down); float <-> double directly.
 template <class S, class D> __global__ void convert_kernel(const S* src, D* dst, int64_t n) {
-  SY_GRID_STRIDE(i, n) dst[i] = D(src[i]);
+  if constexpr (std::is_same_v<S, __nv_bfloat16> || std::is_same_v<D, __nv_bfloat16>) {
+    SY_GRID_STRIDE(i, n) dst[i] = from_f32<D>(to_f32(src[i]));
+  } else {
+    SY_GRID_STRIDE(i, n) dst[i] = D(src[i]);
+  }
 }
 
-__global__ void axpy_kernel(float alpha, const float* x, float* y, int64_t n) {
-  SY_GRID_STRIDE(i, n) y[i] += alpha * x[i];
+// In float, rounded once on store (bf16 residual adds).
+template <class T> __global__ void axpy_kernel(float alpha, const T* x, T* y, int64_t n) {
+  SY_GRID_STRIDE(i, n) y[i] = from_f32<T>(fmaf(alpha, to_f32(x[i]), to_f32(y[i])));
 }
 
-__global__ void scale_kernel(float* x, float alpha, int64_t n) {
-  SY_GRID_STRIDE(i, n) x[i] *= alpha;
+template <class T> __global__ void scale_kernel(T* x, float alpha, int64_t n) {
+  SY_GRID_STRIDE(i, n) x[i] = from_f32<T>(to_f32(x[i]) * alpha);
 }
 
 // One atomic per warp that saw a non-finite value, not one per element.
@@ -55,15 +63,15 @@ template <class S, class D> void convert(const S* src, D* dst, int64_t n, cudaSt
   SY_CUDA_CHECK(cudaGetLastError());
 }
 
-void axpy(float alpha, const float* x, float* y, int64_t n, cudaStream_t s) {
+template <class T> void axpy(float alpha, const T* x, T* y, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  SY_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, axpy_kernel)(alpha, x, y, n);
+  SY_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, axpy_kernel<T>)(alpha, x, y, n);
   SY_CUDA_CHECK(cudaGetLastError());
 }
 
-void scale(float* x, float alpha, int64_t n, cudaStream_t s) {
+template <class T> void scale(T* x, float alpha, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  SY_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, scale_kernel)(x, alpha, n);
+  SY_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, scale_kernel<T>)(x, alpha, n);
   SY_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -79,6 +87,12 @@ template void fill<int32_t>(int32_t*, int32_t, int64_t, cudaStream_t);
 template void fill<__nv_bfloat16>(__nv_bfloat16*, __nv_bfloat16, int64_t, cudaStream_t);
 template void convert<float, double>(const float*, double*, int64_t, cudaStream_t);
 template void convert<double, float>(const double*, float*, int64_t, cudaStream_t);
+template void convert<float, __nv_bfloat16>(const float*, __nv_bfloat16*, int64_t, cudaStream_t);
+template void convert<__nv_bfloat16, float>(const __nv_bfloat16*, float*, int64_t, cudaStream_t);
+template void axpy<float>(float, const float*, float*, int64_t, cudaStream_t);
+template void axpy<__nv_bfloat16>(float, const __nv_bfloat16*, __nv_bfloat16*, int64_t, cudaStream_t);
+template void scale<float>(float*, float, int64_t, cudaStream_t);
+template void scale<__nv_bfloat16>(__nv_bfloat16*, float, int64_t, cudaStream_t);
 
 SY_CUDA_NS_END
 }  // namespace sy::cuda
