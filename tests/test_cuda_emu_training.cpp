@@ -114,12 +114,17 @@ TEST(CudaEmuTraining, SgdDp2Ep2OnFourRanksMatchesOneCpuRank) {
 // tokens a step: single steps up to 19% apart while the 10-step means stay within 2.4%). The
 // curve must also fall, so that two flat lines cannot pass. `ranks` > 0: dp x ep on that many
 // ranks (one sequence each), against one CPU rank with the same global batch.
+// The learning rate is 5e-4 (10 warm-up steps, cosine to 1e-4), not the recipe's 3e-3: at 3e-3
+// and 64 tokens a step the float32 run itself meets loss spikes in steps 30-40 whose height any
+// last-bit change moves (measured: one 10-step mean 4.2% apart, float32 against bf16; 1.6% at
+// 1e-3; 0.8% at 5e-4), so the test would measure the spike, not the precision.
 void check_bf16_curve(int ranks, const std::string& layout, const std::string& tag) {
   testing::RunDir d(tag);
   const std::string corpus = std::string(" --set data.train=") + SY_SOURCE_DIR + "/data/fortunes.train.tok" +
                              " --set data.val=" + SY_SOURCE_DIR + "/data/fortunes.val.tok";
   // One rank: 64 tokens a step; four: 32 each, 128 in all (the emulator's cost is per rank).
   const std::string sets = std::string(kTinyShort) + corpus + " --set train.steps=50" +
+                           " --set optim.lr=5e-4 --set optim.min_lr=1e-4 --set optim.warmup_steps=10" +
                            (ranks ? "" : " --set model.seq_len=64");
   const int accum = std::max(ranks, 1);
   auto r = d.train("f32", 0, sets + " --set train.grad_accum=" + std::to_string(accum), "", kTiny);
@@ -148,9 +153,9 @@ void check_bf16_curve(int ranks, const std::string& layout, const std::string& t
     worst_window = std::max(worst_window, rel);
   }
   EXPECT_LT(wa.back(), wa.front() - 1.0) << "the float32 curve did not fall";
-  std::printf("[measured] bf16 (%s) vs float32, 50 steps: steps 1-10 within %.2e, 10-step means within %.2e; "
+  std::printf("[measured] bf16 (%d rank(s)%s) vs float32, 50 steps: steps 1-10 within %.2e, 10-step means within %.2e; "
               "means %.3f %.3f %.3f %.3f %.3f (float32 %.3f %.3f %.3f %.3f %.3f)\n",
-              ranks ? layout.c_str() : "1 rank", worst_step, worst_window, wb[0], wb[1], wb[2], wb[3], wb[4], wa[0],
+              std::max(ranks, 1), layout.c_str(), worst_step, worst_window, wb[0], wb[1], wb[2], wb[3], wb[4], wa[0],
               wa[1], wa[2], wa[3], wa[4]);
 }
 

@@ -192,6 +192,12 @@ int run_training(const Recipe& r) {
 
   ChosenBackend chosen = make_backend_for(r.engine, ctx.env.local_rank, tc.dtype == "bfloat16");
   Backend* backend = chosen.backend.get();
+  // The collectives run over MPI on the backend's buffers: host memory for cpu and cuda-emu, but
+  // device memory on a GPU, which needs the NCCL communicator (not yet wired into the trainer).
+  if (chosen.device.starts_with("cuda:") && ctx.world->size() > 1)
+    throw ConfigError("engine.device=\"cuda\" on " + std::to_string(ctx.world->size()) +
+                      " ranks needs the NCCL communicator, which the trainer does not use yet; run 1 rank per job "
+                      "or engine.device=\"cuda-emu\"");
   // Expert parallelism: each rank holds and computes its EP rank's run of experts in every MoE
   // layer and exchanges token rows with the rest of its EP group (docs/parallel.md).
   // Tensor parallelism: each rank holds its TP rank's block of every split matrix.
