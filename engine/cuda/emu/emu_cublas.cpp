@@ -14,15 +14,9 @@ namespace {
 
 size_t elem_bytes(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
 
-float load(const void* p, cudaDataType_t t, int64_t i) {
-  if (t == CUDA_R_32F) return static_cast<const float*>(p)[i];
-  return syemu::bf16_bits_to_f32(static_cast<const uint16_t*>(p)[i]);
-}
+float load(const void* p, cudaDataType_t t, int64_t i) { return syemu::blas_load(p, t, i); }
 
-void store(void* p, cudaDataType_t t, int64_t i, float v) {
-  if (t == CUDA_R_32F) static_cast<float*>(p)[i] = v;
-  else static_cast<uint16_t*>(p)[i] = syemu::f32_to_bf16_bits(v);
-}
+void store(void* p, cudaDataType_t t, int64_t i, float v) { syemu::blas_store(p, t, i, v); }
 
 int64_t imax1(int64_t a) { return a > 1 ? a : 1; }
 

@@ -24,15 +24,8 @@ struct cublasLtMatrixLayoutOpaque_t {
 
 namespace {
 
-float load(const void* p, cudaDataType_t t, int64_t i) {
-  if (t == CUDA_R_32F) return static_cast<const float*>(p)[i];
-  return syemu::bf16_bits_to_f32(static_cast<const uint16_t*>(p)[i]);
-}
-
-void store(void* p, cudaDataType_t t, int64_t i, float v) {
-  if (t == CUDA_R_32F) static_cast<float*>(p)[i] = v;
-  else static_cast<uint16_t*>(p)[i] = syemu::f32_to_bf16_bits(v);
-}
+float load(const void* p, cudaDataType_t t, int64_t i) { return syemu::blas_load(p, t, i); }
+void store(void* p, cudaDataType_t t, int64_t i, float v) { syemu::blas_store(p, t, i, v); }
 
 bool valid_type(cudaDataType_t t) { return t == CUDA_R_32F || t == CUDA_R_16BF; }
 
@@ -129,3 +122,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     }
   return CUBLAS_STATUS_SUCCESS;
 }
+
+namespace syemu {
+float blas_load(const void* p, cudaDataType_t t, int64_t i) {
+  if (t == CUDA_R_32F) return static_cast<const float*>(p)[i];
+  return bf16_bits_to_f32(static_cast<const uint16_t*>(p)[i]);
+}
+void blas_store(void* p, cudaDataType_t t, int64_t i, float v) {
+  if (t == CUDA_R_32F) static_cast<float*>(p)[i] = v;
+  else static_cast<uint16_t*>(p)[i] = f32_to_bf16_bits(v);
+}
+}  // namespace syemu

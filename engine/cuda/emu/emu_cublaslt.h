@@ -23,6 +23,13 @@ enum cublasStatus_t : int {
 enum cublasOperation_t : int { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 };
 enum cublasComputeType_t : int { CUBLAS_COMPUTE_32F = 68 };
 enum cudaDataType_t : int { CUDA_R_32F = 0, CUDA_R_16BF = 14 };
+
+namespace syemu {
+// Element i of a float32 or bf16 matrix, as float, and back (round to nearest even): the emulated
+// BLAS libraries' (cuBLASLt's, cuBLAS's) one way to read and write their operands.
+float blas_load(const void* p, cudaDataType_t t, int64_t i);
+void blas_store(void* p, cudaDataType_t t, int64_t i, float v);
+}  // namespace syemu
 enum cublasLtMatmulDescAttributes_t : int { CUBLASLT_MATMUL_DESC_TRANSA = 3, CUBLASLT_MATMUL_DESC_TRANSB = 4 };
 
 struct cublasLtContext;
