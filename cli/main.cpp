@@ -14,6 +14,7 @@
 
 #include "cli/ckpt_commands.h"
 #include "cli/launch_commands.h"
+#include "cli/schedule_commands.h"
 #include "config/recipe.h"
 #include "data/prepare.h"
 #include "parallel/comm.h"
@@ -115,6 +116,7 @@ int main(int argc, char** argv) {
   verify->add_option("PATH", ckpt_path, "A step directory, or a run's out_dir (its `latest` checkpoint)")->required();
 
   const auto launch = sy::add_launch_commands(app, add_set_option);
+  const auto schedule = sy::add_schedule_command(app);
 
   try {
     app.parse(argc, argv);
@@ -127,7 +129,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // CLI11 reports a misspelt command only as "A subcommand is required".
     if (app.get_subcommands().empty() && argc > 1 && argv[1][0] != '-') {
-      fail_line(std::string("unknown command \"") + argv[1] + "\"; valid commands: train, run, sbatch, eval, data, ckpt (see `switchyard --help`)");
+      fail_line(std::string("unknown command \"") + argv[1] + "\"; valid commands: train, run, sbatch, eval, data, ckpt, schedule (see `switchyard --help`)");
       return kExitUsage;
     }
     fail_line(std::string(e.what()) + "; run `" + command_path(app) + " --help`");
@@ -147,6 +149,7 @@ int main(int argc, char** argv) {
       return sy::run_eval(sy::load_recipe(recipe_path, sets), weights, data_path, windows);
     }
     if (const int code = sy::run_launch_command(*launch); code >= 0) return code;
+    if (const int code = sy::run_schedule_command(*schedule); code >= 0) return code;
     if (inspect->parsed()) return sy::run_ckpt_inspect(ckpt_path, dump_name);
     if (verify->parsed()) return sy::run_ckpt_verify(ckpt_path);
     if (prepare->parsed()) {
