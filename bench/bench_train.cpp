@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_args.h"
 #include "config/recipe.h"
 #include "engine/model.h"
 #include "engine/rng.h"
@@ -37,18 +38,11 @@ static double gemm_gflops(Backend& be, int64_t m, int64_t n, int64_t k, int reps
 }
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_train RECIPE [--steps N] [--set section.key=value ...]\n");
-    return 2;
-  }
-  int steps = 20;
-  std::vector<std::string> sets;
-  for (int i = 2; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) steps = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--set") && i + 1 < argc) sets.push_back(argv[++i]);
-  }
+  const auto args = bench::parse_bench_args(argc, argv, "bench_train", 20);
+  if (!args) return 2;
+  const int steps = args->steps;
   try {
-    const Recipe r = load_recipe(argv[1], sets);
+    const Recipe r = load_recipe(args->recipe, args->sets);
     auto be = make_cpu_backend();
     const double peak = std::max(gemm_gflops(*be, 4096, 4096, 4096, 3), gemm_gflops(*be, 2048, 256, 256, 20));
     Model model(r.model, *be, DType::F32, r.train.seed);

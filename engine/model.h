@@ -61,7 +61,7 @@ class Model {
   // The activations' type (and the weight copy's); the parameters and gradients are
   // param_dtype(): float32 under bfloat16 mixed precision, else the same.
   DType dtype() const { return dtype_; }
-  DType param_dtype() const { return dtype_ == DType::BF16 ? DType::F32 : dtype_; }
+  DType param_dtype() const { return accum_dtype(dtype_); }  // the same mapping: bf16 keeps float32
   const Tensor& logits() const { return logits_; }
   std::vector<MoeLayer*> moe_layers();
   void set_experts_impl(ExpertsImpl impl);

@@ -114,16 +114,22 @@ int64_t memory_field(const testing::RunDir& d, const std::string& run, int rank,
   return at == std::string::npos ? -1 : std::stoll(text.substr(at + key.size() + 3));
 }
 
+// The memory tests' runs: the 1-rank reference with `ranks` micro-batches per step and the
+// layout's run (shared experts on), proven equal before their memory reports are read.
+void train_ref_and_layout(const testing::RunDir& d, const std::string& name, int ranks, const std::string& layout) {
+  auto r = d.train("ref", 0, std::string(kShared) + " --set train.grad_accum=" + std::to_string(ranks));
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = d.train(name, ranks, std::string(kShared) + layout);
+  ASSERT_EQ(r.code, 0) << r.output;
+  testing::expect_same_run(d, "ref", name);
+}
+
 // Storage follows ownership: at dp2 x ep2 each rank holds the dense parameters and half the
 // experts (not all of them), and ZeRO-1 shards the dense moments over the 4 DP ranks and each
 // expert half over its 2 EDP ranks, so every rank keeps a quarter of the 1-rank optimizer state.
 TEST(EpEquivalence, AdamWDp2Ep2Zero1ShardsExpertStorageAndStateByOwner) {
   testing::RunDir d("ep_z1_mem");
-  auto r = d.train("ref", 0, std::string(kShared) + " --set train.grad_accum=4");
-  ASSERT_EQ(r.code, 0) << r.output;
-  r = d.train("dp2ep2z1", 4, std::string(kShared) + " --set parallel.ep=2 --set parallel.zero=1");
-  ASSERT_EQ(r.code, 0) << r.output;
-  testing::expect_same_run(d, "ref", "dp2ep2z1");
+  ASSERT_NO_FATAL_FAILURE(train_ref_and_layout(d, "dp2ep2z1", 4, " --set parallel.ep=2 --set parallel.zero=1"));
   const int64_t dense = memory_field(d, "ref", 0, "dense_params"), experts = memory_field(d, "ref", 0, "expert_params");
   const int64_t state = memory_field(d, "ref", 0, "optimizer_state_bytes");
   ASSERT_GT(experts, 0);
@@ -145,11 +151,7 @@ TEST(EpEquivalence, SgdEp2Zero1Dropless) { check_ep(2, 2, std::string(kSgd) + " 
 // a quarter of the experts' gradients and AdamW moments.
 TEST(EpEquivalence, AdamWEp4StoresAQuarterOfTheExperts) {
   testing::RunDir d("ep4_mem");
-  auto r = d.train("ref", 0, std::string(kShared) + " --set train.grad_accum=4");
-  ASSERT_EQ(r.code, 0) << r.output;
-  r = d.train("ep4", 4, std::string(kShared) + " --set parallel.ep=4");
-  ASSERT_EQ(r.code, 0) << r.output;
-  testing::expect_same_run(d, "ref", "ep4");
+  ASSERT_NO_FATAL_FAILURE(train_ref_and_layout(d, "ep4", 4, " --set parallel.ep=4"));
   const int64_t dense = memory_field(d, "ref", 0, "dense_params"), experts = memory_field(d, "ref", 0, "expert_params");
   ASSERT_GT(experts, 0);
   ASSERT_EQ(experts % 4, 0);

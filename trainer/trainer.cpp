@@ -489,8 +489,7 @@ int run_training(const Recipe& r) {
 int run_eval(const Recipe& r, const std::string& weights, const std::string& data, int64_t windows) {
   auto backend = make_cpu_backend();
   // Evaluation runs on the CPU reference; a bfloat16 run's weights are its float32 masters.
-  const DType dt = parse_dtype(r.train.dtype) == DType::BF16 ? DType::F32 : parse_dtype(r.train.dtype);
-  Model model(r.model, *backend, dt, r.train.seed);
+  Model model(r.model, *backend, accum_dtype(parse_dtype(r.train.dtype)), r.train.seed);
   load_weights(model, weights);
   BatchSource src(data, r.model.seq_len, r.train.seed, r.model.vocab_size);
   const int64_t n = std::min(windows, src.windows());

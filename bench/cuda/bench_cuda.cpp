@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_args.h"
 #include "config/recipe.h"
 #include "engine/cuda/backend/cuda_backend.h"
 #include "engine/cuda/blas/blas.h"
@@ -64,18 +65,11 @@ HostBatch random_batch(const ModelConfig& c, int64_t b, uint64_t seed) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_cuda RECIPE [--steps N] [--set section.key=value ...]\n");
-    return 2;
-  }
-  int steps = 10;
-  std::vector<std::string> sets;
-  for (int i = 2; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) steps = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--set") && i + 1 < argc) sets.push_back(argv[++i]);
-  }
+  const auto args = bench::parse_bench_args(argc, argv, "bench_cuda", 10);
+  if (!args) return 2;
+  const int steps = args->steps;
   try {
-    const Recipe r = load_recipe(argv[1], sets);
+    const Recipe r = load_recipe(args->recipe, args->sets);
     cudaDeviceProp prop{};
     SY_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     cuda::Blas blas;
