@@ -94,7 +94,7 @@ TEST(Supervisor, StoppedRankIsReportedHungWithWhereItStoodAndTheJobRestarts) {
   EXPECT_TRUE(std::regex_search(cause, std::regex(", phase [a-z_]+"))) << cause;
   // Rank 0 is blocked in the collective that waits for rank 1, and says which.
   EXPECT_TRUE(std::regex_search(inc[0], std::regex("rank 0 \\(pid [0-9]+ on [^)]*\\): step [0-9]+, phase [a-z_]+, waiting "
-                                                   "in all_reduce on group (dp|world) for [0-9.]+ s")))
+                                                   "in all_reduce on group (dp|edp|world) for [0-9.]+ s")))
       << inc[0];
   EXPECT_NE(d.file("run.log").find("switchyard run: hang: rank 1"), std::string::npos);
   EXPECT_EQ(d.field("run", "loss"), d.field("straight", "loss"));

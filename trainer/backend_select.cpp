@@ -19,7 +19,10 @@ int visible_gpus(std::string* why) {
 
 ChosenBackend make_backend_for(const EngineConfig& e, int local_rank, bool bf16) {
   if (e.device == "cpu") return {make_cpu_backend(), "cpu"};
-  if (e.device == "cuda-emu") return {cuda::make_emulated_backend(), "cuda-emu"};
+  if (e.device == "cuda-emu") {
+    cuda::set_emulated_grid_stride_blocks(0);  // a training run: launch shapes for speed on the host
+    return {cuda::make_emulated_backend(), "cuda-emu"};
+  }
   std::string why;
   const int gpus = visible_gpus(&why);
   if (gpus == 0) {

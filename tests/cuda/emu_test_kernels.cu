@@ -17,6 +17,11 @@ __global__ void neighbour_kernel(const float* in, float* out, int n, int with_ba
   out[t] = slot[t == 0 ? 0 : t - 1];
 }
 
+__global__ void float_gated_kernel(float* out, float gate) {
+  if (gate > 0) __syncthreads();
+  out[threadIdx.x] = 1;
+}
+
 __device__ float sum_once(float v, int trailing_barrier) {
   __shared__ float part[32];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
@@ -138,6 +143,13 @@ template <class T> DeviceBuffer<T> filled(size_t n, T v) { return DeviceBuffer<T
 std::vector<float> neighbour_exchange(const std::vector<float>& in, bool with_barrier) {
   DeviceBuffer<float> din(in), dout(in.size());
   SY_LAUNCH(1, unsigned(in.size()), 0, nullptr, neighbour_kernel)(din.get(), dout.get(), int(in.size()), int(with_barrier));
+  SY_CUDA_CHECK(cudaGetLastError());
+  return dout.download();
+}
+
+std::vector<float> float_gated_barrier(float gate) {
+  DeviceBuffer<float> dout(64);
+  SY_LAUNCH(1, 64, 0, nullptr, float_gated_kernel)(dout.get(), gate);
   SY_CUDA_CHECK(cudaGetLastError());
   return dout.download();
 }

@@ -13,6 +13,10 @@ namespace sy::cuda::emutest {
 // barrier: the race a test must catch.
 std::vector<float> neighbour_exchange(const std::vector<float>& in, bool with_barrier);
 
+// One block of 64 threads; each writes 1 to out[t], after a barrier when gate > 0: a barrier
+// that hangs on a floating-point argument, which direct mode does not see (cuda_emu.h).
+std::vector<float> float_gated_barrier(float gate);
+
 // Two block-wide sums in a row through one shared array of per-warp partials (the pattern of
 // kernel_common.cuh's block_sum): out = {sum of in, sum of 2 * in}. Without the barrier after
 // reading the partials, a warp that runs ahead overwrites its partial with the second sum before a

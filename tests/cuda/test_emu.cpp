@@ -40,6 +40,33 @@ TEST(CudaEmu, BarrierMakesEveryWriteVisibleToEveryThread) {
     }
 }
 
+// Direct mode: a launch that never synchronised has its twins run as plain calls, with the same
+// results; another value of an integer argument is another launch (the barrier under
+// `if (with_barrier)` runs in fibers); a barrier behind a floating-point argument is reported,
+// and runs with direct mode off.
+TEST(CudaEmu, DirectModeRunsSyncFreeTwinsAsPlainCallsAndReportsABarrierItCannotSee) {
+  ScheduleGuard guard;
+  syemu::set_schedule(syemu::Schedule::InOrder);
+  for (int i = 0; i < 3; ++i) {  // the first in fibers, then direct
+    const std::vector<float> in = ramp(128, 11.0f * float(i + 1));
+    EXPECT_EQ(neighbour_exchange(in, false), expected_neighbours(in)) << i;
+    EXPECT_EQ(neighbour_exchange(in, true), expected_neighbours(in)) << i;
+  }
+  EXPECT_EQ(float_gated_barrier(0.0f), std::vector<float>(64, 1.0f));
+  EXPECT_EQ(float_gated_barrier(0.0f), std::vector<float>(64, 1.0f));
+  std::string error = "(no error)";
+  try {
+    float_gated_barrier(1.0f);
+  } catch (const syemu::EmuError& e) {
+    error = e.what();
+  }
+  EXPECT_NE(error.find("__syncthreads in a launch whose earlier twins"), std::string::npos) << error;
+  EXPECT_NE(error.find("SY_EMU_DIRECT=0"), std::string::npos) << error;
+  syemu::set_direct_mode(false);
+  EXPECT_EQ(float_gated_barrier(1.0f), std::vector<float>(64, 1.0f));
+  syemu::set_direct_mode(true);
+}
+
 // Without the barrier each thread reads its lower neighbour's slot in the same segment. Run in
 // thread order, the neighbour has always written first, so the race hides; in shuffled order it
 // shows (a fresh input each launch, so a stale slot from the previous launch is wrong too).

@@ -17,5 +17,8 @@ std::unique_ptr<Backend> make_cuda_backend(int device);
 
 // The same backend code on the host under the CUDA emulator (one emulated device).
 std::unique_ptr<Backend> make_emulated_backend();
+// The most blocks an emulated grid-stride kernel launches (see grid_for in
+// engine/cuda/kernels/kernel_common.cuh): 16 by default, 0 for as many as the work needs.
+void set_emulated_grid_stride_blocks(int64_t blocks);
 
 }  // namespace sy::cuda

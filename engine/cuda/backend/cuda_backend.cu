@@ -4,6 +4,7 @@
 
 #include "engine/cuda/backend/backend_factory.h"
 #include "engine/cuda/backend/cuda_backend_impl.h"
+#include "engine/cuda/kernels/kernel_common.cuh"
 #include "engine/cuda/kernels/kernels.h"
 
 namespace sy::cuda {
@@ -294,6 +295,7 @@ SY_CUDA_NS_END
 namespace sy::cuda {
 #if SY_CUDA_EMULATED
 std::unique_ptr<Backend> make_emulated_backend() { return make_backend(0); }
+void set_emulated_grid_stride_blocks(int64_t blocks) { g_emu_grid_stride_blocks = blocks; }
 #else
 int cuda_device_count(std::string* why) {
   int n = 0;

@@ -18,6 +18,12 @@
 // while others pass several sync points: a missing
 // __syncthreads (a read of another thread's write in the same segment, or a warp rewriting a
 // shared buffer that a slow thread has not read yet) gives results that change with the seed.
+// Direct mode (in order only): once a launch has run to the end without any thread reaching a
+// barrier or warp collective, later launches of the same kernel with the same shape and integer
+// arguments run each thread as a plain call, one after another: the same order and the same
+// result without a fiber switch per thread. A direct launch that does reach a barrier (one that
+// depends on memory contents or a floating-point argument) throws; set_direct_mode(false) or
+// SY_EMU_DIRECT=0 turn the mode off.
 //
 // The emulator is stricter than the hardware where the hardware's behaviour is undefined: a
 // __syncthreads that some threads skip by returning early, a warp collective whose mask excludes
@@ -30,6 +36,8 @@
 #error "cuda_emu.h is the host emulator; nvcc builds use the CUDA headers"
 #endif
 
+#include <dlfcn.h>
+#include <cstdio>
 #include <atomic>
 #include <cmath>
 #include <cstddef>
@@ -79,6 +87,7 @@ enum class Schedule { InOrder, Shuffled };
 // SY_EMU_SCHEDULE=shuffled[:seed] sets it for a whole process at its first launch.
 void set_schedule(Schedule s, uint64_t seed = 1);
 Schedule schedule();
+void set_direct_mode(bool on);  // default on; SY_EMU_DIRECT=0 turns it off for a process
 
 // Fiber stacks: 128 KiB each by default (kernels keep a few registers' worth of locals).
 void set_stack_bytes(size_t bytes);
@@ -99,7 +108,17 @@ extern thread_local BlockCtx t_block;
 
 int syncthreads_count(int pred);  // the block barrier; returns how many threads passed pred != 0
 uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int param, int width);
-void run_grid(dim3 grid, dim3 block, size_t dynamic_smem_bytes, const std::function<void()>& body);
+// `key` identifies the launch for direct mode's memo of launches that never synchronise: the
+// kernel, the launch shape and the integer, bool and enum arguments (a barrier under
+// `if (flag)` or `if (n > 1024)` gets one key per value; pointers and floating-point values
+// are left out so that a training step's launches meet their memo again at the next step).
+void run_grid(dim3 grid, dim3 block, size_t dynamic_smem_bytes, const std::function<void()>& body, uint64_t key);
+
+inline uint64_t mix_key(uint64_t h, uint64_t v) { return (h ^ v) * 0x100000001b3ull + (h >> 29); }
+template <class T> uint64_t mix_arg(uint64_t h, const T& v) {
+  if constexpr (std::is_integral_v<T> || std::is_enum_v<T>) return mix_key(h, uint64_t(v));
+  else return h;
+}
 
 template <class T> uint64_t to_bits(T v) {
   static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "warp exchange of a value wider than 8 bytes");
@@ -126,7 +145,11 @@ template <class... P> struct Launch {
   template <class... A> void operator()(A&&... args) const {
     const std::tuple<std::decay_t<P>...> params(std::forward<A>(args)...);
     auto* k = kernel;
-    detail::run_grid(grid, block, smem, [&] { std::apply(k, params); });
+    uint64_t key = detail::mix_key(reinterpret_cast<uintptr_t>(k), smem);
+    for (unsigned d : {grid.x, grid.y, grid.z, block.x, block.y, block.z}) key = detail::mix_key(key, d);
+    std::apply([&](const auto&... p) { ((key = detail::mix_arg(key, p)), ...); }, params);
+    if (getenv("SYDBG")) { Dl_info info; dladdr((void*)k, &info); fprintf(stderr, "KERNEL %llx %lx\n", (unsigned long long)key, (unsigned long)((const char*)k - (const char*)info.dli_fbase)); }
+    detail::run_grid(grid, block, smem, [&] { std::apply(k, params); }, key);
   }
 };
 

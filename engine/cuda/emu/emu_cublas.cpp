@@ -1,5 +1,5 @@
 // cuBLAS's grouped GEMM on the host (see emu_cublas.h): every argument checked first, as the
-// library validates before it launches anything, then a plain triple loop per problem.
+// library validates before it launches anything, then each problem through the emulated BLAS's one GEMM (syemu::blas_gemm).
 #include "engine/cuda/emu/emu_cublas.h"
 
 #include <cstring>
@@ -13,10 +13,6 @@ struct cublasContext {
 namespace {
 
 size_t elem_bytes(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
-
-float load(const void* p, cudaDataType_t t, int64_t i) { return syemu::blas_load(p, t, i); }
-
-void store(void* p, cudaDataType_t t, int64_t i, float v) { syemu::blas_store(p, t, i, v); }
 
 int64_t imax1(int64_t a) { return a > 1 ? a : 1; }
 
@@ -107,18 +103,10 @@ cublasStatus_t cublasGemmGroupedBatchedEx(cublasHandle_t handle, const cublasOpe
     float al, be;
     std::memcpy(&al, static_cast<const float*>(alpha_array) + i, sizeof al);
     std::memcpy(&be, static_cast<const float*>(beta_array) + i, sizeof be);
-    for (int g = 0; g < group_size[i]; ++g, ++p) {
-      const void *A = Aarray[p], *B = Barray[p];
-      void* C = Carray[p];
-      for (int64_t col = 0; col < n; ++col)
-        for (int64_t row = 0; row < m; ++row) {
-          float acc = 0;
-          for (int64_t q = 0; q < k; ++q)
-            acc += load(A, Atype, ta ? q + row * lda : row + q * lda) * load(B, Btype, tb ? col + q * ldb : q + col * ldb);
-          const float c = be == 0.0f ? 0.0f : be * load(C, Ctype, row + col * ldc);
-          store(C, Ctype, row + col * ldc, al * acc + c);
-        }
-    }
+    for (int g = 0; g < group_size[i]; ++g, ++p)
+      if (!syemu::blas_gemm(ta, tb, m, n, k, al, Aarray[p], Atype, lda, Barray[p], Btype, ldb, be, Carray[p], Ctype, ldc,
+                            Carray[p], Ctype, ldc))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
   }
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -24,9 +24,6 @@ struct cublasLtMatrixLayoutOpaque_t {
 
 namespace {
 
-float load(const void* p, cudaDataType_t t, int64_t i) { return syemu::blas_load(p, t, i); }
-void store(void* p, cudaDataType_t t, int64_t i, float v) { syemu::blas_store(p, t, i, v); }
-
 bool valid_type(cudaDataType_t t) { return t == CUDA_R_32F || t == CUDA_R_16BF; }
 
 }  // namespace
@@ -103,24 +100,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   float al, be;
   std::memcpy(&al, alpha, sizeof al);
   std::memcpy(&be, beta, sizeof be);
-  // Every element is read through its layout's leading dimension and type, as the library does;
-  // the products of the dense float copies go to oneDNN's sgemm (the CPU backend's GEMM), so
-  // that whole-model runs under the emulator take seconds, not minutes. Accumulation in float,
-  // as CUBLAS_COMPUTE_32F.
-  std::vector<float> a(size_t(m * k)), b(size_t(k * n)), acc(size_t(m * n), 0.0f);
-  for (int64_t i = 0; i < m; ++i)  // op(A), row-major m x k
-    for (int64_t p = 0; p < k; ++p) a[size_t(i * k + p)] = load(A, Adesc->type, ta ? p + i * Adesc->ld : i + p * Adesc->ld);
-  for (int64_t p = 0; p < k; ++p)  // op(B), row-major k x n
-    for (int64_t j = 0; j < n; ++j) b[size_t(p * n + j)] = load(B, Bdesc->type, tb ? j + p * Bdesc->ld : p + j * Bdesc->ld);
-  if (m * n * k > 0 &&
-      dnnl_sgemm('N', 'N', m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, acc.data(), n) != dnnl_success)
-    return CUBLAS_STATUS_NOT_SUPPORTED;  // oneDNN refused the shapes (never for valid ones)
-  for (int64_t j = 0; j < n; ++j)
-    for (int64_t i = 0; i < m; ++i) {
-      const float c = be == 0.0f ? 0.0f : be * load(C, Cdesc->type, i + j * Cdesc->ld);
-      store(D, Ddesc->type, i + j * Ddesc->ld, al * acc[size_t(i * n + j)] + c);
-    }
-  return CUBLAS_STATUS_SUCCESS;
+  return syemu::blas_gemm(ta, tb, m, n, k, al, A, Adesc->type, Adesc->ld, B, Bdesc->type, Bdesc->ld, be, C, Cdesc->type,
+                          Cdesc->ld, D, Ddesc->type, Ddesc->ld)
+             ? CUBLAS_STATUS_SUCCESS
+             : CUBLAS_STATUS_NOT_SUPPORTED;  // oneDNN refused the shapes (never for valid ones)
 }
 
 namespace syemu {
@@ -131,5 +114,24 @@ float blas_load(const void* p, cudaDataType_t t, int64_t i) {
 void blas_store(void* p, cudaDataType_t t, int64_t i, float v) {
   if (t == CUDA_R_32F) static_cast<float*>(p)[i] = v;
   else static_cast<uint16_t*>(p)[i] = f32_to_bf16_bits(v);
+}
+
+bool blas_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float al, const void* A, cudaDataType_t at,
+               int64_t lda, const void* B, cudaDataType_t bt, int64_t ldb, float be, const void* C,
+               cudaDataType_t ct, int64_t ldc, void* D, cudaDataType_t dt, int64_t ldd) {
+  if (m == 0 || n == 0) return true;
+  std::vector<float> a(size_t(m * k)), b(size_t(k * n)), acc(size_t(m * n), 0.0f);
+  for (int64_t i = 0; i < m; ++i)  // op(A), row-major m x k
+    for (int64_t p = 0; p < k; ++p) a[size_t(i * k + p)] = blas_load(A, at, ta ? p + i * lda : i + p * lda);
+  for (int64_t p = 0; p < k; ++p)  // op(B), row-major k x n
+    for (int64_t j = 0; j < n; ++j) b[size_t(p * n + j)] = blas_load(B, bt, tb ? j + p * ldb : p + j * ldb);
+  if (k > 0 && dnnl_sgemm('N', 'N', m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, acc.data(), n) != dnnl_success)
+    return false;
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t i = 0; i < m; ++i) {
+      const float c = be == 0.0f ? 0.0f : be * blas_load(C, ct, i + j * ldc);
+      blas_store(D, dt, i + j * ldd, al * acc[size_t(i * n + j)] + c);
+    }
+  return true;
 }
 }  // namespace syemu

@@ -29,6 +29,14 @@ namespace syemu {
 // BLAS libraries' (cuBLASLt's, cuBLAS's) one way to read and write their operands.
 float blas_load(const void* p, cudaDataType_t t, int64_t i);
 void blas_store(void* p, cudaDataType_t t, int64_t i, float v);
+// D = al op(A) op(B) + be C, column-major with leading dimensions, every operand float32 or bf16,
+// accumulated in float (CUBLAS_COMPUTE_32F): the one compute path of both emulated libraries.
+// The operands are read through their layouts into dense float copies whose product goes to
+// oneDNN's sgemm (the CPU backend's GEMM), so that whole-model runs under the emulator take
+// seconds, not minutes. Arguments are checked by the callers. False only if oneDNN refuses.
+bool blas_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float al, const void* A, cudaDataType_t at,
+               int64_t lda, const void* B, cudaDataType_t bt, int64_t ldb, float be, const void* C,
+               cudaDataType_t ct, int64_t ldc, void* D, cudaDataType_t dt, int64_t ldd);
 }  // namespace syemu
 enum cublasLtMatmulDescAttributes_t : int { CUBLASLT_MATMUL_DESC_TRANSA = 3, CUBLASLT_MATMUL_DESC_TRANSB = 4 };
 

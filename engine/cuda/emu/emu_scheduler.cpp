@@ -6,6 +6,7 @@
 #include <memory>
 #include <queue>
 #include <random>
+#include <unordered_set>
 #include <vector>
 
 #include "engine/cuda/emu/cuda_emu.h"
@@ -18,6 +19,16 @@ namespace {
 std::atomic<int> g_schedule{-1};  // -1: not yet read from SY_EMU_SCHEDULE
 std::atomic<uint64_t> g_seed{1};
 std::atomic<size_t> g_stack_bytes{size_t(128) << 10};
+std::atomic<int> g_direct{-1};  // -1: not yet read from SY_EMU_DIRECT
+
+bool direct_mode() {
+  if (g_direct.load() < 0) {
+    const char* env = std::getenv("SY_EMU_DIRECT");
+    int unset = -1;
+    g_direct.compare_exchange_strong(unset, env && std::string(env) == "0" ? 0 : 1);
+  }
+  return g_direct.load() == 1;
+}
 
 void read_environment_once() {
   if (g_schedule.load() >= 0) return;
@@ -45,6 +56,8 @@ Schedule schedule() {
   read_environment_once();
   return Schedule(g_schedule.load());
 }
+
+void set_direct_mode(bool on) { g_direct = on ? 1 : 0; }
 
 void set_stack_bytes(size_t bytes) { g_stack_bytes = std::max<size_t>(bytes, 16 << 10); }
 
@@ -81,6 +94,11 @@ struct Runner {
   std::vector<std::byte> smem;  // dynamic shared memory, over-allocated for 128-byte alignment
   std::byte* smem_base = nullptr;
   uint64_t launches = 0;
+  // Direct mode (see run_grid): the kernels seen to run a whole launch without a barrier or warp
+  // collective, whether this launch runs its threads as plain calls, and whether a thread of the
+  // present fiber-mode launch synchronised.
+  std::unordered_set<uint64_t> sync_free;
+  bool direct = false, synced = false;
 };
 
 thread_local Runner t_runner;
@@ -285,6 +303,7 @@ void run_block(Runner& r, std::mt19937_64* rng) {
 
 struct CurrentReset {
   ~CurrentReset() {
+    t_runner.direct = false;
     t_current = nullptr;
     t_thread_idx = nullptr;
   }
@@ -292,7 +311,18 @@ struct CurrentReset {
 
 }  // namespace
 
+// A kernel in direct mode synchronised after all: its threads before this one have run to the
+// end, so the launch cannot be finished faithfully.
+void check_not_direct(const char* what) {
+  if (t_runner.direct)
+    fail(std::string(what) + " in a launch whose earlier twins (same kernel, shape and integer arguments) never "
+         "synchronised, so its threads run one after another without fibers; a barrier that depends on memory or a "
+         "floating-point argument is not emulated in direct mode: run with SY_EMU_DIRECT=0");
+  t_runner.synced = true;
+}
+
 int syncthreads_count(int pred) {
+  check_not_direct("__syncthreads");
   ThreadCtx& me = current("__syncthreads");
   me.in = pred != 0;
   me.state = State::AtBarrier;
@@ -301,6 +331,7 @@ int syncthreads_count(int pred) {
 }
 
 uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int param, int width) {
+  check_not_direct(op_name(op));
   ThreadCtx& me = current(op_name(op));
   Runner& r = t_runner;
   const int lane = me.linear % 32, base = me.linear - lane;
@@ -329,7 +360,7 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int param, in
   return me.out;
 }
 
-void run_grid(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& body) {
+void run_grid(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& body, uint64_t key) {
   if (t_current) fail("a kernel launched from inside a kernel (dynamic parallelism is not emulated)");
   auto dims = [](dim3 d) {  // snprintf: GCC 12 warns falsely (-Wrestrict) on the string sum
     char buf[48];
@@ -371,13 +402,25 @@ void run_grid(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void
     rng = std::make_unique<std::mt19937_64>(g_seed.load() * 0x9e3779b97f4a7c15ull + r.launches);
   ++r.launches;
   CurrentReset reset;
+  r.direct = !rng && direct_mode() && r.sync_free.count(key);
+  if (getenv("SYDBG")) { fprintf(stderr, "LAUNCH %llx %d %llu\n", (unsigned long long)key, int(r.direct), (unsigned long long)(uint64_t(grid.x)*grid.y*grid.z*nthreads)); }
+  r.synced = false;
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
         t_block.block_idx = uint3{x, y, z};
         if (smem_bytes) std::memset(r.smem_base, 0xff, smem_bytes);
-        run_block(r, rng.get());
+        if (r.direct) {
+          for (ThreadCtx& t : r.threads) {
+            t_current = &t;
+            t_thread_idx = &t.tid;
+            body();
+          }
+        } else {
+          run_block(r, rng.get());
+        }
       }
+  if (!r.direct && !r.synced) r.sync_free.insert(key);
 }
 
 }  // namespace detail

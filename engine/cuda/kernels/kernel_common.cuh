@@ -6,6 +6,7 @@
 // on store.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 #include "engine/cuda/cuda_compat.h"
@@ -64,15 +65,22 @@ template <class A> __device__ A block_max(A v) {
 }
 
 // Blocks for a grid-stride loop over n elements: enough to fill a GPU, never more than the work.
-// Under the emulator every thread is a fiber, and a grid that would fill a GPU costs a context
-// switch per thread for nothing: 16 blocks exercise the grid-stride loops just as well (each
-// thread then strides more often), and whole-model runs get several times faster.
+// Under the emulator the cap is a setting: 16 by default, so that kernel tests exercise every
+// loop's striding (each thread strides often), and 0 (no cap: one element per thread) for
+// whole-model runs (set_emulated_grid_stride_blocks, backend_factory.h). There a kernel that
+// never synchronises runs its threads as plain calls (the emulator's direct mode) and walks its
+// arrays in order, where 16 blocks would have each thread stride through memory 4096 elements at
+// a time, a cache and TLB miss per element on the host.
 #if SY_CUDA_EMULATED
-inline constexpr int64_t kGridStrideBlocks = 16;
+inline std::atomic<int64_t> g_emu_grid_stride_blocks{16};
+inline int64_t grid_stride_blocks() {
+  const int64_t b = g_emu_grid_stride_blocks.load(std::memory_order_relaxed);
+  return b > 0 ? b : 2147483647;
+}
 #else
-inline constexpr int64_t kGridStrideBlocks = 4096;
+inline int64_t grid_stride_blocks() { return 4096; }
 #endif
-inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = kGridStrideBlocks) {
+inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = grid_stride_blocks()) {
   const int64_t b = (n + threads - 1) / threads;
   return unsigned(b < 1 ? 1 : (b > max_blocks ? max_blocks : b));
 }
