@@ -59,7 +59,7 @@ std::vector<Section> sections_of(Recipe& r) {
         {"peak_gflops", &t.peak_gflops}, {"dtype", &t.dtype}}},
       {"engine", {{"device", &r.engine.device}}},
       {"parallel",
-       {{"tp", &p.tp}, {"cp", &p.cp}, {"pp", &p.pp}, {"ep", &p.ep}, {"etp", &p.etp}, {"dp", &p.dp},
+       {{"tp", &p.tp}, {"cp", &p.cp}, {"pp", &p.pp}, {"vpp", &p.vpp}, {"ep", &p.ep}, {"etp", &p.etp}, {"dp", &p.dp},
         {"zero", &p.zero}, {"sp", &p.sp}, {"order", &p.order}, {"timeout_s", &p.timeout_s}, {"bucket_mb", &p.bucket_mb}}},
       {"checkpoint",
        {{"every_steps", &r.checkpoint.every_steps}, {"keep", &r.checkpoint.keep}, {"resume", &r.checkpoint.resume},

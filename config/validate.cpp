@@ -92,7 +92,7 @@ void validate_engine(const EngineConfig& e, const TrainConfig& t, const Parallel
 
 void validate_parallel(const ParallelConfig& p) {
   for (auto [key, v] : {std::pair{"parallel.tp", p.tp}, std::pair{"parallel.cp", p.cp}, std::pair{"parallel.pp", p.pp},
-                        std::pair{"parallel.ep", p.ep}, std::pair{"parallel.etp", p.etp}})
+                        std::pair{"parallel.vpp", p.vpp}, std::pair{"parallel.ep", p.ep}, std::pair{"parallel.etp", p.etp}})
     at_least(key, v, 1);
   at_least("parallel.dp", p.dp, 0);
   if (p.zero < 0 || p.zero > 2)

@@ -8,8 +8,19 @@
 namespace sy {
 
 Model::Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed, ModelShard shard)
-    : cfg_(cfg), be_(be), dtype_(dtype), tp_(shard.tp) {
+    : cfg_(cfg), be_(be), dtype_(dtype), tp_(shard.tp), pipe_(shard.pipe) {
   cfg_.validate();
+  if (pipe_.chunks.empty()) pipe_ = PipePlace{{{0, cfg_.n_layers}}, true, true};
+  for (size_t c = 0; c < pipe_.chunks.size(); ++c) {
+    const auto [b, e] = pipe_.chunks[c];
+    if (b < 0 || e > cfg_.n_layers || b >= e || (c > 0 && b < pipe_.chunks[c - 1].second))
+      throw std::invalid_argument("pipeline chunk " + std::to_string(c) + " holds layers [" + std::to_string(b) + ", " +
+                                  std::to_string(e) + ") of " + std::to_string(cfg_.n_layers) +
+                                  ": chunks must be non-empty, ascending and disjoint");
+  }
+  if (pipe_.first && pipe_.chunks[0].first != 0) throw std::invalid_argument("the first pipeline stage must start at layer 0");
+  if (pipe_.last && pipe_.chunks.back().second != cfg_.n_layers)
+    throw std::invalid_argument("the last pipeline stage must end at the last layer");
   const int t = tp_.size();
   auto need = [&](int64_t v, const char* what) {
     if (v % t != 0)
@@ -26,21 +37,30 @@ Model::Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed, Mo
   vocab_local_ = cfg_.vocab_size / t;
   vocab_begin_ = tp_.rank() * vocab_local_;
   const ParamSplit rows{TpSplit::Rows, tp_.rank(), t};
-  embed_ = ps_.add("embed.weight", {vocab_local_, cfg_.d_model}, ParamKind::Embedding, cfg_.init_std, -1, rows);
-  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
-    attn_.push_back(std::make_unique<AttentionBlock>(ps_, cfg_, l, tp_));
-    ffn_.push_back(std::make_unique<FfnBlock>(ps_, cfg_, l, shard.experts, tp_));
+  // A tied embedding on a last stage that is not also the first is a second copy of the table,
+  // kept equal by the caller (the same initialisation, gradients summed over the two stages).
+  if (pipe_.first || (pipe_.last && cfg_.tie_embeddings))
+    embed_ = ps_.add("embed.weight", {vocab_local_, cfg_.d_model}, ParamKind::Embedding, cfg_.init_std, -1, rows);
+  attn_.resize(size_t(cfg_.n_layers));
+  ffn_.resize(size_t(cfg_.n_layers));
+  for (const auto& [b, e] : pipe_.chunks)
+    for (int64_t l = b; l < e; ++l) {
+      attn_[l] = std::make_unique<AttentionBlock>(ps_, cfg_, l, tp_);
+      ffn_[l] = std::make_unique<FfnBlock>(ps_, cfg_, l, shard.experts, tp_);
+    }
+  if (pipe_.last) {
+    final_norm_ = ps_.add("final_norm.weight", {cfg_.d_model}, ParamKind::Norm, 0, -1,
+                          {tp_.seq() ? TpSplit::Partial : TpSplit::Replicated, tp_.rank(), t});
+    lm_head_ = cfg_.tie_embeddings ? embed_
+                                   : ps_.add("lm_head.weight", {vocab_local_, cfg_.d_model}, ParamKind::Matrix,
+                                             cfg_.init_std, -1, rows);
   }
-  final_norm_ = ps_.add("final_norm.weight", {cfg_.d_model}, ParamKind::Norm, 0, -1,
-                        {tp_.seq() ? TpSplit::Partial : TpSplit::Replicated, tp_.rank(), t});
-  lm_head_ = cfg_.tie_embeddings ? embed_
-                                 : ps_.add("lm_head.weight", {vocab_local_, cfg_.d_model}, ParamKind::Matrix,
-                                           cfg_.init_std, -1, rows);
   // Mixed precision: bfloat16 activations and weight copy, float32 master weights and gradients.
   ps_.allocate(be_, param_dtype(), shard.dense_pad, shard.expert_pad);
   ps_.initialize(be_, seed);
   if (dtype_ != param_dtype()) ps_.add_compute_copy(be_, dtype_);
-  for (auto& f : ffn_) f->allocate_buffers(be_, dtype_);
+  for (auto& f : ffn_)
+    if (f) f->allocate_buffers(be_, dtype_);
 }
 
 void Model::ensure(int64_t batch, int64_t seq) {
@@ -150,27 +170,35 @@ double Model::vocab_parallel_loss() {
   return total;
 }
 
-LossParts Model::run_forward() {
+LossParts Model::run_forward(int c, bool recompute) {
   LossParts parts;
   ps_.refresh_compute_copy(be_);  // the masters may have moved since (optimizer, restore, rollback)
-  if (!tp_.on()) {
-    be_.embedding_forward(ps_.weight(embed_), ids_, resid_[0]);
-  } else {
-    // Vocabulary-parallel lookup: rows of other shards are zero; the sum over TP is the table's
-    // row (all-reduced, or reduce-scattered into this rank's sequence rows).
-    be_.embedding_forward(ps_.weight(embed_), ids_local_, tp_partial(tp_));
-    be_.fill(resid_[0], 0);
-    tp_exit(be_, tp_, resid_[0]);
+  const auto [l0, l1] = pipe_.chunks[c];
+  if (first_chunk(c)) {
+    if (!tp_.on()) {
+      be_.embedding_forward(ps_.weight(embed_), ids_, resid_[0]);
+    } else {
+      // Vocabulary-parallel lookup: rows of other shards are zero; the sum over TP is the table's
+      // row (all-reduced, or reduce-scattered into this rank's sequence rows).
+      be_.embedding_forward(ps_.weight(embed_), ids_local_, tp_partial(tp_));
+      be_.fill(resid_[0], 0);
+      tp_exit(be_, tp_, resid_[0]);
+    }
   }
-  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+  for (int64_t l = l0; l < l1; ++l) {
     attn_[l]->forward(be_, resid_[2 * l], resid_[2 * l + 1], rope_, batch_, seq_);
+    MoeLayer* moe = ffn_[l]->moe();
+    std::vector<int64_t> load;  // a recompute must leave the load counted for the bias as it was
+    if (recompute && moe) load = moe->pending_load();
     MoeForwardStats st = ffn_[l]->forward(be_, resid_[2 * l + 1], resid_[2 * l + 2]);
-    if (ffn_[l]->moe()) {
+    if (recompute && moe) moe->pending_load() = std::move(load);
+    if (moe) {
       parts.aux += st.aux_loss;
       parts.z += st.z_loss;
       parts.moe.push_back(std::move(st));
     }
   }
+  if (!last_chunk(c)) return parts;
   be_.rmsnorm_forward(resid_.back(), ps_.weight(final_norm_), cfg_.norm_eps, xf_, rstd_f_);
   be_.gemm(tp_enter(tp_, xf_), false, ps_.weight(lm_head_), true, logits_, 1, 0);
   const double sum = tp_.on() ? vocab_parallel_loss() : be_.cross_entropy_forward(logits_, targets_, lse_);
@@ -178,26 +206,30 @@ LossParts Model::run_forward() {
   return parts;
 }
 
-void Model::run_backward(const LossParts&, double loss_scale) {
-  const double n = double(batch_ * seq_);
-  be_.fill(dlogits_, 0);
-  be_.cross_entropy_backward(logits_, tp_.on() ? targets_local_ : targets_, lse_, loss_scale / n, dlogits_);
-  be_.gemm(dlogits_, true, tp_enter(tp_, xf_), false, ps_.grad(lm_head_), 1, 1);  // re-gathered with sp
-  if (!tp_.on()) {
-    be_.gemm(dlogits_, false, ps_.weight(lm_head_), false, dxf_, 1, 0);
-  } else {
-    be_.gemm(dlogits_, false, ps_.weight(lm_head_), false, tp_dinput(tp_), 1, 0);
-    be_.fill(dxf_, 0);
-    tp_enter_backward(be_, tp_, dxf_);
+void Model::run_backward(int c, double loss_scale) {
+  const auto [l0, l1] = pipe_.chunks[c];
+  if (last_chunk(c)) {
+    const double n = double(batch_ * seq_);
+    be_.fill(dlogits_, 0);
+    be_.cross_entropy_backward(logits_, tp_.on() ? targets_local_ : targets_, lse_, loss_scale / n, dlogits_);
+    be_.gemm(dlogits_, true, tp_enter(tp_, xf_), false, ps_.grad(lm_head_), 1, 1);  // re-gathered with sp
+    if (!tp_.on()) {
+      be_.gemm(dlogits_, false, ps_.weight(lm_head_), false, dxf_, 1, 0);
+    } else {
+      be_.gemm(dlogits_, false, ps_.weight(lm_head_), false, tp_dinput(tp_), 1, 0);
+      be_.fill(dxf_, 0);
+      tp_enter_backward(be_, tp_, dxf_);
+    }
+    be_.fill(dresid_, 0);
+    be_.rmsnorm_backward(dxf_, resid_.back(), ps_.weight(final_norm_), rstd_f_, dresid_, ps_.grad(final_norm_));
   }
-  be_.fill(dresid_, 0);
-  be_.rmsnorm_backward(dxf_, resid_.back(), ps_.weight(final_norm_), rstd_f_, dresid_, ps_.grad(final_norm_));
   // Each block adds its branch's input gradient into dresid_ in place, walking the residual
   // stream backwards.
-  for (int64_t l = cfg_.n_layers - 1; l >= 0; --l) {
+  for (int64_t l = l1 - 1; l >= l0; --l) {
     ffn_[l]->backward(be_, resid_[2 * l + 1], dresid_, loss_scale);
     attn_[l]->backward(be_, resid_[2 * l], dresid_, rope_);
   }
+  if (!first_chunk(c)) return;
   if (!tp_.on()) {
     be_.embedding_backward(dresid_, ids_, ps_.grad(embed_));
   } else {
@@ -207,15 +239,26 @@ void Model::run_backward(const LossParts&, double loss_scale) {
 }
 
 LossParts Model::forward(const HostBatch& b) {
+  if (chunks() != 1 || !pipe_.first || !pipe_.last)
+    throw std::logic_error("Model::forward on a pipeline stage; run the stages' chunk_forward in turn");
   upload_batch(b);
-  return run_forward();
+  return run_forward(0, false);
 }
 
 LossParts Model::forward_backward(const HostBatch& b, double loss_scale) {
-  upload_batch(b);
-  LossParts parts = run_forward();
-  run_backward(parts, loss_scale);
+  LossParts parts = forward(b);
+  run_backward(0, loss_scale);
   return parts;
+}
+
+LossParts Model::chunk_forward(int c, const HostBatch& b, bool recompute) {
+  upload_batch(b);
+  return run_forward(c, recompute);
+}
+
+void Model::chunk_backward(int c, const HostBatch& b, double loss_scale) {
+  upload_batch(b);  // the targets (last stage) and ids (first) of this micro-batch
+  run_backward(c, loss_scale);
 }
 
 void Model::update_router_biases() {
@@ -225,7 +268,7 @@ void Model::update_router_biases() {
 std::vector<MoeLayer*> Model::moe_layers() {
   std::vector<MoeLayer*> out;
   for (auto& f : ffn_)
-    if (f->moe()) out.push_back(f->moe());
+    if (f && f->moe()) out.push_back(f->moe());
   return out;
 }
 
@@ -236,7 +279,7 @@ void Model::set_experts_impl(ExpertsImpl impl) {
 std::vector<std::pair<std::string, Tensor>> Model::buffers() {
   std::vector<std::pair<std::string, Tensor>> out;
   for (int64_t l = 0; l < cfg_.n_layers; ++l)
-    if (auto* m = ffn_[l]->moe()) out.emplace_back("layers." + std::to_string(l) + ".moe.router.bias", m->bias());
+    if (auto* m = ffn_[l] ? ffn_[l]->moe() : nullptr) out.emplace_back("layers." + std::to_string(l) + ".moe.router.bias", m->bias());
   return out;
 }
 
@@ -255,7 +298,7 @@ int64_t Model::active_params_per_token() const {
 
 int64_t Model::total_params() const {
   int64_t moe_layers = 0;
-  for (int64_t l = 0; l < cfg_.n_layers; ++l) moe_layers += cfg_.layer_is_moe(l);
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) moe_layers += holds_layer(l) && cfg_.layer_is_moe(l);
   return ps_.dense_global_numel() + moe_layers * cfg_.n_experts * 3 * cfg_.d_model * cfg_.expert_ffn_dim;
 }
 

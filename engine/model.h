@@ -34,6 +34,15 @@ struct LossParts {
 // expert parallelism holds the dense parameters and its own run of experts (under expert tensor
 // parallelism, its slice of each: ExpertRange); each segment of the flat buffers is padded to a
 // multiple of the group it is sharded over (ZeRO).
+// Pipeline parallelism: the runs of layers ("chunks", one per virtual stage) this rank holds, in
+// the order the model runs them; `first`: chunk 0 starts the model (the embedding is here);
+// `last`: the last chunk ends it (final norm, LM head and loss are here). No chunks: the whole
+// model as one chunk, first and last.
+struct PipePlace {
+  std::vector<std::pair<int64_t, int64_t>> chunks;  // [begin, end) global layer indices
+  bool first = true, last = true;
+};
+
 struct ModelShard {
   ExpertRange experts;  // default: every expert
   int64_t dense_pad = 1, expert_pad = 1;
@@ -41,6 +50,7 @@ struct ModelShard {
   // and the LM head split over the vocabulary, and the loss is a vocabulary-parallel
   // cross-entropy that never gathers the logits.
   TpPlace tp;
+  PipePlace pipe;
 };
 
 class Model {
@@ -51,6 +61,27 @@ class Model {
   LossParts forward(const HostBatch& b);
   // Forward and backward: parameter gradients += loss_scale * d(total loss)/d(parameter).
   LossParts forward_backward(const HostBatch& b, double loss_scale);
+
+  // Pipeline stages: chunk c's forward (from the batch's ids on the first chunk of the first
+  // stage, else from chunk_input(c), which the caller fills), ending in the loss on the last chunk
+  // of the last stage (ce: 0 elsewhere); its output is chunk_output(c). `recompute`: the second
+  // forward of a micro-batch whose activations another micro-batch's forward overwrote, to refill
+  // them for its backward: no side effect (the router load counted for the aux-free bias is
+  // left as it was). chunk_backward(c) runs the backward of the micro-batch whose forward ran
+  // last on chunk c: from the loss on the last chunk of the last stage, else from chunk_grad(c),
+  // which the caller fills with the gradient of chunk_output(c); it leaves there the gradient of
+  // chunk_input(c).
+  int chunks() const { return int(pipe_.chunks.size()); }
+  LossParts chunk_forward(int c, const HostBatch& b, bool recompute = false);
+  void chunk_backward(int c, const HostBatch& b, double loss_scale);
+  const Tensor& chunk_input(int c) const { return resid_[2 * pipe_.chunks[c].first]; }
+  const Tensor& chunk_output(int c) const { return resid_[2 * pipe_.chunks[c].second]; }
+  const Tensor& chunk_grad() const { return dresid_; }
+  // Sizes the activation buffers for micro-batches of `batch` sequences of `seq` tokens.
+  void prepare(int64_t batch, int64_t seq) { ensure(batch, seq); }
+  bool holds_layer(int64_t l) const { return attn_[l] != nullptr; }
+  const PipePlace& pipe() const { return pipe_; }
+
   // Aux-loss-free balancing: moves every MoE layer's router bias (no-op when the rate is 0).
   void update_router_biases();
 
@@ -72,7 +103,8 @@ class Model {
   // LM head; not the embedding lookup or norms), and the training FLOPs per token:
   // 6 * active + 12 * n_layers * n_heads * head_dim * seq_len (docs/model.md).
   int64_t active_params_per_token() const;
-  // Parameters of the whole model (every expert), whatever part this instance holds.
+  // Parameters of the layers, embedding and head this instance holds, counting every expert of
+  // its MoE layers (whatever part of them it holds); the whole model's without pipeline stages.
   int64_t total_params() const;
   double train_flops_per_token() const;
 
@@ -80,18 +112,21 @@ class Model {
   void ensure(int64_t batch, int64_t seq);
   double vocab_parallel_loss();
   void upload_batch(const HostBatch& b);
-  LossParts run_forward();
-  void run_backward(const LossParts& parts, double loss_scale);
+  LossParts run_forward(int c, bool recompute);
+  void run_backward(int c, double loss_scale);
+  bool first_chunk(int c) const { return c == 0 && pipe_.first; }
+  bool last_chunk(int c) const { return c + 1 == chunks() && pipe_.last; }
 
   ModelConfig cfg_;
   Backend& be_;
   DType dtype_;
   TpPlace tp_;
+  PipePlace pipe_;
   std::unique_ptr<TpWorkspace> tp_ws_;  // shared by every TP layer (tp_.ws points here)
   int64_t vocab_begin_ = 0, vocab_local_ = 0;  // this rank's vocabulary rows
   ParamStore ps_;
-  int embed_, final_norm_, lm_head_;
-  std::vector<std::unique_ptr<AttentionBlock>> attn_;
+  int embed_ = -1, final_norm_ = -1, lm_head_ = -1;  // -1: on another pipeline stage
+  std::vector<std::unique_ptr<AttentionBlock>> attn_;  // by global layer; null: on another stage
   std::vector<std::unique_ptr<FfnBlock>> ffn_;
 
   int64_t batch_ = 0, seq_ = 0;

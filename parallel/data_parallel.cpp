@@ -9,8 +9,8 @@ DataParallel::DataParallel(DataParallelGroups groups, Backend& be, ParamStore& p
     : g_(groups), be_(be), ps_(ps), zero_(zero), bucket_elems_(std::max<int64_t>(1, bucket_elems)) {
   if (!g_.dp || !g_.tp || !g_.ep || !g_.edp || !g_.all) throw std::logic_error("DataParallel needs all its groups");
   // The ranks holding the model are TP x DP for the dense part and ETP x EP x EDP for the experts.
-  const int etp = g_.etp ? g_.etp->size() : 1;
-  if (g_.all->size() != g_.tp->size() * g_.dp->size() || g_.all->size() != etp * g_.ep->size() * g_.edp->size())
+  const int etp = g_.etp ? g_.etp->size() : 1, pp = g_.pp ? g_.pp->size() : 1;
+  if (g_.all->size() != g_.tp->size() * g_.dp->size() * pp || g_.all->size() != etp * g_.ep->size() * g_.edp->size() * pp)
     throw std::logic_error("the dense and expert groups do not tile the same ranks");
   setup(seg_[0], *g_.dp, ps.segment(SegmentKind::Replicated), 1.0);
   setup(seg_[1], *g_.dp, ps.segment(SegmentKind::TpRows), 1.0);
@@ -56,13 +56,16 @@ OptimShard DataParallel::optimizer_shard() {
     if (zero_ >= 1) {
       if (g_.dp->size() > 1) g_.dp->all_reduce(&rep, 1, CommType::F64, ReduceOp::Sum);
       double other = rest[0] + rest[1];
-      if (g_.all->size() > 1) g_.all->all_reduce(&other, 1, CommType::F64, ReduceOp::Sum);
+      if (g_.all->size() > 1) g_.all->all_reduce(&other, 1, CommType::F64, ReduceOp::Sum);  // every stage too
+      if (g_.pp && g_.pp->size() > 1) g_.pp->all_reduce(&rep, 1, CommType::F64, ReduceOp::Sum);
       return rep + other;
     }
     if (g_.tp->size() > 1) g_.tp->all_reduce(&rest[0], 1, CommType::F64, ReduceOp::Sum);
     if (g_.ep->size() > 1) g_.ep->all_reduce(&rest[1], 1, CommType::F64, ReduceOp::Sum);
     if (g_.etp && g_.etp->size() > 1) g_.etp->all_reduce(&rest[1], 1, CommType::F64, ReduceOp::Sum);
-    return rep + rest[0] + rest[1];
+    double total = rep + rest[0] + rest[1];
+    if (g_.pp && g_.pp->size() > 1) g_.pp->all_reduce(&total, 1, CommType::F64, ReduceOp::Sum);  // each stage its own
+    return total;
   };
   return s;
 }

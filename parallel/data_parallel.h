@@ -31,8 +31,8 @@ namespace sy {
 
 // The groups a rank's parameters reduce over. Without expert parallelism ep has size 1; without
 // tensor parallelism tp has size 1; without expert tensor parallelism etp has size 1 (and may be
-// left null). `all` is every rank holding a part of the model (tp x dp, which is also
-// etp x ep x edp).
+// left null). `all` is every rank holding a part of the model (tp x dp x pp, which is also
+// etp x ep x edp x pp); pp (null or size 1 without pipeline stages) the ranks of the other stages.
 struct DataParallelGroups {
   Communicator* dp = nullptr;
   Communicator* tp = nullptr;
@@ -40,6 +40,7 @@ struct DataParallelGroups {
   Communicator* edp = nullptr;
   Communicator* all = nullptr;
   Communicator* etp = nullptr;
+  Communicator* pp = nullptr;  // the pipeline group: the gradient norm sums over its stages
 };
 
 class DataParallel {

@@ -6,7 +6,9 @@
 
 namespace sy {
 
-double evaluate(Model& model, const BatchSource& data, int64_t micro_batch, int64_t max_windows, Communicator& dp) {
+double evaluate(Model& model, const BatchSource& data, int64_t micro_batch, int64_t max_windows, Communicator& dp,
+                const std::function<double(const HostBatch&)>& forward_ce, Communicator* pp) {
+  const auto ce_of = [&](const HostBatch& b) { return forward_ce ? forward_ce(b) : model.forward(b).ce; };
   const int64_t windows = std::min(max_windows, data.windows());
   const int64_t batches = windows / micro_batch;
   if (batches == 0)
@@ -25,10 +27,11 @@ double evaluate(Model& model, const BatchSource& data, int64_t micro_batch, int6
   double sum = 0;
   int64_t done = 0;
   for (int64_t b = dp.rank(); b < batches; b += dp.size(), ++done)
-    sum += model.forward(data.in_order(b * micro_batch, micro_batch)).ce;
-  for (; done < rounds; ++done) model.forward(data.in_order(0, micro_batch));
+    sum += ce_of(data.in_order(b * micro_batch, micro_batch));
+  for (; done < rounds; ++done) ce_of(data.in_order(0, micro_batch));
   for (size_t l = 0; l < pending.size(); ++l) model.moe_layers()[l]->pending_load() = pending[l];
   dp.all_reduce(&sum, 1, CommType::F64, ReduceOp::Sum);
+  if (pp && pp->size() > 1) pp->all_reduce(&sum, 1, CommType::F64, ReduceOp::Sum);
   return sum / double(batches);
 }
 

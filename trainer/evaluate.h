@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "engine/model.h"
 #include "parallel/comm.h"
@@ -10,6 +11,10 @@
 
 namespace sy {
 
-double evaluate(Model& model, const BatchSource& data, int64_t micro_batch, int64_t max_windows, Communicator& dp);
+// `forward_ce`: the mean cross-entropy of one micro-batch (default: model.forward); under
+// pipeline parallelism a pass through every stage whose value is the loss on the last stage and
+// 0 elsewhere, summed over the pipeline group `pp`.
+double evaluate(Model& model, const BatchSource& data, int64_t micro_batch, int64_t max_windows, Communicator& dp,
+                const std::function<double(const HostBatch&)>& forward_ce = {}, Communicator* pp = nullptr);
 
 }  // namespace sy

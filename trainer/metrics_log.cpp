@@ -54,10 +54,18 @@ void MetricsLog::write(const StepRecord& r) {
                          << ",\"a2a_seconds\":" << num(r.a2a_seconds);
   for (auto [key, v] : {std::pair{"a2a_bytes_by_rank", &r.a2a_bytes_by_rank},
                         std::pair{"a2a_routing_by_rank", &r.a2a_routing_by_rank},
-                        std::pair{"ep_other_bytes_by_rank", &r.ep_other_bytes_by_rank}}) {
+                        std::pair{"ep_other_bytes_by_rank", &r.ep_other_bytes_by_rank},
+                        std::pair{"pp_in_flight_by_stage", &r.pp_in_flight_by_stage},
+                        std::pair{"pp_kept_inputs_by_stage", &r.pp_kept_inputs_by_stage},
+                        std::pair{"pp_recomputes_by_stage", &r.pp_recomputes_by_stage}}) {
     if (v->empty()) continue;
     o << ",\"" << key << "\":[";
     for (size_t i = 0; i < v->size(); ++i) o << (i ? "," : "") << (*v)[i];
+    o << "]";
+  }
+  if (!r.pp_idle_by_stage.empty()) {
+    o << ",\"pp_idle_by_stage\":[";
+    for (size_t i = 0; i < r.pp_idle_by_stage.size(); ++i) o << (i ? "," : "") << num(r.pp_idle_by_stage[i]);
     o << "]";
   }
   if (!r.expert_tokens.empty()) {

@@ -37,6 +37,11 @@ struct StepRecord {
   // Expert tensor parallelism: bytes this rank sent in its ETP group this step (-1: no ETP), the
   // same way (docs/parallel.md).
   int64_t etp_bytes = -1;
+  // Pipeline parallelism, per stage of rank 0's pipeline (empty: no pipeline): the step's idle
+  // share measured from the engine's timestamps (the bubble), the most micro-batches forwarded
+  // and not yet backwarded, the most chunk inputs kept for backward, and the recomputed forwards.
+  std::vector<double> pp_idle_by_stage;
+  std::vector<int64_t> pp_in_flight_by_stage, pp_kept_inputs_by_stage, pp_recomputes_by_stage;
   std::vector<std::vector<int64_t>> expert_tokens;  // per MoE layer, per expert
   double eta_s = 0;
   std::optional<double> val_loss;

@@ -17,6 +17,7 @@ RunContext::~RunContext() {
   etp.reset();
   edp.reset();
   ep.reset();
+  pp.reset();
   tp.reset();
   dp.reset();
   world.reset();
@@ -25,14 +26,28 @@ RunContext::~RunContext() {
 
 void check_layout(const Recipe& r, int world) {
   const ParallelConfig& p = r.parallel;
-  // Until pipeline and context parallelism land, refuse them up front rather than training
-  // something else than what the recipe asks for.
-  const std::pair<const char*, int64_t> later[] = {{"cp", p.cp}, {"pp", p.pp}};
-  for (auto& [key, v] : later)
-    if (v != 1)
-      throw ConfigError("parallel." + std::string(key) + "=" + std::to_string(v) +
-                        " is not supported yet (data, tensor and expert parallelism only); set parallel." + key + "=1");
+  // Until context parallelism lands, refuse it up front rather than training something else than
+  // what the recipe asks for.
+  if (p.cp != 1)
+    throw ConfigError("parallel.cp=" + std::to_string(p.cp) +
+                      " is not supported yet (data, tensor, expert and pipeline parallelism only); set parallel.cp=1");
   const ModelConfig& m = r.model;
+  if (p.pp > 1 || p.vpp > 1) {
+    if (p.pp == 1) throw ConfigError("parallel.vpp=" + std::to_string(p.vpp) + " needs parallel.pp > 1; set parallel.vpp=1");
+    if (m.n_layers < p.pp * p.vpp)
+      throw ConfigError("model.n_layers=" + std::to_string(m.n_layers) + " cannot fill parallel.pp * parallel.vpp = " +
+                        std::to_string(p.pp * p.vpp) + " pipeline chunks; lower pp or vpp");
+    if (p.vpp > 1 && r.train.grad_accum % p.pp != 0)
+      throw ConfigError("interleaved 1F1B (parallel.vpp=" + std::to_string(p.vpp) + ") needs train.grad_accum (" +
+                        std::to_string(r.train.grad_accum) + ", the micro-batches per step) divisible by parallel.pp=" +
+                        std::to_string(p.pp) + "; change grad_accum or set vpp=1");
+    if (r.train.grad_accum * p.pp * p.vpp > 64 * 64)
+      throw ConfigError("train.grad_accum * parallel.pp * parallel.vpp exceeds 4096; fewer micro-batches or stages");
+    if (m.tie_embeddings)
+      throw ConfigError("model.tie_embeddings=true with parallel.pp=" + std::to_string(p.pp) +
+                        " is not supported yet (the two stages' copies are not kept in step); set parallel.pp=1 or "
+                        "untie the embeddings");
+  }
   const std::pair<const char*, int64_t> split_by_tp[] = {
       {"vocab_size", m.vocab_size}, {"n_heads", m.n_heads}, {"n_kv_heads", m.n_kv_heads},
       {"d_ff", m.first_dense_layers > 0 || m.n_experts == 0 ? m.d_ff : p.tp},
@@ -80,10 +95,10 @@ RunContext make_run_context(const Recipe& r) {
   const Group& dp = ctx.grid.group(GroupKind::DP);
   ctx.dp = dp.size() == 1 ? make_local_comm() : ctx.world->subgroup(dp.ranks, "dp");
   ctx.dp->set_timeout_s(p.timeout_s);
-  // Every rank creates the groups in the same order (dp, ep, edp, tp, etp), as subgroup creation requires.
+  // Every rank creates the groups in the same order (dp, ep, edp, tp, etp, pp), as subgroup creation requires.
   for (auto [kind, slot, name] : {std::tuple{GroupKind::EP, &ctx.ep, "ep"}, std::tuple{GroupKind::EDP, &ctx.edp, "edp"},
-                                  std::tuple{GroupKind::TP, &ctx.tp, "tp"},
-                                  std::tuple{GroupKind::ETP, &ctx.etp, "etp"}}) {
+                                  std::tuple{GroupKind::TP, &ctx.tp, "tp"}, std::tuple{GroupKind::ETP, &ctx.etp, "etp"},
+                                  std::tuple{GroupKind::PP, &ctx.pp, "pp"}}) {
     const Group& g = ctx.grid.group(kind);
     *slot = g.size() == 1 ? make_local_comm() : ctx.world->subgroup(g.ranks, name);
     (*slot)->set_timeout_s(p.timeout_s);

@@ -24,6 +24,7 @@ struct RunContext {
   std::unique_ptr<Communicator> ep;   // the expert-parallel group (tokens are exchanged in it)
   std::unique_ptr<Communicator> edp;  // the expert-data-parallel group (expert gradients reduce in it)
   std::unique_ptr<Communicator> etp;  // the expert-tensor-parallel group (it splits each expert's matrices)
+  std::unique_ptr<Communicator> pp;   // the pipeline group: rank r holds stage r
   bool is_rank0() const { return world->rank() == 0; }
 };
 

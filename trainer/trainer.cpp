@@ -13,6 +13,7 @@
 #include "engine/model.h"
 #include "optim/optimizer.h"
 #include "parallel/data_parallel.h"
+#include "parallel/pipeline_executor.h"
 #include "parallel/tensor_parallel_comm.h"
 #include "parallel/token_exchange_comm.h"
 #include "trainer/backend_select.h"
@@ -23,6 +24,7 @@
 #include "trainer/fault_inject.h"
 #include "trainer/heartbeat.h"
 #include "trainer/metrics_log.h"
+#include "trainer/pipeline_training.h"
 #include "trainer/run_context.h"
 #include "trainer/step_guard.h"
 #include "trainer/train_state.h"
@@ -114,8 +116,9 @@ void write_memory_report(const std::string& path, Model& model, const Optimizer&
 // background.
 void save_train_state(CheckpointWriter& writer, RunContext& ctx, const Recipe& r, const std::string& out_dir,
                       Model& model, const Optimizer& opt, const DataParallel& dp, int64_t step) {
+  // The router biases are the same on every rank of a stage: its (dp 0, tp 0) rank writes them.
   StateSnapshot snap = snapshot_state(
-      model, opt, ctx.world->rank() == 0, [&](const ParamInfo& p) { return dp.writes_value(p); },
+      model, opt, ctx.dp->rank() == 0 && ctx.tp->rank() == 0, [&](const ParamInfo& p) { return dp.writes_value(p); },
       [&](const ParamInfo& p) { return dp.writes_moments(p); });
   SaveRequest req;
   req.out_dir = out_dir;
@@ -124,7 +127,8 @@ void save_train_state(CheckpointWriter& writer, RunContext& ctx, const Recipe& r
   req.keep = int(r.checkpoint.keep);
   req.attrs = {{"recipe", r.resolved_toml},
                {"layout", "dp=" + std::to_string(ctx.dp->size()) + " ep=" + std::to_string(ctx.ep->size()) +
-                              " zero=" + std::to_string(r.parallel.zero)},
+                              " tp=" + std::to_string(ctx.tp->size()) + " pp=" + std::to_string(ctx.pp->size()) +
+                              " vpp=" + std::to_string(r.parallel.vpp) + " zero=" + std::to_string(r.parallel.zero)},
                {"seed", std::to_string(r.train.seed)},
                {"code_version", SY_CODE_VERSION},
                {"consumed_tokens", std::to_string(step * r.train.micro_batch * r.train.grad_accum * ctx.dp->size() *
@@ -202,7 +206,7 @@ int run_training(const Recipe& r) {
   // layer and exchanges token rows with the rest of its EP group (docs/parallel.md).
   // Tensor parallelism: each rank holds its TP rank's block of every split matrix.
   CommTensorParallel tp_comm(*ctx.tp);
-  ModelShard shard{{}, dpc.size(), ctx.edp->size(), TpPlace{&tp_comm, r.parallel.sp}};
+  ModelShard shard{{}, dpc.size(), ctx.edp->size(), TpPlace{&tp_comm, r.parallel.sp}, PipePlace{}};
   if (ctx.ep->size() > 1) {
     const int64_t held = r.model.n_experts / ctx.ep->size();
     shard.experts = {ctx.ep->rank() * held, held};
@@ -212,9 +216,17 @@ int run_training(const Recipe& r) {
   shard.experts.slice = ctx.etp->rank();
   shard.experts.slices = ctx.etp->size();
   CommTokenExchange etp_exchange(*ctx.etp);
+  // Pipeline parallelism: each rank holds its stage's chunks of layers (docs/parallel.md).
+  const int n_pp = ctx.pp->size(), vpp = int(r.parallel.vpp);
+  if (n_pp > 1) shard.pipe = pipeline_place(r.model.n_layers, n_pp, vpp, ctx.pp->rank());
   Model model(r.model, *backend, parse_dtype(tc.dtype), tc.seed, shard);
+  std::unique_ptr<PipelineExecutor> pipe;
+  if (n_pp > 1) {
+    pipe = std::make_unique<PipelineExecutor>(*ctx.pp, *backend, build_schedule(n_pp, vpp, int(tc.grad_accum)));
+    model.prepare(tc.micro_batch, r.model.seq_len);  // the chunks' inputs must exist before the first receive
+  }
   const int64_t bucket_elems = int64_t(r.parallel.bucket_mb * 1024 * 1024) / int64_t(dtype_size(model.param_dtype()));
-  DataParallel dp({&dpc, ctx.tp.get(), ctx.ep.get(), ctx.edp.get(), ctx.world.get(), ctx.etp.get()}, *backend,
+  DataParallel dp({&dpc, ctx.tp.get(), ctx.ep.get(), ctx.edp.get(), ctx.world.get(), ctx.etp.get(), ctx.pp.get()}, *backend,
                   model.params(), int(r.parallel.zero), bucket_elems);
   CommTokenExchange exchange(*ctx.ep);
   if (ctx.ep->size() > 1)
@@ -233,7 +245,7 @@ int run_training(const Recipe& r) {
   // The watchdog's view of this rank (trainer/heartbeat.h); the NaN guard and the data windows
   // earlier rollbacks skipped (a fresh run starts without any).
   Heartbeat beat(out_dir + "/heartbeat", ctx.world->rank());
-  for (Communicator* c : {ctx.world.get(), ctx.dp.get(), ctx.tp.get(), ctx.ep.get(), ctx.edp.get(), ctx.etp.get()})
+  for (Communicator* c : {ctx.world.get(), ctx.dp.get(), ctx.tp.get(), ctx.ep.get(), ctx.edp.get(), ctx.etp.get(), ctx.pp.get()})
     c->set_observer(&beat);
   beat.set_step(step);
   DataSkips skips = step > 0 ? DataSkips::load(out_dir) : DataSkips{};
@@ -247,13 +259,16 @@ int run_training(const Recipe& r) {
   const int64_t global_seqs = tc.micro_batch * tc.grad_accum * n_dp;
   const int64_t tokens_per_step = global_seqs * r.model.seq_len;
   const double flops_per_token = model.train_flops_per_token();
+  int64_t total_params = model.total_params();  // each stage its own layers
+  if (n_pp > 1) ctx.pp->all_reduce(&total_params, 1, CommType::I64, ReduceOp::Sum);
   if (rank0) {
-    std::printf("switchyard: %s | %s %s | %d rank(s), dp=%ld ep=%d tp=%d%s%s zero=%ld | %.2fM parameters, %.2fM active per token | "
+    const std::string pp_text = n_pp > 1 ? " pp=" + std::to_string(n_pp) + (vpp > 1 ? " vpp=" + std::to_string(vpp) : "") : "";
+    std::printf("switchyard: %s | %s %s | %d rank(s), dp=%ld ep=%d tp=%d%s%s%s zero=%ld | %.2fM parameters, %.2fM active per token | "
                 "%.1f MFLOP/token | %ld tokens/step | peak %.0f GFLOP/s\n",
                 r.name.c_str(), chosen.device.c_str(), tc.dtype.c_str(), ctx.world->size(), long(n_dp), ctx.ep->size(), ctx.tp->size(),
                 r.parallel.sp && ctx.tp->size() > 1 ? " sp" : "",
-                ctx.etp->size() > 1 ? (" etp=" + std::to_string(ctx.etp->size())).c_str() : "", long(r.parallel.zero),
-                model.total_params() / 1e6, model.active_params_per_token() / 1e6, flops_per_token / 1e6,
+                ctx.etp->size() > 1 ? (" etp=" + std::to_string(ctx.etp->size())).c_str() : "", pp_text.c_str(),
+                long(r.parallel.zero), total_params / 1e6, model.active_params_per_token() / 1e6, flops_per_token / 1e6,
                 long(tokens_per_step), tc.peak_gflops);
     std::fflush(stdout);
   }
@@ -267,7 +282,8 @@ int run_training(const Recipe& r) {
   const int64_t first_step = step;
   auto window_start = Clock::now();
   int64_t window_tokens = 0;
-  const int64_t n_moe = int64_t(model.moe_layers().size()), n_exp = r.model.n_experts;
+  // MoE layers of the whole model (a pipeline stage holds some of them).
+  const int64_t n_moe = moe_layers_before(r.model, r.model.n_layers), n_exp = r.model.n_experts;
   std::vector<int64_t> window_counts(n_moe * (n_exp + 1) + 1, 0);
   double last_val = NAN;
   std::string stop_reason = "finished";
@@ -301,20 +317,34 @@ int run_training(const Recipe& r) {
     ctx.etp->stats().reset();
     exchange.reset_seconds();
     int64_t rows_off_rank = 0, rows_in_off_rank = 0;
-    for (int64_t a = 0; a < tc.grad_accum; ++a) {
-      const int64_t first = window * global_seqs + (a * n_dp + dpc.rank()) * tc.micro_batch;
-      const LossParts parts = model.forward_backward(train_data.sampled(first, tc.micro_batch),
-                                                     nan_fault ? NAN : 1.0 / double(tc.grad_accum));
+    const double loss_scale = nan_fault ? NAN : 1.0 / double(tc.grad_accum);
+    auto first_sample = [&](int64_t a) { return window * global_seqs + (a * n_dp + dpc.rank()) * tc.micro_batch; };
+    auto batch_of = [&](int a) { return train_data.sampled(first_sample(a), tc.micro_batch); };
+    // moe_base: the global index of the parts' first MoE layer.
+    auto account = [&](int64_t a, int64_t moe_base, const LossParts& parts) {
       t.losses[0] += parts.ce / double(tc.grad_accum);
       t.losses[1] += parts.aux / double(tc.grad_accum);
       t.losses[2] += parts.z / double(tc.grad_accum);
-      for (int64_t l = 0; l < n_moe; ++l) {
-        for (int64_t e = 0; e < n_exp; ++e) t.counts[l * (n_exp + 1) + e] += parts.moe[l].routed[e];
-        t.counts[l * (n_exp + 1) + n_exp] += parts.moe[l].dropped;
-        t.counts[n_moe * (n_exp + 1)] += drop_fingerprint(first, l, parts.moe[l].dropped_digest);
-        rows_off_rank += parts.moe[l].rows_sent_off_rank;
-        rows_in_off_rank += parts.moe[l].rows_received_off_rank;
+      for (size_t k = 0; k < parts.moe.size(); ++k) {
+        const int64_t l = moe_base + int64_t(k);
+        for (int64_t e = 0; e < n_exp; ++e) t.counts[l * (n_exp + 1) + e] += parts.moe[k].routed[e];
+        t.counts[l * (n_exp + 1) + n_exp] += parts.moe[k].dropped;
+        t.counts[n_moe * (n_exp + 1)] += drop_fingerprint(first_sample(a), l, parts.moe[k].dropped_digest);
+        rows_off_rank += parts.moe[k].rows_sent_off_rank;
+        rows_in_off_rank += parts.moe[k].rows_received_off_rank;
       }
+    };
+    PipeStepStats pipe_stats;
+    if (!pipe) {
+      for (int64_t a = 0; a < tc.grad_accum; ++a) account(a, 0, model.forward_backward(batch_of(int(a)), loss_scale));
+    } else {
+      ModelPipelineStage stage(model, batch_of, loss_scale, [&](int c, int m, const LossParts& parts) {
+        account(m, moe_layers_before(r.model, model.pipe().chunks[size_t(c)].first), parts);
+      });
+      pipe_stats = pipe->run(stage);
+      // The loss is on the last stage, each stage's aux and z losses and loads its own layers'.
+      ctx.pp->all_reduce(t.losses.data(), 3, CommType::F64, ReduceOp::Sum);
+      if (!t.counts.empty()) ctx.pp->all_reduce(t.counts.data(), int64_t(t.counts.size()), CommType::I64, ReduceOp::Sum);
     }
     // A rank sends its S rows bound for other ranks' experts twice (dispatch, and the adjoint of
     // combine) and the R rows it received back twice (combine, and the adjoint of dispatch):
@@ -340,6 +370,7 @@ int run_training(const Recipe& r) {
     // Checked before the reduction: the optimizer applies its update in the call that computes
     // the global norm, so the guard must know first.
     t.losses[4] = backend->sum_squares(model.params().grads());
+    if (n_pp > 1) ctx.pp->all_reduce(&t.losses[4], 1, CommType::F64, ReduceOp::Sum);
     dp.reduce_gradients();
     t.losses[3] = exchange.seconds();
     dpc.all_reduce(t.losses.data(), 5, CommType::F64, ReduceOp::Avg);
@@ -433,8 +464,32 @@ int run_training(const Recipe& r) {
       }
       if (ctx.tp->size() > 1) rec.tp_bytes = tp_bytes;
       if (ctx.etp->size() > 1) rec.etp_bytes = ctx.etp->stats().bytes_sent;
+      if (n_pp > 1) {
+        const double mine[4] = {pipe_stats.idle_fraction, double(pipe_stats.max_in_flight),
+                                double(pipe_stats.max_kept_inputs), double(pipe_stats.recomputes)};
+        std::vector<double> all(4 * size_t(n_pp));
+        ctx.pp->all_gather(mine, all.data(), 4, CommType::F64);
+        for (int q = 0; q < n_pp; ++q) {
+          rec.pp_idle_by_stage.push_back(all[4 * q]);
+          rec.pp_in_flight_by_stage.push_back(int64_t(all[4 * q + 1]));
+          rec.pp_kept_inputs_by_stage.push_back(int64_t(all[4 * q + 2]));
+          rec.pp_recomputes_by_stage.push_back(int64_t(all[4 * q + 3]));
+        }
+      }
       if (eval_now) beat.set_phase("evaluate");
-      if (eval_now) rec.val_loss = last_val = evaluate(model, val_data, tc.micro_batch, tc.eval_batches * tc.micro_batch, dpc);
+      if (eval_now) {
+        std::function<double(const HostBatch&)> pipe_ce;
+        if (pipe)
+          pipe_ce = [&](const HostBatch& b) {
+            double ce = 0;
+            ModelPipelineStage stage(model, [&](int) { return b; }, 0.0,
+                                     [&](int, int, const LossParts& parts) { ce += parts.ce; });
+            pipe->run_forward_only(stage, 1);
+            return ce;
+          };
+        rec.val_loss = last_val = evaluate(model, val_data, tc.micro_batch, tc.eval_batches * tc.micro_batch, dpc,
+                                           pipe_ce, ctx.pp.get());
+      }
       if (rank0) {
         std::printf("%s\n", progress_line(rec).c_str());
         std::fflush(stdout);
@@ -479,7 +534,7 @@ int run_training(const Recipe& r) {
   // Every TP group gathers its blocks and every EP group its experts (collective); rank 0 writes.
   if (!tc.save_weights.empty()) {
     save_weights(model, tc.save_weights, {{"recipe", r.resolved_toml}, {"step", std::to_string(step)}},
-                 {ctx.tp.get(), ctx.ep.get(), ctx.etp.get()}, rank0);
+                 {ctx.tp.get(), ctx.ep.get(), ctx.etp.get(), ctx.pp.get()}, rank0);
     if (rank0) std::printf("switchyard: weights written to %s\n", tc.save_weights.c_str());
   }
   ctx.world->barrier();

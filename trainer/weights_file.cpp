@@ -1,5 +1,7 @@
 #include "trainer/weights_file.h"
 
+#include <cstring>
+
 #include "checkpoint/weights_io.h"
 #include "engine/config_error.h"
 
@@ -57,6 +59,57 @@ void add_experts(Model& model, const WeightsGather& g, std::vector<std::pair<std
   }
 }
 
+// Every stage's arrays to stage 0 of the pipeline group, appended to its own: one message of
+// int64 words per stage (name, dtype, shape, bytes of each array, in order).
+void gather_stages(Communicator& pp, std::vector<std::pair<std::string, HostArray>>& arrays) {
+  auto words = [](size_t bytes) { return int64_t((bytes + 7) / 8); };
+  if (pp.rank() > 0) {
+    std::vector<int64_t> msg{int64_t(arrays.size())};
+    for (const auto& [name, a] : arrays) {
+      msg.push_back(int64_t(name.size()));
+      const size_t at = msg.size();
+      msg.resize(at + size_t(words(name.size())));
+      std::memcpy(msg.data() + at, name.data(), name.size());
+      msg.push_back(int64_t(a.dtype));
+      msg.push_back(int64_t(a.shape.size()));
+      for (int64_t d : a.shape) msg.push_back(d);
+      msg.push_back(int64_t(a.bytes.size()));
+      const size_t b = msg.size();
+      msg.resize(b + size_t(words(a.bytes.size())));
+      std::memcpy(msg.data() + b, a.bytes.data(), a.bytes.size());
+    }
+    int64_t n = int64_t(msg.size());
+    CommRequest r = pp.isend(&n, 1, CommType::I64, 0, 0);
+    pp.wait(r);
+    r = pp.isend(msg.data(), n, CommType::I64, 0, 1);
+    pp.wait(r);
+    return;
+  }
+  for (int q = 1; q < pp.size(); ++q) {
+    int64_t n = 0;
+    CommRequest r = pp.irecv(&n, 1, CommType::I64, q, 0);
+    pp.wait(r);
+    std::vector<int64_t> msg(static_cast<size_t>(n));
+    r = pp.irecv(msg.data(), n, CommType::I64, q, 1);
+    pp.wait(r);
+    size_t at = 0;
+    const int64_t count = msg[at++];
+    for (int64_t i = 0; i < count; ++i) {
+      const size_t len = size_t(msg[at++]);
+      std::string name(reinterpret_cast<const char*>(msg.data() + at), len);
+      at += size_t(words(len));
+      HostArray a;
+      a.dtype = DType(msg[at++]);
+      a.shape.resize(size_t(msg[at++]));
+      for (auto& d : a.shape) d = msg[at++];
+      a.bytes.resize(size_t(msg[at++]));
+      std::memcpy(a.bytes.data(), msg.data() + at, a.bytes.size());
+      at += size_t(words(a.bytes.size()));
+      arrays.emplace_back(std::move(name), std::move(a));
+    }
+  }
+}
+
 }  // namespace
 
 void save_weights(Model& model, const std::string& path, const std::map<std::string, std::string>& attrs,
@@ -73,6 +126,7 @@ void save_weights(Model& model, const std::string& path, const std::map<std::str
   }
   add_experts(model, groups, arrays);
   for (auto& [name, t] : model.buffers()) arrays.emplace_back(name, download_array(be, t));
+  if (groups.pp && groups.pp->size() > 1) gather_stages(*groups.pp, arrays);
   if (write) write_weights_h5(path, arrays, attrs);
 }
 

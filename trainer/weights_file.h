@@ -15,11 +15,12 @@ struct WeightsGather {
   Communicator* tp = nullptr;  // each TP rank holds a block of rows of every split matrix
   Communicator* ep = nullptr;  // each EP rank holds its own experts
   Communicator* etp = nullptr;  // each ETP rank holds a block of rows of every matrix of those experts
+  Communicator* pp = nullptr;   // each pipeline stage holds its layers (stage 0 collects them)
 };
 
-// Writes the whole model. Under tensor or expert (tensor) parallelism call it on every rank
-// (collective): the blocks, expert slices and experts are all-gathered and only the rank with
-// `write` set writes the file.
+// Writes the whole model. Under tensor, expert (tensor) or pipeline parallelism call it on every
+// rank (collective): the blocks, expert slices and experts are all-gathered, the stages' arrays
+// sent to stage 0, and only the rank with `write` set (a stage-0 rank) writes the file.
 void save_weights(Model& model, const std::string& path, const std::map<std::string, std::string>& attrs = {},
                   WeightsGather groups = {}, bool write = true);
 // Every parameter and buffer must be present with its shape; a ConfigError names the first that is not.

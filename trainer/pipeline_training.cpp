@@ -1,0 +1,39 @@
+#include "trainer/pipeline_training.h"
+
+#include <string>
+
+#include "engine/config_error.h"
+
+namespace sy {
+
+PipePlace pipeline_place(int64_t n_layers, int pp, int vpp, int rank) {
+  const int64_t chunks = int64_t(pp) * vpp;
+  if (n_layers < chunks)
+    throw ConfigError("model.n_layers=" + std::to_string(n_layers) + " cannot fill parallel.pp * parallel.vpp = " +
+                      std::to_string(chunks) + " pipeline chunks; lower pp or vpp");
+  const int64_t base = n_layers / chunks, extra = n_layers % chunks;
+  auto begin_of = [&](int64_t g) { return g * base + std::min(g, extra); };
+  PipePlace place;
+  for (int v = 0; v < vpp; ++v) {
+    const int64_t g = int64_t(v) * pp + rank;
+    place.chunks.emplace_back(begin_of(g), begin_of(g + 1));
+  }
+  place.first = rank == 0;
+  place.last = rank == pp - 1;
+  return place;
+}
+
+int64_t moe_layers_before(const ModelConfig& cfg, int64_t l) {
+  int64_t n = 0;
+  for (int64_t i = 0; i < l; ++i) n += cfg.layer_is_moe(i);
+  return n;
+}
+
+void ModelPipelineStage::forward(int c, int m, bool recompute) {
+  const LossParts parts = model_.chunk_forward(c, batch_of_(m), recompute);
+  if (!recompute) on_forward_(c, m, parts);
+}
+
+void ModelPipelineStage::backward(int c, int m) { model_.chunk_backward(c, batch_of_(m), loss_scale_); }
+
+}  // namespace sy
