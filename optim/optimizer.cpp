@@ -17,6 +17,8 @@ Optimizer::Optimizer(const OptimConfig& cfg, ParamStore& ps, Backend& be, int64_
     }
   }
   reduce_sum_squares_ = shard.reduce_sum_squares;
+  norm_excluded_ = shard.norm_excluded;
+  std::sort(norm_excluded_.begin(), norm_excluded_.end());
   if (!reduce_sum_squares_)
     reduce_sum_squares_ = [](const std::vector<double>& x) {
       double sum = 0;
@@ -57,7 +59,25 @@ int64_t Optimizer::state_bytes() const { return m_.defined() ? int64_t(m_.nbytes
 OptimStepResult Optimizer::step() {
   OptimStepResult r;
   std::vector<double> local;
-  for (const OptimPiece& pc : pieces_) local.push_back(pc.grads.numel() ? be_.sum_squares(pc.grads) : 0.0);
+  for (const OptimPiece& pc : pieces_) {
+    if (pc.grads.numel() == 0) {
+      local.push_back(0.0);
+      continue;
+    }
+    // The piece's gradient minus the excluded ranges: the sum over the parts between them.
+    double sq = 0;
+    int64_t at = pc.begin;
+    auto add_up_to = [&](int64_t end) {
+      if (end > at) sq += be_.sum_squares(pc.grads.view(at - pc.begin, {end - at}));
+    };
+    for (const auto& [lo, hi] : norm_excluded_) {
+      if (hi <= pc.begin || lo >= pc.end) continue;
+      add_up_to(std::max(lo, pc.begin));
+      at = std::max(at, std::min(hi, pc.end));
+    }
+    add_up_to(pc.end);
+    local.push_back(sq);
+  }
   r.grad_norm = std::sqrt(reduce_sum_squares_(local));
   // Clipping is a factor on the gradients, applied inside the update rather than as a separate
   // pass over the whole buffer.

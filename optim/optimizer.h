@@ -26,6 +26,9 @@ struct OptimShard {
   // The pieces' local sums of squares (one each) -> the global sum of squares. Unset: their sum
   // (when the optimizer sees every gradient).
   std::function<double(const std::vector<double>&)> reduce_sum_squares;
+  // Flat ranges [begin, end) of the parameter buffer left out of the gradient norm: a copy whose
+  // gradient another rank counts (a tied embedding's second copy on the last pipeline stage).
+  std::vector<std::pair<int64_t, int64_t>> norm_excluded;
 };
 
 struct OptimStepResult {
@@ -66,6 +69,7 @@ class Optimizer {
   std::vector<OptimPiece> pieces_;
   std::vector<int64_t> state_offsets_;
   std::function<double(const std::vector<double>&)> reduce_sum_squares_;
+  std::vector<std::pair<int64_t, int64_t>> norm_excluded_;  // sorted
   std::vector<Range> ranges_;  // consecutive parameters with the same decay rule, merged
   Tensor m_, v_;
 };

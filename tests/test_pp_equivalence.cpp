@@ -93,6 +93,16 @@ TEST(PpEquivalence, SgdPp2Vpp2) { check_pp({2, 2}, kSgd, "pp_s2v2"); }
 TEST(PpEquivalence, AdamWPp4Vpp2) { check_pp({4, 2, 1, 1, 1, false, 8}, "", "pp_a4v2"); }
 TEST(PpEquivalence, SgdPp4Vpp2) { check_pp({4, 2, 1, 1, 1, false, 8}, kSgd, "pp_s4v2"); }
 
+// Tied embeddings: the first stage's lookup and the last stage's head each hold the table; their
+// gradients are summed over the two stages, the norm counts the table once, and the checkpoint
+// and weights file hold it once.
+const char* kTied = " --set model.tie_embeddings=true";
+TEST(PpEquivalence, AdamWPp2TiedEmbeddings) { check_pp({2, 1}, kTied, "pp_a2tie"); }
+TEST(PpEquivalence, SgdPp4Vpp2TiedEmbeddings) { check_pp({4, 2, 1, 1, 1, false, 8}, std::string(kSgd) + kTied, "pp_s4v2tie"); }
+TEST(PpEquivalence, AdamWPp2Tp2Dp2TiedEmbeddingsClipped) {
+  check_pp({2, 1, 2, 2, 1, true, 4}, std::string(kTied) + " --set optim.grad_clip=0.05", "pp_a2t2d2tie");
+}
+
 // Composed with the other dimensions (8 ranks each): every stage's TP, EP and DP groups inside
 // the stage; ZeRO shards each stage's optimizer state over its own DP group.
 TEST(PpEquivalence, AdamWPp2Tp2Dp2Ep2) { check_pp({2, 1, 2, 2, 2, false, 4}, "", "pp_a2t2d2e2"); }

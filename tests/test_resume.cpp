@@ -120,6 +120,26 @@ TEST(Resume, ReshardingMatrixAcrossTpLayouts) {
   check_resharding_matrix(d, base, layouts, " --set parallel.zero=0 --set train.grad_accum=4");
 }
 
+TEST(Resume, ReshardingMatrixAcrossPipelineLayouts) {
+  // pp2 x tp2 x ep2 (sp), pp4, pp2 x vpp2 x dp2 with zero 1, dp4 x ep2 without stages (pp1) and
+  // one rank; 8 sequences per step and 4 layers (a dense one, MoE ones with a shared expert) so
+  // that pp 4 gives every stage a layer. Each stage writes its own layers' pieces; a stage's
+  // router biases come from its (dp 0, tp 0) rank.
+  testing::RunDir d("pp_matrix");
+  const std::string base = std::string(kBase) +
+                           " --set model.n_layers=4 --set model.n_kv_heads=4 --set model.first_dense_layers=1"
+                           " --set model.d_ff=64 --set model.n_shared_experts=1 --set model.router_bias_update_rate=0.01";
+  const Layout layouts[] = {
+      {"pp2tp2ep2",
+       {4, " --set parallel.pp=2 --set parallel.tp=2 --set parallel.sp=true --set parallel.ep=2 --set parallel.zero=0"
+           " --set train.grad_accum=4"}},
+      {"pp4", {4, " --set parallel.pp=4 --set parallel.zero=0 --set train.grad_accum=4"}},
+      {"pp2vpp2dp2z1", {4, " --set parallel.pp=2 --set parallel.vpp=2 --set parallel.zero=1"}},
+      {"pp1dp4ep2", {4, " --set parallel.ep=2 --set parallel.zero=1 --set train.grad_accum=1"}},
+      {"one", {0, " --set parallel.zero=0 --set train.grad_accum=4"}}};
+  check_resharding_matrix(d, base, layouts, " --set parallel.zero=0 --set train.grad_accum=4");
+}
+
 TEST(Resume, AsyncCheckpointsHoldTheValuesOfTheirStepWhileTrainingGoesOn) {
   // With checkpoint.async the step-5 checkpoint is written while steps 6.. change the model; a
   // run resumed from it must still reproduce the uninterrupted run bit for bit.

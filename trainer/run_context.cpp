@@ -17,6 +17,7 @@ RunContext::~RunContext() {
   etp.reset();
   edp.reset();
   ep.reset();
+  embed.reset();
   pp.reset();
   tp.reset();
   dp.reset();
@@ -43,10 +44,6 @@ void check_layout(const Recipe& r, int world) {
                         std::to_string(p.pp) + "; change grad_accum or set vpp=1");
     if (r.train.grad_accum * p.pp * p.vpp > 64 * 64)
       throw ConfigError("train.grad_accum * parallel.pp * parallel.vpp exceeds 4096; fewer micro-batches or stages");
-    if (m.tie_embeddings)
-      throw ConfigError("model.tie_embeddings=true with parallel.pp=" + std::to_string(p.pp) +
-                        " is not supported yet (the two stages' copies are not kept in step); set parallel.pp=1 or "
-                        "untie the embeddings");
   }
   const std::pair<const char*, int64_t> split_by_tp[] = {
       {"vocab_size", m.vocab_size}, {"n_heads", m.n_heads}, {"n_kv_heads", m.n_kv_heads},
@@ -102,6 +99,13 @@ RunContext make_run_context(const Recipe& r) {
     const Group& g = ctx.grid.group(kind);
     *slot = g.size() == 1 ? make_local_comm() : ctx.world->subgroup(g.ranks, name);
     (*slot)->set_timeout_s(p.timeout_s);
+  }
+  // Tied embeddings across pipeline stages: the first and the last stage each hold the table and
+  // sum their gradients of it in this group.
+  const Group& pp = ctx.grid.group(GroupKind::PP);
+  if (pp.size() > 1 && r.model.tie_embeddings && (ctx.pp->rank() == 0 || ctx.pp->rank() == pp.size() - 1)) {
+    ctx.embed = ctx.world->subgroup({pp.ranks.front(), pp.ranks.back()}, "embed");
+    ctx.embed->set_timeout_s(p.timeout_s);
   }
   return ctx;
 }

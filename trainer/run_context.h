@@ -25,6 +25,12 @@ struct RunContext {
   std::unique_ptr<Communicator> edp;  // the expert-data-parallel group (expert gradients reduce in it)
   std::unique_ptr<Communicator> etp;  // the expert-tensor-parallel group (it splits each expert's matrices)
   std::unique_ptr<Communicator> pp;   // the pipeline group: rank r holds stage r
+  // Tied embeddings under pipeline parallelism, on the first and last stage only: the two copies
+  // of the table (null elsewhere and without stages).
+  std::unique_ptr<Communicator> embed;
+  // This rank holds the last stage's copy of a tied embedding (the first stage's is the one saved
+  // and counted in the gradient norm).
+  bool holds_tied_copy() const { return embed && pp->rank() > 0; }
   bool is_rank0() const { return world->rank() == 0; }
 };
 

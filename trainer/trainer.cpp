@@ -117,9 +117,13 @@ void write_memory_report(const std::string& path, Model& model, const Optimizer&
 void save_train_state(CheckpointWriter& writer, RunContext& ctx, const Recipe& r, const std::string& out_dir,
                       Model& model, const Optimizer& opt, const DataParallel& dp, int64_t step) {
   // The router biases are the same on every rank of a stage: its (dp 0, tp 0) rank writes them.
+  // A tied embedding's second copy (last pipeline stage) is the first stage's, which writes it.
+  const bool tied_copy = ctx.holds_tied_copy();
+  auto mine = [&](const ParamInfo& p) { return !(tied_copy && p.name == "embed.weight"); };
   StateSnapshot snap = snapshot_state(
-      model, opt, ctx.dp->rank() == 0 && ctx.tp->rank() == 0, [&](const ParamInfo& p) { return dp.writes_value(p); },
-      [&](const ParamInfo& p) { return dp.writes_moments(p); });
+      model, opt, ctx.dp->rank() == 0 && ctx.tp->rank() == 0,
+      [&](const ParamInfo& p) { return mine(p) && dp.writes_value(p); },
+      [&](const ParamInfo& p) { return mine(p) && dp.writes_moments(p); });
   SaveRequest req;
   req.out_dir = out_dir;
   req.step = step;
@@ -233,7 +237,13 @@ int run_training(const Recipe& r) {
     for (auto* m : model.moe_layers()) m->set_token_exchange(&exchange);
   if (ctx.etp->size() > 1)
     for (auto* m : model.moe_layers()) m->set_expert_tp_exchange(&etp_exchange);
-  Optimizer opt(r.optim, model.params(), *backend, tc.steps, dp.optimizer_shard());
+  OptimShard opt_shard = dp.optimizer_shard();
+  const int embed_id = model.params().find("embed.weight");
+  if (ctx.holds_tied_copy()) {  // counted in the gradient norm on the first stage
+    const ParamInfo& e = model.params().infos()[size_t(embed_id)];
+    opt_shard.norm_excluded.emplace_back(e.offset, e.offset + e.numel);
+  }
+  Optimizer opt(r.optim, model.params(), *backend, tc.steps, opt_shard);
   CheckpointWriter writer(*ctx.world, r.checkpoint.async);
   int64_t step = 0;
   if (resume_ckpt) {
@@ -247,6 +257,7 @@ int run_training(const Recipe& r) {
   Heartbeat beat(out_dir + "/heartbeat", ctx.world->rank());
   for (Communicator* c : {ctx.world.get(), ctx.dp.get(), ctx.tp.get(), ctx.ep.get(), ctx.edp.get(), ctx.etp.get(), ctx.pp.get()})
     c->set_observer(&beat);
+  if (ctx.embed) ctx.embed->set_observer(&beat);
   beat.set_step(step);
   DataSkips skips = step > 0 ? DataSkips::load(out_dir) : DataSkips{};
   if (rank0 && step == 0) std::filesystem::remove(DataSkips::path(out_dir), ec);
@@ -260,6 +271,7 @@ int run_training(const Recipe& r) {
   const int64_t tokens_per_step = global_seqs * r.model.seq_len;
   const double flops_per_token = model.train_flops_per_token();
   int64_t total_params = model.total_params();  // each stage its own layers
+  if (ctx.holds_tied_copy()) total_params -= r.model.vocab_size * r.model.d_model;
   if (n_pp > 1) ctx.pp->all_reduce(&total_params, 1, CommType::I64, ReduceOp::Sum);
   if (rank0) {
     const std::string pp_text = n_pp > 1 ? " pp=" + std::to_string(n_pp) + (vpp > 1 ? " vpp=" + std::to_string(vpp) : "") : "";
@@ -369,6 +381,11 @@ int run_training(const Recipe& r) {
     }
     // Checked before the reduction: the optimizer applies its update in the call that computes
     // the global norm, so the guard must know first.
+    // Tied embeddings across stages: the lookup's gradient (first stage) plus the head's (last).
+    if (ctx.embed) {
+      const Tensor g = model.params().grad(embed_id);
+      ctx.embed->all_reduce(g.raw(), g.numel(), comm_type_of(g.dtype()), ReduceOp::Sum);
+    }
     t.losses[4] = backend->sum_squares(model.params().grads());
     if (n_pp > 1) ctx.pp->all_reduce(&t.losses[4], 1, CommType::F64, ReduceOp::Sum);
     dp.reduce_gradients();

@@ -105,7 +105,10 @@ void gather_stages(Communicator& pp, std::vector<std::pair<std::string, HostArra
       a.bytes.resize(size_t(msg[at++]));
       std::memcpy(a.bytes.data(), msg.data() + at, a.bytes.size());
       at += size_t(words(a.bytes.size()));
-      arrays.emplace_back(std::move(name), std::move(a));
+      // A tied embedding's second copy (last stage) is the first stage's table again.
+      bool have = false;
+      for (const auto& kv : arrays) have = have || kv.first == name;
+      if (!have) arrays.emplace_back(std::move(name), std::move(a));
     }
   }
 }
