@@ -5,11 +5,15 @@
 #                                       all-to-all bytes per step (all ranks), time in exchanges
 #   bench/bench_parallel.sh tp [STEPS]  tiny and ~20M recipes at tp = 1, 2, 4, sp off and on:
 #                                       tokens/s, TP bytes per step sent by one rank
+#   bench/bench_parallel.sh pp [STEPS]  tiny recipe at pp = 2 and 4, vpp = 1 and 2, m = 8 and 16
+#                                       micro-batches: tokens/s, the idle share per stage measured
+#                                       from the engine's timestamps (the bubble) against the theory
+#                                       (p-1)/(v*m+p-1), micro-batches in flight on stage 0
 # Means over the steps after the first (start-up), from metrics.jsonl. Run on an idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-MODE=${1:?usage: bench/bench_parallel.sh ep|tp [STEPS]}
+MODE=${1:?usage: bench/bench_parallel.sh ep|tp|pp [STEPS]}
 STEPS=${2:-6}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 tmp=$(mktemp -d)
@@ -19,7 +23,7 @@ trap 'rm -rf "$tmp"' EXIT
 run_one() {
   local recipe=$1 ranks=$2 label=$3
   shift 3
-  local out="$tmp/$recipe-$label"
+  local out="$tmp/$recipe-${label//\//-}"
   mpirun --oversubscribe --bind-to none --mca btl self,vader -quiet -np "$ranks" "$BUILD/switchyard" train \
     "recipes/$recipe.toml" "$@" --set train.steps="$STEPS" --set train.log_every=1 --set train.eval_every=0 \
     --set train.eval_batches=1 --set train.max_minutes=0 --set train.out_dir="$out" > "$out.log" 2>&1
@@ -38,6 +42,13 @@ if mode == "ep":
     a2a_s = sum(r.get("a2a_seconds", 0.0) for r in recs) / n
     print(f"{recipe:<18} {label:>6} {tokens / step_s:10.0f} {mb:14.2f} {a2a_s:12.3f} {100 * a2a_s / step_s:9.1f}% "
           f"{mem['parameter_bytes'] / 1e6:14.2f}")
+elif mode == "pp":
+    p, v, m = (int(x) for x in label.split("/"))
+    idle = [sum(r["pp_idle_by_stage"][s] for r in recs) / n for s in range(p)]
+    theory = (p - 1) / (v * m + p - 1)
+    flight = max(r["pp_in_flight_by_stage"][0] for r in recs)
+    print(f"{recipe:<18} {label:>9} {tokens / step_s:10.0f} {theory:8.3f} "
+          f"{' '.join(f'{x:.3f}' for x in idle):>30} {sum(idle) / p:9.3f} {flight:9d}")
 else:
     mb = sum(max(r.get("tp_bytes", 0), 0) for r in recs) / n / 1e6
     print(f"{recipe:<18} {label:>9} {tokens / step_s:10.0f} {mb:16.2f} {mem['parameter_bytes'] / 1e6:14.2f} "
@@ -61,7 +72,18 @@ elif [ "$MODE" = tp ]; then
       done
     done
   done
+elif [ "$MODE" = pp ]; then
+  # One sequence per micro-batch, so that m micro-batches are m sequences; 8 layers (pp x vpp <= 8).
+  printf '%-18s %9s %10s %8s %30s %9s %9s\n' recipe "p/v/m" tokens/s theory "idle share per stage" "mean" "stage0 mb"
+  for pp in 2 4; do
+    for vpp in 1 2; do
+      for m in 8 16; do
+        run_one tiny-moe "$pp" "$pp/$vpp/$m" --set parallel.pp="$pp" --set parallel.vpp="$vpp" \
+          --set train.grad_accum="$m" --set train.micro_batch=1 --set model.n_layers=8
+      done
+    done
+  done
 else
-  echo "bench/bench_parallel.sh: unknown mode '$MODE'; use ep or tp" >&2
+  echo "bench/bench_parallel.sh: unknown mode '$MODE'; use ep, tp or pp" >&2
   exit 2
 fi
