@@ -20,7 +20,7 @@ namespace {
 
 // One list of (key, member) per section drives reading, the unknown-key check and writing the
 // resolved recipe, so a field added to a config struct needs exactly one new line here.
-using FieldRef = std::variant<int64_t*, uint64_t*, double*, bool*, std::string*, ScoreFn*>;
+using FieldRef = std::variant<int64_t*, uint64_t*, double*, bool*, std::string*, ScoreFn*, std::vector<int64_t>*>;
 struct Field {
   const char* key;
   FieldRef ref;
@@ -59,7 +59,7 @@ std::vector<Section> sections_of(Recipe& r) {
         {"peak_gflops", &t.peak_gflops}, {"dtype", &t.dtype}}},
       {"engine", {{"device", &r.engine.device}}},
       {"parallel",
-       {{"tp", &p.tp}, {"cp", &p.cp}, {"pp", &p.pp}, {"vpp", &p.vpp}, {"ep", &p.ep}, {"etp", &p.etp}, {"dp", &p.dp},
+       {{"tp", &p.tp}, {"cp", &p.cp}, {"pp", &p.pp}, {"vpp", &p.vpp}, {"pp_layers", &p.pp_layers}, {"ep", &p.ep}, {"etp", &p.etp}, {"dp", &p.dp},
         {"zero", &p.zero}, {"sp", &p.sp}, {"order", &p.order}, {"timeout_s", &p.timeout_s}, {"bucket_mb", &p.bucket_mb}}},
       {"checkpoint",
        {{"every_steps", &r.checkpoint.every_steps}, {"keep", &r.checkpoint.keep}, {"resume", &r.checkpoint.resume},
@@ -206,6 +206,7 @@ const char* type_phrase(const FieldRef& ref) {
     case 2: return "a number";
     case 3: return "true or false";
     case 4: return "a string";
+    case 6: return "an array of integers";
     default: return "\"softmax\" or \"sigmoid\"";
   }
 }
@@ -242,6 +243,15 @@ void read_field(const Field& f, const toml::node& n, const std::string& dotted, 
           auto v = n.value_exact<std::string>();
           if (!v) wrong();
           *p = *v;
+        } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+          const toml::array* a = n.as_array();
+          if (!a) wrong();
+          p->clear();
+          for (const toml::node& e : *a) {
+            auto v = e.value_exact<int64_t>();
+            if (!v) wrong();
+            p->push_back(*v);
+          }
         } else {
           auto v = n.value_exact<std::string>();
           if (!v || (*v != "softmax" && *v != "sigmoid")) wrong();
@@ -295,7 +305,11 @@ std::string toml_value(const FieldRef& ref) {
           if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
           return s;
         } else if constexpr (std::is_same_v<T, std::string>) return toml_quote(*p);
-        else return toml_quote(score_fn_name(*p));
+        else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+          std::string s = "[";
+          for (size_t i = 0; i < p->size(); ++i) s += (i ? ", " : "") + std::to_string((*p)[i]);
+          return s + "]";
+        } else return toml_quote(score_fn_name(*p));
       },
       ref);
 }

@@ -46,7 +46,10 @@ struct PpLayout {
   int micro = 4;  // micro-batches per pipeline per step
 };
 
-void check_pp(const PpLayout& l, const std::string& sets, const std::string& tag) {
+// `pp_only`: settings of the pipeline run alone (the reference has no stages).
+// `layers`: the split the banner must show ("3/5").
+void check_pp(const PpLayout& l, const std::string& sets, const std::string& tag, const std::string& pp_only = "",
+              const std::string& layers = "") {
   testing::RunDir d(tag);
   const bool sgd = sets.find("optim.name=sgd") != std::string::npos;
   // eps 1e-5 as in the TP tests (test_tp_equivalence.cpp): TP reorders float32 sums.
@@ -57,9 +60,11 @@ void check_pp(const PpLayout& l, const std::string& sets, const std::string& tag
   r = d.train("pp", ranks,
               all + " --set train.grad_accum=" + std::to_string(l.micro) + " --set parallel.pp=" + std::to_string(l.pp) +
                   " --set parallel.vpp=" + std::to_string(l.vpp) + " --set parallel.tp=" + std::to_string(l.tp) +
-                  " --set parallel.ep=" + std::to_string(l.ep) + " --set parallel.sp=" + (l.sp ? "true" : "false"));
+                  " --set parallel.ep=" + std::to_string(l.ep) + " --set parallel.sp=" + (l.sp ? "true" : "false") +
+                  pp_only);
   ASSERT_EQ(r.code, 0) << r.output;
   ASSERT_NE(r.output.find(" pp=" + std::to_string(l.pp)), std::string::npos) << r.output;
+  if (!layers.empty()) EXPECT_NE(r.output.find("(layers " + layers + ")"), std::string::npos) << r.output;
   testing::expect_same_run(d, "ref", "pp");
   EXPECT_EQ(d.field("pp", "expert_tokens"), d.field("ref", "expert_tokens"));
   EXPECT_EQ(d.field("pp", "dropped_digest"), d.field("ref", "dropped_digest"));
@@ -93,6 +98,16 @@ TEST(PpEquivalence, SgdPp2Vpp2) { check_pp({2, 2}, kSgd, "pp_s2v2"); }
 TEST(PpEquivalence, AdamWPp4Vpp2) { check_pp({4, 2, 1, 1, 1, false, 8}, "", "pp_a4v2"); }
 TEST(PpEquivalence, SgdPp4Vpp2) { check_pp({4, 2, 1, 1, 1, false, 8}, kSgd, "pp_s4v2"); }
 
+// An explicit, uneven split (parallel.pp_layers): the first stage 3 layers (embedding, the dense
+// layer, two MoE), the last 5; interleaved 1 + 2 + 4 + 1.
+TEST(PpEquivalence, SgdPp2ExplicitSplit) { check_pp({2, 1}, kSgd, "pp_s2split", " --set parallel.pp_layers=[3,5]", "3/5"); }
+TEST(PpEquivalence, AdamWPp2Vpp2ExplicitSplit) {
+  check_pp({2, 2}, "", "pp_a2v2split", " --set parallel.pp_layers=[1,2,4,1]", "1/2/4/1");
+}
+TEST(PpEquivalence, AdamWPp4BalancedSplitOfTenLayers) {  // 10 layers over 4 stages: 3/3/2/2
+  check_pp({4, 1, 1, 1, 1, false, 8}, " --set model.n_layers=10", "pp_a4ten", "", "3/3/2/2");
+}
+
 // Tied embeddings: the first stage's lookup and the last stage's head each hold the table; their
 // gradients are summed over the two stages, the norm counts the table once, and the checkpoint
 // and weights file hold it once.
@@ -118,6 +133,36 @@ TEST(PpEquivalence, SgdPp2Tp2Dp2Sp) { check_pp({2, 1, 2, 2, 1, true, 4}, kSgd, "
 TEST(PpEquivalence, AdamWPp2Vpp2Dp2CapacityBias) {
   check_pp({2, 2, 1, 2, 2, false, 4}, " --set model.capacity_factor=1.0 --set model.router_bias_update_rate=0.01",
            "pp_a2v2d2cb");
+}
+
+// Layouts the pipeline cannot run: one line each naming the keys and the fix, exit code 2.
+TEST(PpErrors, OneLineEachNamingTheKeys) {
+  testing::RunDir d("pp_errors");
+  const std::pair<std::string, std::string> cases[] = {
+      {" --set parallel.vpp=2", "switchyard: error: parallel.vpp=2 needs parallel.pp > 1; set parallel.vpp=1"},
+      {" --set parallel.pp=4 --set parallel.vpp=2",
+       "switchyard: error: model.n_layers=2 cannot fill parallel.pp * parallel.vpp = 8 pipeline chunks; lower pp or vpp"},
+      {" --set model.n_layers=8 --set parallel.pp=2 --set parallel.vpp=2 --set train.grad_accum=3",
+       "switchyard: error: interleaved 1F1B (parallel.vpp=2) needs train.grad_accum (3, the micro-batches per step) "
+       "divisible by parallel.pp=2; change grad_accum or set vpp=1"},
+      {" --set parallel.cp=2", "switchyard: error: parallel.cp=2 is not supported yet"},
+      {" --set model.n_layers=8 --set parallel.pp=2 --set parallel.pp_layers=[3,4]",
+       "switchyard: error: parallel.pp_layers=[3, 4] adds up to 7 layers, not model.n_layers=8; make the counts sum to it"},
+      {" --set model.n_layers=8 --set parallel.pp=2 --set parallel.pp_layers=[8]",
+       "switchyard: error: parallel.pp_layers=[8] has 1 entries for parallel.pp * parallel.vpp = 2 chunks; give one "
+       "layer count per chunk"},
+      {" --set model.n_layers=8 --set parallel.pp=2 --set parallel.pp_layers=[9,-1]",
+       "switchyard: error: parallel.pp_layers=[9, -1] gives a chunk -1 layers; every chunk needs at least one"},
+      {" --set parallel.pp_layers=[1,1]",
+       "switchyard: error: parallel.pp_layers is set but parallel.pp=1; remove it or set parallel.pp"},
+      {" --set parallel.pp_layers=3", "switchyard: error: parallel.pp_layers must be an array of integers, got"}};
+  int i = 0;
+  for (const auto& [sets, want] : cases) {
+    const auto r = d.train("bad" + std::to_string(i++), 0, sets);
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_EQ(r.output.rfind(want, 0), 0u) << r.output;
+    EXPECT_EQ(r.output.find('\n'), r.output.size() - 1) << "more than one line: " << r.output;
+  }
 }
 
 }  // namespace

@@ -10,10 +10,11 @@
 
 namespace sy {
 
-// The model cut into pp * vpp chunks of consecutive layers, as even as the layer count allows
-// (the first n_layers % (pp * vpp) chunks one layer longer); rank r holds chunks v * pp + r for
-// v in [0, vpp) (pipeline_schedule.h). ConfigError when there are fewer layers than chunks.
-PipePlace pipeline_place(int64_t n_layers, int pp, int vpp, int rank);
+// The model cut into pp * vpp chunks of consecutive layers: `sizes[g]` layers in chunk g when
+// given (parallel.pp_layers), else as even as the layer count allows (the first
+// n_layers % (pp * vpp) chunks one layer longer); rank r holds chunks v * pp + r for v in
+// [0, vpp) (pipeline_schedule.h). ConfigError naming the key when they do not fit.
+PipePlace pipeline_place(int64_t n_layers, int pp, int vpp, int rank, const std::vector<int64_t>& sizes = {});
 
 // Global index (among the model's MoE layers) of the first MoE layer at or after layer l.
 int64_t moe_layers_before(const ModelConfig& cfg, int64_t l);

@@ -9,6 +9,7 @@
 
 #include "engine/config_error.h"
 #include "parallel/comm_mpi.h"
+#include "trainer/pipeline_training.h"
 
 namespace sy {
 
@@ -33,6 +34,8 @@ void check_layout(const Recipe& r, int world) {
     throw ConfigError("parallel.cp=" + std::to_string(p.cp) +
                       " is not supported yet (data, tensor, expert and pipeline parallelism only); set parallel.cp=1");
   const ModelConfig& m = r.model;
+  if (!p.pp_layers.empty() && p.pp == 1)
+    throw ConfigError("parallel.pp_layers is set but parallel.pp=1; remove it or set parallel.pp");
   if (p.pp > 1 || p.vpp > 1) {
     if (p.pp == 1) throw ConfigError("parallel.vpp=" + std::to_string(p.vpp) + " needs parallel.pp > 1; set parallel.vpp=1");
     if (m.n_layers < p.pp * p.vpp)
@@ -42,6 +45,7 @@ void check_layout(const Recipe& r, int world) {
       throw ConfigError("interleaved 1F1B (parallel.vpp=" + std::to_string(p.vpp) + ") needs train.grad_accum (" +
                         std::to_string(r.train.grad_accum) + ", the micro-batches per step) divisible by parallel.pp=" +
                         std::to_string(p.pp) + "; change grad_accum or set vpp=1");
+    pipeline_place(m.n_layers, int(p.pp), int(p.vpp), 0, p.pp_layers);  // the split's own checks
     if (r.train.grad_accum * p.pp * p.vpp > 64 * 64)
       throw ConfigError("train.grad_accum * parallel.pp * parallel.vpp exceeds 4096; fewer micro-batches or stages");
   }

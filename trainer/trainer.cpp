@@ -222,7 +222,7 @@ int run_training(const Recipe& r) {
   CommTokenExchange etp_exchange(*ctx.etp);
   // Pipeline parallelism: each rank holds its stage's chunks of layers (docs/parallel.md).
   const int n_pp = ctx.pp->size(), vpp = int(r.parallel.vpp);
-  if (n_pp > 1) shard.pipe = pipeline_place(r.model.n_layers, n_pp, vpp, ctx.pp->rank());
+  if (n_pp > 1) shard.pipe = pipeline_place(r.model.n_layers, n_pp, vpp, ctx.pp->rank(), r.parallel.pp_layers);
   Model model(r.model, *backend, parse_dtype(tc.dtype), tc.seed, shard);
   std::unique_ptr<PipelineExecutor> pipe;
   if (n_pp > 1) {
@@ -274,7 +274,17 @@ int run_training(const Recipe& r) {
   if (ctx.holds_tied_copy()) total_params -= r.model.vocab_size * r.model.d_model;
   if (n_pp > 1) ctx.pp->all_reduce(&total_params, 1, CommType::I64, ReduceOp::Sum);
   if (rank0) {
-    const std::string pp_text = n_pp > 1 ? " pp=" + std::to_string(n_pp) + (vpp > 1 ? " vpp=" + std::to_string(vpp) : "") : "";
+    std::string pp_text;
+    if (n_pp > 1) {  // " pp=2 vpp=2 (layers 1/2/4/1)": the layers of each chunk, in model order
+      std::vector<int64_t> sizes(size_t(n_pp) * vpp);
+      for (int q = 0; q < n_pp; ++q) {
+        const PipePlace place = pipeline_place(r.model.n_layers, n_pp, vpp, q, r.parallel.pp_layers);
+        for (int v = 0; v < vpp; ++v) sizes[size_t(v) * n_pp + q] = place.chunks[v].second - place.chunks[v].first;
+      }
+      pp_text = " pp=" + std::to_string(n_pp) + (vpp > 1 ? " vpp=" + std::to_string(vpp) : "") + " (layers ";
+      for (size_t g = 0; g < sizes.size(); ++g) pp_text += (g ? "/" : "") + std::to_string(sizes[g]);
+      pp_text += ")";
+    }
     std::printf("switchyard: %s | %s %s | %d rank(s), dp=%ld ep=%d tp=%d%s%s%s zero=%ld | %.2fM parameters, %.2fM active per token | "
                 "%.1f MFLOP/token | %ld tokens/step | peak %.0f GFLOP/s\n",
                 r.name.c_str(), chosen.device.c_str(), tc.dtype.c_str(), ctx.world->size(), long(n_dp), ctx.ep->size(), ctx.tp->size(),
