@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "data/megatron_index.h"
 #include "engine/config_error.h"
 
 namespace sy {
@@ -106,7 +107,31 @@ void write_token_file(const std::string& path, std::span<const uint32_t> tokens,
   }
 }
 
+void TokenFile::open_megatron(const std::string& idx_path) {
+  const MegatronIndex ix = read_megatron_index(idx_path);
+  if (ix.tokens == 0) throw ConfigError(ix.bin_path + ": the Megatron dataset holds no tokens; point [data] at a corpus");
+  const int fd = ::open(ix.bin_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw ConfigError(ix.bin_path + ": cannot open (" + std::strerror(errno) + ")");
+  map_bytes_ = size_t(ix.tokens) * size_t(ix.bytes_per_token);
+  map_ = ::mmap(nullptr, map_bytes_, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int map_err = errno;
+  ::close(fd);
+  if (map_ == MAP_FAILED) {
+    map_ = nullptr;
+    throw ConfigError(ix.bin_path + ": cannot mmap (" + std::strerror(map_err) + ")");
+  }
+  tokens_ = static_cast<const unsigned char*>(map_);
+  n_tokens_ = ix.tokens;
+  bpt_ = ix.bytes_per_token;
+  vocab_ = 0;  // not recorded by Megatron
+  megatron_ = true;
+}
+
 TokenFile::TokenFile(const std::string& path) : path_(path) {
+  if (const std::string idx = megatron_index_path(path); !idx.empty()) {
+    open_megatron(idx);
+    return;
+  }
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     throw ConfigError(path + ": cannot open token file (" + std::strerror(errno) + "); " + kPrepareHint +
@@ -165,6 +190,7 @@ TokenFile::~TokenFile() {
 uint32_t TokenFile::at(uint64_t i) const {
   if (i >= n_tokens_)
     throw std::out_of_range(path_ + ": token " + std::to_string(i) + " past the end (" + std::to_string(n_tokens_) + ")");
+  if (bpt_ == 1) return tokens_[i];
   if (bpt_ == 2) {
     uint16_t v;
     std::memcpy(&v, tokens_ + 2 * i, 2);
@@ -179,7 +205,9 @@ void TokenFile::copy(uint64_t i, uint64_t n, int32_t* out) const {
   if (i > n_tokens_ || n > n_tokens_ - i)
     throw std::out_of_range(path_ + ": tokens [" + std::to_string(i) + ", " + std::to_string(i + n) +
                             ") past the end (" + std::to_string(n_tokens_) + ")");
-  if (bpt_ == 2) {
+  if (bpt_ == 1) {
+    for (uint64_t k = 0; k < n; ++k) out[k] = int32_t(tokens_[i + k]);
+  } else if (bpt_ == 2) {
     for (uint64_t k = 0; k < n; ++k) {
       uint16_t v;
       std::memcpy(&v, tokens_ + 2 * (i + k), 2);
@@ -204,7 +232,7 @@ void TokenFile::check_vocab(uint32_t model_vocab) const {
                         " >= model.vocab_size=" + std::to_string(model_vocab) +
                         "; set model.vocab_size > " + std::to_string(t) + " or re-create the data with a smaller vocabulary");
   }
-  if (vocab_ > model_vocab)
+  if (vocab_ > model_vocab)  // 0 for a Megatron dataset: nothing recorded beyond the ids
     throw ConfigError(path_ + ": the file's vocab_size=" + std::to_string(vocab_) + " exceeds model.vocab_size=" +
                       std::to_string(model_vocab) + "; set model.vocab_size >= " + std::to_string(vocab_));
 }

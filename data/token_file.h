@@ -20,7 +20,9 @@ void write_token_file(const std::string& path, std::span<const uint32_t> tokens,
                       int bytes_per_token);
 
 // A read-only memory map of a token file; the header is checked on open (ConfigError naming the
-// file and the fix).
+// file and the fix). `path` may also name a Megatron-LM indexed dataset (data/megatron_index.h):
+// its .bin is mapped as one token stream (its documents in order), of 1, 2 or 4 bytes per token,
+// with no vocabulary size recorded (vocab() is 0; check_vocab still checks every id).
 class TokenFile {
  public:
   explicit TokenFile(const std::string& path);
@@ -31,6 +33,7 @@ class TokenFile {
   const std::string& path() const { return path_; }
   uint64_t size() const { return n_tokens_; }
   uint32_t vocab() const { return vocab_; }
+  bool megatron() const { return megatron_; }
   int bytes_per_token() const { return bpt_; }
   uint32_t at(uint64_t i) const;
   // Tokens [i, i + n) as int32 (the model's index type); throws std::out_of_range past the end.
@@ -46,6 +49,8 @@ class TokenFile {
   uint64_t n_tokens_ = 0;
   uint32_t vocab_ = 0;
   int bpt_ = 0;
+  bool megatron_ = false;
+  void open_megatron(const std::string& idx_path);
 };
 
 }  // namespace sy

@@ -64,7 +64,9 @@ void check_pp(const PpLayout& l, const std::string& sets, const std::string& tag
                   pp_only);
   ASSERT_EQ(r.code, 0) << r.output;
   ASSERT_NE(r.output.find(" pp=" + std::to_string(l.pp)), std::string::npos) << r.output;
-  if (!layers.empty()) EXPECT_NE(r.output.find("(layers " + layers + ")"), std::string::npos) << r.output;
+  if (!layers.empty()) {
+    EXPECT_NE(r.output.find("(layers " + layers + ")"), std::string::npos) << r.output;
+  }
   testing::expect_same_run(d, "ref", "pp");
   EXPECT_EQ(d.field("pp", "expert_tokens"), d.field("ref", "expert_tokens"));
   EXPECT_EQ(d.field("pp", "dropped_digest"), d.field("ref", "dropped_digest"));

@@ -1,6 +1,6 @@
 // Resume from checkpoints, end to end through `switchyard train`: 20 steps straight equal 10 steps,
 // a checkpoint, a fresh process resuming, and 10 more, bit for bit (dp2 x ZeRO-1, grad_accum 2,
-// capacity drops on, mid-epoch); and a checkpoint loads into another data-parallel layout.
+// capacity drops on, mid-epoch; dp2 x ep2; pp2 x vpp2 x dp2); and a checkpoint loads into every other layout.
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -92,6 +92,26 @@ void check_resharding_matrix(const testing::RunDir& d, const std::string& base, 
       }
       expect_next_step_loss(d, base, from_dir, from, to, want);
     }
+}
+
+TEST(Resume, TwentyStepsEqualTenPlusResumePlusTenBitwise) {
+  testing::RunDir d("resume");
+  expect_split_run_equals_straight(d, 2, kBase);
+}
+
+TEST(Resume, Dp2Ep2Zero1ResumesBitwise) {
+  // 4 ranks, dp2 x ep2 with ZeRO-1, grad_accum 2, capacity drops.
+  testing::RunDir d("resume_dpep");
+  expect_split_run_equals_straight(d, 4, std::string(kBase) + " --set parallel.ep=2 --set model.n_shared_experts=1");
+}
+
+TEST(Resume, PipelineRunResumesBitwise) {
+  // pp2 x vpp2 x dp2 with ZeRO-1 (4 layers, one per chunk), the aux-free bias moving: the stages'
+  // checkpoint pieces and router biases bring back exactly the state the straight run has.
+  testing::RunDir d("resume_pp");
+  expect_split_run_equals_straight(d, 4,
+                                   std::string(kBase) + " --set model.n_layers=4 --set parallel.pp=2 --set parallel.vpp=2"
+                                                        " --set model.router_bias_update_rate=0.01");
 }
 
 TEST(Resume, ReshardingMatrixAcrossDpEpZeroLayouts) {
