@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "engine/config_error.h"
+#include "engine/memory.h"
 
 namespace sy {
 
@@ -61,6 +62,17 @@ void MetricsLog::write(const StepRecord& r) {
     if (v->empty()) continue;
     o << ",\"" << key << "\":[";
     for (size_t i = 0; i < v->size(); ++i) o << (i ? "," : "") << (*v)[i];
+    o << "]";
+  }
+  if (!r.mem_peak_bytes.empty()) {
+    o << ",\"mem_peak_bytes\":{";
+    for (size_t c = 0; c < r.mem_peak_bytes.size(); ++c) {
+      o << (c ? "," : "") << "\"" << mem_category_name(MemCategory(c)) << "\":[";
+      for (size_t q = 0; q < r.mem_peak_bytes[c].size(); ++q) o << (q ? "," : "") << r.mem_peak_bytes[c][q];
+      o << "]";
+    }
+    o << "},\"mem_peak_total_bytes\":[";
+    for (size_t q = 0; q < r.mem_peak_total_bytes.size(); ++q) o << (q ? "," : "") << r.mem_peak_total_bytes[q];
     o << "]";
   }
   if (!r.pp_idle_by_stage.empty()) {

@@ -42,6 +42,11 @@ struct StepRecord {
   // and not yet backwarded, the most chunk inputs kept for backward, and the recomputed forwards.
   std::vector<double> pp_idle_by_stage;
   std::vector<int64_t> pp_in_flight_by_stage, pp_kept_inputs_by_stage, pp_recomputes_by_stage;
+  // The backend allocator's peak bytes since start-up per category (engine/memory.h), per world
+  // rank: mem_peak_bytes[c][r] (written as {"parameters": [r0, r1, ...], ...}); and the peak of
+  // the total per rank.
+  std::vector<std::vector<int64_t>> mem_peak_bytes;
+  std::vector<int64_t> mem_peak_total_bytes;
   std::vector<std::vector<int64_t>> expert_tokens;  // per MoE layer, per expert
   double eta_s = 0;
   std::optional<double> val_loss;

@@ -491,6 +491,20 @@ int run_training(const Recipe& r) {
       }
       if (ctx.tp->size() > 1) rec.tp_bytes = tp_bytes;
       if (ctx.etp->size() > 1) rec.etp_bytes = ctx.etp->stats().bytes_sent;
+      {  // every rank's allocator peaks, by category (a collective over the world, as every rank logs here)
+        const MemoryCounters& mem = backend->memory();
+        std::vector<int64_t> mine(MemoryCounters::kN + 1), all;
+        for (int c = 0; c < MemoryCounters::kN; ++c) mine[size_t(c)] = int64_t(mem.peak[c]);
+        mine.back() = int64_t(mem.total_peak);
+        all.resize(mine.size() * size_t(ctx.world->size()));
+        ctx.world->all_gather(mine.data(), all.data(), int64_t(mine.size()), CommType::I64);
+        rec.mem_peak_bytes.assign(MemoryCounters::kN, std::vector<int64_t>(size_t(ctx.world->size())));
+        rec.mem_peak_total_bytes.resize(size_t(ctx.world->size()));
+        for (int q = 0; q < ctx.world->size(); ++q) {
+          for (int c = 0; c < MemoryCounters::kN; ++c) rec.mem_peak_bytes[size_t(c)][size_t(q)] = all[q * mine.size() + c];
+          rec.mem_peak_total_bytes[size_t(q)] = all[q * mine.size() + MemoryCounters::kN];
+        }
+      }
       if (n_pp > 1) {
         const double mine[4] = {pipe_stats.idle_fraction, double(pipe_stats.max_in_flight),
                                 double(pipe_stats.max_kept_inputs), double(pipe_stats.recomputes)};
