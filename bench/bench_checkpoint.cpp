@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
     auto world = env.world > 1 ? make_mpi_world_comm(600) : make_local_comm();
     {
       auto be = make_cpu_backend();
-      Model model(r.model, *be, DType::F32, 1, ModelShard{{}, world->size(), world->size()});
+      Model model(r.model, *be, DType::F32, 1, ModelShard{{}, world->size(), world->size(), {}, {}});
       auto ep = make_local_comm(), tp = make_local_comm();
       DataParallel dp({world.get(), tp.get(), ep.get(), world.get(), world.get()}, *be, model.params(),
                       world->size() > 1 ? 1 : 0, 1 << 20);

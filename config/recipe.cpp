@@ -39,7 +39,7 @@ std::vector<Section> sections_of(Recipe& r) {
       {"model",
        {{"vocab_size", &m.vocab_size}, {"d_model", &m.d_model}, {"n_layers", &m.n_layers}, {"n_heads", &m.n_heads},
         {"n_kv_heads", &m.n_kv_heads}, {"head_dim", &m.head_dim}, {"rope_theta", &m.rope_theta},
-        {"seq_len", &m.seq_len}, {"norm_eps", &m.norm_eps}, {"tie_embeddings", &m.tie_embeddings},
+        {"seq_len", &m.seq_len}, {"norm_eps", &m.norm_eps}, {"tie_embeddings", &m.tie_embeddings}, {"qk_norm", &m.qk_norm},
         {"init_std", &m.init_std}, {"d_ff", &m.d_ff}, {"first_dense_layers", &m.first_dense_layers},
         {"n_experts", &m.n_experts}, {"top_k", &m.top_k}, {"expert_ffn_dim", &m.expert_ffn_dim},
         {"n_shared_experts", &m.n_shared_experts}, {"score_fn", &m.score_fn}, {"norm_topk_prob", &m.norm_topk_prob},

@@ -58,6 +58,9 @@ void ModelConfig::validate() const {
     throw ConfigError("model.d_model/model.n_heads=" + num(resolved_head_dim()) +
                       " (the head width) must be even (RoPE rotates pairs of dimensions); change d_model or n_heads, or set model.head_dim");
   }
+  if (qk_norm != "none" && qk_norm != "head" && qk_norm != "full")
+    throw ConfigError("model.qk_norm=\"" + qk_norm + "\" is not one of \"none\", \"head\" (per head, Qwen3) or \"full\" "
+                      "(over all heads, OLMoE)");
   finite_positive("rope_theta", rope_theta);
   finite_positive("norm_eps", norm_eps);
   finite_positive("init_std", init_std);

@@ -21,6 +21,11 @@ struct ModelConfig {
   double norm_eps = 1e-5;
   bool tie_embeddings = false;
   double init_std = 0.02;
+  // RMSNorm on the queries and keys after their projections, before RoPE: "none"; "head" over
+  // each head's head_dim features with one weight per feature shared by the heads (Qwen3);
+  // "full" over all of a token's q (n_heads * head_dim) and all of its k (n_kv_heads * head_dim),
+  // one weight per feature (OLMoE). docs/model.md.
+  std::string qk_norm = "none";
 
   // FFN: dense SwiGLU of width d_ff for the first `first_dense_layers` layers, MoE after.
   int64_t d_ff = 1024;

@@ -1,7 +1,7 @@
 // engine.device = cuda-emu: `switchyard train` runs the CUDA backend's code (kernels, cuBLASLt
 // wrapper, CudaBackend) on the host under the CUDA emulator, through the same trainer, data
 // parallelism, token exchange and checkpoints as the CPU backend. Held to the CPU backend:
-//  * step 1 of the tiny recipe's architecture: the loss, and every parameter's gradient, read as
+//  * step 1 of the tiny recipe's architecture (with per-head QK-norm): the loss, and every parameter's gradient, read as
 //    p0 - p1 = lr g after one plain SGD step (p0: the initialisation, the same on both backends),
 //    within 1e-5 relative (float32 both). lr is 1e4 so that lr g dwarfs p0 and the float32
 //    rounding of p1 is relative to lr g (at lr 1 a norm weight's p1 = 1 - g rounds to 6e-8 of 1,
@@ -38,8 +38,9 @@ TEST(CudaEmuTraining, TinyRecipeStepOneLossAndEveryGradientEqualTheCpuBackend) {
   testing::RunDir d("emu_step1");
   // 128 tokens; the test corpus has few distinct bytes, so at initialisation some experts get no
   // token (their gradients must then be exactly zero on both backends).
-  const std::string one =
-      std::string(kTinyShort) + kSgd1 + " --set train.steps=1 --set model.seq_len=64 --set train.micro_batch=2";
+  // QK-norm per head on, so that its norms' forward and backward run through the CUDA backend too.
+  const std::string one = std::string(kTinyShort) + kSgd1 +
+                          " --set train.steps=1 --set model.seq_len=64 --set train.micro_batch=2 --set model.qk_norm=head";
   // p0: the initialisation (lr 1e-30 moves no float32 weight; lr 0 is not a valid recipe).
   auto r = d.train("p0", 0, one + " --set optim.lr=1e-30 --set optim.min_lr=0", "", kTiny);
   ASSERT_EQ(r.code, 0) << r.output;

@@ -65,6 +65,19 @@ TEST(ModelGradients, WholeModelMatchesFiniteDifferencesWithCapacityDrops) {
   worst_relative_error(c, ExpertsImpl::Grouped);
 }
 
+// QK-norm (model.qk_norm): per head (Qwen3) and over all heads (OLMoE); the q and k norm weights
+// are checked with every other parameter.
+TEST(ModelGradients, WholeModelWithQkNormMatchesFiniteDifferences) {
+  for (const char* mode : {"head", "full"}) {
+    ModelConfig c = testing::tiny_two_layer_config();
+    c.qk_norm = mode;
+    double n = 0;
+    const double worst = worst_relative_error(c, ExpertsImpl::Grouped, &n);
+    std::printf("[measured] qk_norm=%s: worst per-tensor relative error vs finite differences %.3e over %.0f entries\n",
+                mode, worst, n);
+  }
+}
+
 TEST(ModelGradients, SequentialExpertsReferenceAgreesWithGrouped) {
   ModelConfig c = testing::tiny_two_layer_config();
   c.capacity_factor = 1.0;

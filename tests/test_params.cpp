@@ -21,7 +21,7 @@ std::map<std::string, std::vector<double>> values_by_name(const ParamStore& ps, 
 TEST(ParamStore, DenseSegmentThenExpertSegmentEachPaddedToItsGroup) {
   auto be = make_cpu_backend();
   const ModelConfig c = testing::tiny_two_layer_config();
-  Model m(c, *be, DType::F32, 5, ModelShard{{}, 3, 4});
+  Model m(c, *be, DType::F32, 5, ModelShard{{}, 3, 4, {}, {}});
   const ParamStore& ps = m.params();
   const ParamSegment rep = ps.segment(SegmentKind::Replicated), rows = ps.segment(SegmentKind::TpRows);
   const ParamSegment experts = ps.expert_segment();
@@ -51,7 +51,7 @@ TEST(ParamStore, DenseSegmentThenExpertSegmentEachPaddedToItsGroup) {
 TEST(ParamStore, HoldingSomeExpertsGivesTheSameValuesAsHoldingAll) {
   auto be = make_cpu_backend();
   const ModelConfig c = testing::tiny_two_layer_config();
-  Model full(c, *be, DType::F32, 9), part(c, *be, DType::F32, 9, ModelShard{{2, 2}, 1, 1});
+  Model full(c, *be, DType::F32, 9), part(c, *be, DType::F32, 9, ModelShard{{2, 2}, 1, 1, {}, {}});
   const auto a = values_by_name(full.params(), *be), b = values_by_name(part.params(), *be);
   EXPECT_EQ(part.params().expert_segment().numel, full.params().expert_segment().numel / 2);
   EXPECT_EQ(part.total_params(), full.total_params());
@@ -76,7 +76,7 @@ TEST(ParamStore, ExpertParamNameRenamesOnlyTheExpertIndex) {
 TEST(ParamStore, ALayerHoldingSomeExpertsRefusesToRunWithoutAnExchange) {
   auto be = make_cpu_backend();
   const ModelConfig c = testing::tiny_two_layer_config();
-  Model part(c, *be, DType::F32, 9, ModelShard{{0, 2}, 1, 1});
+  Model part(c, *be, DType::F32, 9, ModelShard{{0, 2}, 1, 1, {}, {}});
   EXPECT_THROW(part.forward(testing::random_batch(1, c.seq_len, c.vocab_size, 3)), std::logic_error);
 }
 

@@ -75,6 +75,11 @@ TEST(TpEquivalence, AdamWTp2EpFoldedOverTp) { check_tp(2, 2, true, 2, kCapacity,
 TEST(TpEquivalence, SgdTp2Dp2Ep2) { check_tp(4, 2, false, 2, kSgd, "tp_s2dp2ep2"); }
 // EP across TP and DP ranks at once.
 TEST(TpEquivalence, AdamWTp2Dp2Ep4Sp) { check_tp(4, 2, true, 4, kBias, "tp_a2dp2ep4"); }
+// QK-norm per head under TP: each rank normalises its own heads; the shared q/k norm weights'
+// gradients are partial sums over TP ranks' heads, summed like the sequence-parallel norms'.
+TEST(TpEquivalence, AdamWTp2SpQkNormPerHead) { check_tp(2, 2, true, 1, " --set model.qk_norm=\"head\"", "tp_a2qk"); }
+TEST(TpEquivalence, SgdTp4QkNormPerHead) { check_tp(4, 4, false, 1, std::string(kSgd) + " --set model.qk_norm=\"head\"", "tp_s4qk"); }
+
 TEST(TpEquivalence, AdamWTp2Dp4Ep2SpZero1) {
   check_tp(8, 2, true, 2, " --set parallel.zero=1 --set model.n_experts=8", "tp_a2dp4ep2z1");
 }
@@ -204,6 +209,18 @@ TEST(TpMemory, ActivationsKeptWithSequenceParallelismScaleAsOneOverTp) {
                   (long long)got, double(one) / double(got), (long long)one);
     }
   }
+}
+
+TEST(TpConfig, FullQkNormNeedsOneTpRankAndUnknownModesAreNamed) {
+  testing::RunDir d("qk_bad");
+  auto r = d.train("full", 2, " --set parallel.tp=2 --set model.qk_norm=full");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("model.qk_norm=\"full\" normalises over every head, which parallel.tp=2 splits across ranks"),
+            std::string::npos)
+      << r.output;
+  r = d.train("odd", 0, " --set model.qk_norm=per_head");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("model.qk_norm=\"per_head\" is not one of \"none\", \"head\""), std::string::npos) << r.output;
 }
 
 TEST(TpConfig, ExpertFfnDimMustSplitOverEtp) {

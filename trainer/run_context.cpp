@@ -58,6 +58,9 @@ void check_layout(const Recipe& r, int world) {
     if (v % p.tp != 0)
       throw ConfigError("model." + std::string(key) + "=" + std::to_string(v) + " is not divisible by parallel.tp=" +
                         std::to_string(p.tp) + "; choose a tp that divides it (KV heads are not replicated across TP ranks)");
+  if (m.qk_norm == "full" && p.tp > 1)
+    throw ConfigError("model.qk_norm=\"full\" normalises over every head, which parallel.tp=" + std::to_string(p.tp) +
+                      " splits across ranks; this is not supported yet: use parallel.tp=1 (or qk_norm=\"head\")");
   if (p.sp && p.tp > 1 && (r.train.micro_batch * m.seq_len) % p.tp != 0)
     throw ConfigError("parallel.sp=true needs train.micro_batch * model.seq_len (" +
                       std::to_string(r.train.micro_batch * m.seq_len) + ") divisible by parallel.tp=" +

@@ -19,10 +19,22 @@ AttentionBlock::AttentionBlock(ParamStore& ps, const ModelConfig& cfg, int64_t l
   wk_ = ps.add(p + ".attn.wk", {kv_heads_ * head_dim_, d}, ParamKind::Matrix, cfg.init_std, -1, rows);
   wv_ = ps.add(p + ".attn.wv", {kv_heads_ * head_dim_, d}, ParamKind::Matrix, cfg.init_std, -1, rows);
   wo_ = ps.add(p + ".attn.wo", {heads_ * head_dim_, d}, ParamKind::Matrix, out_std, -1, rows);
+  if (cfg.qk_norm != "none") {
+    // Per head: one weight over head_dim, the same on every TP rank, whose gradient each rank
+    // collects from its own heads (Partial: summed over TP). Full: over all heads (tp 1 only).
+    const bool head = cfg.qk_norm == "head";
+    const ParamSplit split{tp.on() ? TpSplit::Partial : TpSplit::Replicated, tp.rank(), tp.size()};
+    q_norm_ = ps.add(p + ".attn.q_norm.weight", {head ? head_dim_ : heads_ * head_dim_}, ParamKind::Norm, 0, -1, split);
+    k_norm_ = ps.add(p + ".attn.k_norm.weight", {head ? head_dim_ : kv_heads_ * head_dim_}, ParamKind::Norm, 0, -1, split);
+  }
+}
+
+Tensor AttentionBlock::qk_rows(const Tensor& t, int64_t heads) const {
+  const int64_t n = t.numel() / (heads * head_dim_);
+  return cfg_.qk_norm == "head" ? t.reshape({n * heads, head_dim_}) : t.reshape({n, heads * head_dim_});
 }
 
 void AttentionBlock::ensure(Backend& be, int64_t batch, int64_t seq, int64_t local_rows, DType dt) {
-  const int64_t n = batch * seq;
   if (xn_.defined() && xn_.dim(0) == local_rows && q_.dim(0) == batch && q_.dim(1) == seq && xn_.dtype() == dt) return;
   const int64_t d = cfg_.d_model;
   MemScope kept(be, MemCategory::Activations);
@@ -41,6 +53,16 @@ void AttentionBlock::ensure(Backend& be, int64_t batch, int64_t seq, int64_t loc
   dq_pre_ = be.empty(q_.shape(), dt);
   dk_pre_ = be.empty(k_.shape(), dt);
   dxn_ = be.empty({local_rows, d}, dt);
+  if (q_norm_ >= 0) {
+    MemScope qk(be, MemCategory::Activations);
+    q_raw_ = be.empty(q_.shape(), dt);
+    k_raw_ = be.empty(k_.shape(), dt);
+    rstd_q_ = be.empty({qk_rows(q_, heads_).dim(0)}, accum_dtype(dt));
+    rstd_k_ = be.empty({qk_rows(k_, kv_heads_).dim(0)}, accum_dtype(dt));
+    MemScope scratch2(be, MemCategory::Workspace);
+    dq_raw_ = be.empty(q_.shape(), dt);
+    dk_raw_ = be.empty(k_.shape(), dt);
+  }
 }
 
 void AttentionBlock::forward(Backend& be, const Tensor& x, const Tensor& out, const RopeInputs& rope,
@@ -49,9 +71,15 @@ void AttentionBlock::forward(Backend& be, const Tensor& x, const Tensor& out, co
   const int64_t n = batch * seq;
   be.rmsnorm_forward(x, ps_.weight(norm_), cfg_.norm_eps, xn_, rstd_);
   const Tensor xin = tp_enter(tp_, xn_);
-  const Tensor q2 = q_.reshape({n, heads_ * head_dim_}), k2 = k_.reshape({n, kv_heads_ * head_dim_});
+  const bool qk = q_norm_ >= 0;  // with QK-norm the projections land in q_raw_/k_raw_ first
+  const Tensor q2 = (qk ? q_raw_ : q_).reshape({n, heads_ * head_dim_});
+  const Tensor k2 = (qk ? k_raw_ : k_).reshape({n, kv_heads_ * head_dim_});
   be.gemm(xin, false, ps_.weight(wq_), true, q2, 1, 0);
   be.gemm(xin, false, ps_.weight(wk_), true, k2, 1, 0);
+  if (qk) {
+    be.rmsnorm_forward(qk_rows(q_raw_, heads_), ps_.weight(q_norm_), cfg_.norm_eps, qk_rows(q_, heads_), rstd_q_);
+    be.rmsnorm_forward(qk_rows(k_raw_, kv_heads_), ps_.weight(k_norm_), cfg_.norm_eps, qk_rows(k_, kv_heads_), rstd_k_);
+  }
   be.gemm(xin, false, ps_.weight(wv_), true, v_.reshape({n, kv_heads_ * head_dim_}), 1, 0);
   const Tensor q3 = q_.reshape({n, heads_, head_dim_}), k3 = k_.reshape({n, kv_heads_, head_dim_});
   be.rope_forward(q3, rope.positions, rope.cos, rope.sin, q3);
@@ -85,8 +113,16 @@ void AttentionBlock::backward(Backend& be, const Tensor& x, const Tensor& dresid
   be.rope_backward(dk_.reshape({n, kv_heads_, head_dim_}), rope.positions, rope.cos, rope.sin,
                    dk_pre_.reshape({n, kv_heads_, head_dim_}));
 
-  const Tensor dq2 = dq_pre_.reshape({n, heads_ * head_dim_});
-  const Tensor dk2 = dk_pre_.reshape({n, kv_heads_ * head_dim_});
+  if (q_norm_ >= 0) {  // back through the QK-norm: d(projected q, k) from d(normed q, k)
+    be.fill(dq_raw_, 0);
+    be.fill(dk_raw_, 0);
+    be.rmsnorm_backward(qk_rows(dq_pre_, heads_), qk_rows(q_raw_, heads_), ps_.weight(q_norm_), rstd_q_,
+                        qk_rows(dq_raw_, heads_), ps_.grad(q_norm_));
+    be.rmsnorm_backward(qk_rows(dk_pre_, kv_heads_), qk_rows(k_raw_, kv_heads_), ps_.weight(k_norm_), rstd_k_,
+                        qk_rows(dk_raw_, kv_heads_), ps_.grad(k_norm_));
+  }
+  const Tensor dq2 = (q_norm_ >= 0 ? dq_raw_ : dq_pre_).reshape({n, heads_ * head_dim_});
+  const Tensor dk2 = (q_norm_ >= 0 ? dk_raw_ : dk_pre_).reshape({n, kv_heads_ * head_dim_});
   const Tensor dv2 = dv_.reshape({n, kv_heads_ * head_dim_});
   const Tensor xin = tp_enter(tp_, xn_);  // re-gathered with sp: only this rank's rows were kept
   be.gemm(dq2, true, xin, false, ps_.grad(wq_), 1, 1);

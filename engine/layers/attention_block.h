@@ -31,11 +31,15 @@ class AttentionBlock {
   const ModelConfig& cfg_;
   TpPlace tp_;
   int norm_, wq_, wk_, wv_, wo_;
+  int q_norm_ = -1, k_norm_ = -1;  // model.qk_norm: RMSNorm weights of q and k (-1: none)
+  // q or k as rows the QK-norm normalises: [n * heads, head_dim] per head, [n, heads * head_dim] full.
+  Tensor qk_rows(const Tensor& t, int64_t heads) const;
   int64_t heads_, kv_heads_, head_dim_;
-  // Saved for backward: normed input, its rstd, rotated q and k, v, attention output, row lse.
-  Tensor xn_, rstd_, q_, k_, v_, o_, lse_;
+  // Saved for backward: normed input, its rstd, rotated q and k, v, attention output, row lse;
+  // with QK-norm also q and k as projected and their rows' rstd.
+  Tensor xn_, rstd_, q_, k_, v_, o_, lse_, q_raw_, k_raw_, rstd_q_, rstd_k_;
   // Backward scratch.
-  Tensor do_, dq_, dk_, dv_, dq_pre_, dk_pre_, dxn_;
+  Tensor do_, dq_, dk_, dv_, dq_pre_, dk_pre_, dxn_, dq_raw_, dk_raw_;
 };
 
 }  // namespace sy
