@@ -13,6 +13,16 @@
 
 namespace sy::testing {
 
+// The scale-sensitive optimizer every equivalence test also runs: plain SGD at lr 0.1, no
+// clipping, constant schedule (an error in a gradient's scale shows in the parameters at once).
+inline constexpr const char* kPlainSgd =
+    " --set optim.name=sgd --set optim.lr=0.1 --set optim.grad_clip=0 --set optim.schedule=constant"
+    " --set optim.warmup_steps=0";
+// The TP and PP tests' model on top of tests/recipes/tiny-test.toml: four KV heads (tp = 4 splits
+// them), layer 0 dense (d_ff 64), the others MoE with a shared expert.
+inline constexpr const char* kDenseAndSharedExpertModel =
+    " --set model.n_kv_heads=4 --set model.first_dense_layers=1 --set model.d_ff=64 --set model.n_shared_experts=1";
+
 // Returns the worst relative parameter error (L2 over each tensor), for the [measured] lines.
 inline double expect_same_run(const RunDir& d, const std::string& ref, const std::string& got, size_t steps = 10) {
   const auto a = d.losses(ref), b = d.losses(got);

@@ -18,9 +18,7 @@
 namespace sy {
 namespace {
 
-const char* kSgd =
-    " --set optim.name=sgd --set optim.lr=0.1 --set optim.grad_clip=0 --set optim.schedule=constant"
-    " --set optim.warmup_steps=0";
+const char* kSgd = testing::kPlainSgd;
 
 using testing::expect_same_run;
 

@@ -15,9 +15,7 @@
 namespace sy {
 namespace {
 
-const char* kSgd =
-    " --set optim.name=sgd --set optim.lr=0.1 --set optim.grad_clip=0 --set optim.schedule=constant"
-    " --set optim.warmup_steps=0";
+const char* kSgd = testing::kPlainSgd;
 const char* kCapacity = " --set model.capacity_factor=1.0";
 const char* kShared = " --set model.n_shared_experts=1";
 const char* kBias = " --set model.router_bias_update_rate=0.01";

@@ -22,12 +22,8 @@
 namespace sy {
 namespace {
 
-const char* kSgd =
-    " --set optim.name=sgd --set optim.lr=0.1 --set optim.grad_clip=0 --set optim.schedule=constant"
-    " --set optim.warmup_steps=0";
-const char* kModel =
-    " --set model.n_layers=8 --set model.n_kv_heads=4 --set model.first_dense_layers=1 --set model.d_ff=64"
-    " --set model.n_shared_experts=1";
+const char* kSgd = testing::kPlainSgd;
+const std::string kModel = std::string(testing::kDenseAndSharedExpertModel) + " --set model.n_layers=8";
 
 std::vector<int64_t> ints(const std::string& json_array) {
   std::vector<int64_t> v;

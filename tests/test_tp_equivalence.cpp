@@ -25,12 +25,9 @@
 namespace sy {
 namespace {
 
-const char* kSgd =
-    " --set optim.name=sgd --set optim.lr=0.1 --set optim.grad_clip=0 --set optim.schedule=constant"
-    " --set optim.warmup_steps=0";
-// Four KV heads so that tp = 4 splits them; layer 0 dense (d_ff 64), layer 1 MoE + shared expert.
-const char* kModel =
-    " --set model.n_kv_heads=4 --set model.first_dense_layers=1 --set model.d_ff=64 --set model.n_shared_experts=1";
+const char* kSgd = testing::kPlainSgd;
+// Layer 0 dense, layer 1 MoE + shared expert, four KV heads.
+const char* kModel = testing::kDenseAndSharedExpertModel;
 const char* kCapacity = " --set model.capacity_factor=1.0";
 const char* kBias = " --set model.router_bias_update_rate=0.01";
 
