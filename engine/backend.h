@@ -23,6 +23,13 @@ namespace sy {
 
 enum class ScoreFn : uint8_t { Softmax, Sigmoid };
 
+// Group-limited routing (DeepSeek-V3): the E experts form `groups` equal groups; a token's
+// selection is restricted to the `top_groups` groups whose two best (score + bias) values sum
+// highest (ties to the lower group). groups = 1: every expert is a candidate.
+struct RouterGroups {
+  int groups = 1, top_groups = 1;
+};
+
 // Everything the AdamW update needs for one call; `step` counts from 1.
 struct AdamWArgs {
   double lr = 0, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0;
@@ -107,9 +114,10 @@ class Backend {
   // logits [N, E] -> scores [N, E] (softmax over experts, or elementwise sigmoid);
   // selection: the k largest of (scores + bias) per row (bias [E] may be undefined), ties to the
   // lower expert index, written in descending order to idx [N, k] (I32);
-  // weights w [N, k] = scores at idx (without bias), divided by their sum when norm_topk.
+  // weights w [N, k] = scores at idx (without bias), divided by their sum when norm_topk; with
+  // `grp`, the candidates are the experts of each row's top groups (RouterGroups).
   virtual void router_forward(const Tensor& logits, const Tensor& bias, ScoreFn fn, int k, bool norm_topk,
-                              const Tensor& scores, const Tensor& idx, const Tensor& w) = 0;
+                              const Tensor& scores, const Tensor& idx, const Tensor& w, RouterGroups grp = {}) = 0;
   // dlogits += d/dlogits of [ sum(dw * w) + sum_{n,e} aux_coef[e] * p[n,e] ], where
   // p[n,e] = scores[n,e] / sum_e' scores[n,e'] (the load-balance loss's probabilities; for softmax
   // p = scores). aux_coef [E] may be undefined (no aux term).

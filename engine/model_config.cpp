@@ -80,6 +80,18 @@ void ModelConfig::validate() const {
     if (top_k > n_experts)
       throw ConfigError("model.top_k=" + num(top_k) + " exceeds model.n_experts=" + num(n_experts) +
                         "; set top_k <= n_experts");
+    positive("n_expert_groups", n_expert_groups);
+    if (n_experts % n_expert_groups != 0)
+      throw ConfigError("model.n_expert_groups=" + num(n_expert_groups) + " does not divide model.n_experts=" +
+                        num(n_experts) + "; choose a divisor");
+    if (n_expert_groups > 64) throw ConfigError("model.n_expert_groups=" + num(n_expert_groups) + " exceeds 64; use fewer groups");
+    if (topk_groups < 1 || topk_groups > n_expert_groups)
+      throw ConfigError("model.topk_groups=" + num(topk_groups) + " must be between 1 and model.n_expert_groups=" +
+                        num(n_expert_groups));
+    if (topk_groups * (n_experts / n_expert_groups) < top_k)
+      throw ConfigError("model.topk_groups=" + num(topk_groups) + " groups of " + num(n_experts / n_expert_groups) +
+                        " experts cannot hold model.top_k=" + num(top_k) + "; raise topk_groups");
+    finite_positive("routed_scaling_factor", routed_scaling_factor);
     positive("expert_ffn_dim", expert_ffn_dim);
     non_negative("n_shared_experts", n_shared_experts);
     if (!(std::isfinite(capacity_factor) && capacity_factor >= 0))

@@ -36,6 +36,13 @@ struct ModelConfig {
   int64_t n_shared_experts = 0;  // each of width expert_ffn_dim
   ScoreFn score_fn = ScoreFn::Softmax;
   bool norm_topk_prob = true;
+  // Group-limited routing and the routed scaling factor (DeepSeek-V3: 8 groups, top 4, 2.5): the
+  // experts in n_expert_groups equal groups, each token choosing among the topk_groups best
+  // groups' experts (RouterGroups, engine/backend.h); the routed experts' combine weights
+  // multiplied by routed_scaling_factor. 1, 1, 1.0: off.
+  int64_t n_expert_groups = 1;
+  int64_t topk_groups = 1;
+  double routed_scaling_factor = 1.0;
   double capacity_factor = 0.0;  // 0: dropless
   double aux_loss_coef = 0.01;
   double z_loss_coef = 0.001;

@@ -100,6 +100,10 @@ capacity_factor = 1.25
 aux_loss_coef = 0.5
 z_loss_coef = 0.25
 router_bias_update_rate = 0.125
+qk_norm = "head"
+n_expert_groups = 5
+topk_groups = 3
+routed_scaling_factor = 2.5
 [optim]
 name = "sgd"
 lr = 0.5
@@ -135,6 +139,8 @@ device = "cpu"
 tp = 1
 cp = 1
 pp = 1
+vpp = 2
+pp_layers = [1, 2]
 ep = 1
 etp = 1
 dp = 2
@@ -161,6 +167,12 @@ bucket_mb = 4
   EXPECT_FALSE(m.norm_topk_prob);
   EXPECT_EQ(m.capacity_factor, 1.25);
   EXPECT_EQ(m.router_bias_update_rate, 0.125);
+  EXPECT_EQ(m.qk_norm, "head");
+  EXPECT_EQ(m.n_expert_groups, 5);
+  EXPECT_EQ(m.topk_groups, 3);
+  EXPECT_EQ(m.routed_scaling_factor, 2.5);
+  EXPECT_EQ(r.parallel.vpp, 2);
+  EXPECT_EQ(r.parallel.pp_layers, (std::vector<int64_t>{1, 2}));
   EXPECT_EQ(r.optim.name, "sgd");
   EXPECT_EQ(r.optim.schedule, "constant");
   EXPECT_EQ(r.optim.grad_clip, 0.0);
@@ -237,6 +249,16 @@ TEST(ConfigErrors, ModelSizes) {
   EXPECT_TRUE(has(msg, "model.vocab_size=0")) << msg;
   msg = error_of("[model]\nd_model = -4\n");
   EXPECT_TRUE(has(msg, "model.d_model=-4")) << msg;
+  msg = error_of("[model]\nn_experts = 8\nn_expert_groups = 3\n");
+  EXPECT_TRUE(has(msg, "model.n_expert_groups=3 does not divide model.n_experts=8; choose a divisor")) << msg;
+  msg = error_of("[model]\nn_experts = 8\nn_expert_groups = 4\ntopk_groups = 5\n");
+  EXPECT_TRUE(has(msg, "model.topk_groups=5 must be between 1 and model.n_expert_groups=4")) << msg;
+  msg = error_of("[model]\nn_experts = 8\ntop_k = 3\nn_expert_groups = 4\ntopk_groups = 1\n");
+  EXPECT_TRUE(has(msg, "model.topk_groups=1 groups of 2 experts cannot hold model.top_k=3; raise topk_groups")) << msg;
+  msg = error_of("[model]\nrouted_scaling_factor = 0\n");
+  EXPECT_TRUE(has(msg, "model.routed_scaling_factor")) << msg;
+  msg = error_of("[model]\nqk_norm = \"rms\"\n");
+  EXPECT_TRUE(has(msg, "model.qk_norm=\"rms\" is not one of")) << msg;
 }
 
 TEST(ConfigErrors, DenseRecipeIgnoresRouterSettings) {

@@ -75,6 +75,16 @@ TEST(EpEquivalence, AdamWDp2Ep2CapacityBias) { check_ep(4, 2, std::string(kCapac
 TEST(EpEquivalence, SgdDp2Ep2DroplessShared) { check_ep(4, 2, std::string(kSgd) + kShared, "ep_s22"); }
 TEST(EpEquivalence, SgdDp2Ep4Capacity) { check_ep(8, 4, std::string(kSgd) + kCapacity, "ep_s24"); }
 TEST(EpEquivalence, AdamWDp2Ep4Dropless) { check_ep(8, 4, "", "ep_a24"); }
+// DeepSeek-V3's routing over EP ranks: sigmoid scores, 2 groups of 2 experts (the best one per
+// token), the aux-free bias and a routed scaling factor of 2.5.
+TEST(EpEquivalence, SgdEp2GroupLimitedScaledRouting) {
+  check_ep(2, 2,
+           std::string(kSgd) + kBias +
+               " --set model.score_fn=sigmoid --set model.n_expert_groups=2 --set model.topk_groups=1"
+               " --set model.routed_scaling_factor=2.5",
+           "ep_s2grp");
+}
+
 TEST(EpEquivalence, SgdEp8EightExpertsDroplessShared) {
   check_ep(8, 8, std::string(" --set model.n_experts=8") + kSgd + kShared, "ep_s8");
 }

@@ -96,6 +96,40 @@ TEST(OpRouter, TiesGoToTheLowerExpertIndex) {
   }
 }
 
+// Group-limited routing (DeepSeek-V3): 8 experts in 4 groups of 2, the best 2 groups by the sum
+// of their two (score + bias), then top-k among those groups' experts only.
+TEST(OpRouter, GroupLimitedSelectionKeepsToTheTopGroups) {
+  auto be = make_cpu_backend();
+  for (DType dt : {DType::F32, DType::F64}) {
+    // Scores = sigmoid(logits). Row 0's best expert (7, logit 3) sits in a group whose other
+    // expert is poor (logit -3), so its group loses: plain top-2 takes experts 7 and 0,
+    // group-limited top-2 keeps to groups 0 and 2.
+    const Vec logits = {2.0, 1.5, 0.5, 0.5, 1.0, 1.0, -3.0, 3.0,
+                        /* row 1: ties between groups 1 and 3 go to the lower group */
+                        0, 0, 1, 1, 0, 0, 1, 1};
+    Tensor scores = be->empty({2, 8}, dt), idx = be->empty({2, 2}, DType::I32), w = be->empty({2, 2}, dt);
+    be->router_forward(tensor(*be, {2, 8}, logits, dt), Tensor(), ScoreFn::Sigmoid, 2, true, scores, idx, w, {4, 2});
+    // Row 0 group sums of sigmoid: g0 .881+.818, g1 .622+.622, g2 .731+.731, g3 .047+.953 = 1.70,
+    // 1.24, 1.46, 1.00: groups 0 and 2; best experts there 0 (.881) and 1 (.818).
+    EXPECT_EQ(host(*be, idx), (Vec{0, 1, /**/ 2, 3}));
+    be->router_forward(tensor(*be, {2, 8}, logits, dt), Tensor(), ScoreFn::Sigmoid, 2, true, scores, idx, w, {4, 1});
+    EXPECT_EQ(host(*be, idx), (Vec{0, 1, /**/ 2, 3}));
+    // Without groups the best two experts overall: 7 (.953) and 0 (.881); row 1's ties to 2, 3.
+    be->router_forward(tensor(*be, {2, 8}, logits, dt), Tensor(), ScoreFn::Sigmoid, 2, true, scores, idx, w);
+    EXPECT_EQ(host(*be, idx), (Vec{7, 0, /**/ 2, 3}));
+    // A bias that lifts group 3 for selection only: its sum (with bias) wins; row 1's experts 6 and
+    // 7 then tie, and the lower index comes first.
+    be->router_forward(tensor(*be, {2, 8}, logits, dt), tensor(*be, {8}, {0, 0, 0, 0, 0, 0, 1, 1}, dt),
+                       ScoreFn::Sigmoid, 2, true, scores, idx, w, {4, 1});
+    EXPECT_EQ(host(*be, idx), (Vec{7, 6, /**/ 6, 7}));
+    // 2 groups of 4 holding k = 3 from one group: fine; 4 groups of 2, top 1, k = 3: refused.
+    be->router_forward(tensor(*be, {2, 8}, logits, dt), Tensor(), ScoreFn::Sigmoid, 2, true, scores, idx, w, {2, 1});
+    EXPECT_THROW(be->router_forward(tensor(*be, {2, 8}, logits, dt), Tensor(), ScoreFn::Sigmoid, 2, true, scores, idx,
+                                    w, {3, 1}),
+                 std::exception);
+  }
+}
+
 TEST(OpZLoss, MatchesNaiveAndFiniteDifferences) {
   auto be = make_cpu_backend();
   const int64_t n = 5, e = 6;

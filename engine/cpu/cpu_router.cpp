@@ -22,13 +22,17 @@ template <class T> T row_lse(const T* l, int64_t e) {
 }  // namespace
 
 void CpuBackend::router_forward(const Tensor& logits, const Tensor& bias, ScoreFn fn, int k, bool norm_topk,
-                                const Tensor& scores, const Tensor& idx, const Tensor& w) {
+                                const Tensor& scores, const Tensor& idx, const Tensor& w, RouterGroups grp) {
   const char* op = "router_forward";
   const DType dt = bias.defined() ? check_float(op, {{"logits", logits}, {"bias", bias}, {"scores", scores}, {"w", w}})
                                   : check_float(op, {{"logits", logits}, {"scores", scores}, {"w", w}});
   check_rank(op, {"logits", logits}, 2);
   const int64_t n = logits.dim(0), e = logits.dim(1);
   if (k < 1 || k > e) fail(op, "k = " + std::to_string(k) + " outside [1, E] for " + describe({{"logits", logits}}));
+  const int64_t g = grp.groups, per = g > 0 ? e / g : 0;
+  if (g < 1 || e % g != 0 || grp.top_groups < 1 || grp.top_groups > g || grp.top_groups * per < k)
+    fail(op, std::to_string(g) + " groups, top " + std::to_string(grp.top_groups) + " of them, cannot hold k = " +
+                 std::to_string(k) + " of E = " + std::to_string(e) + " experts");
   if (bias.defined()) check_shape(op, {"bias", bias}, {e});
   check_shape(op, {"scores", scores}, {n, e});
   check_dtype(op, {"idx", idx}, DType::I32);
@@ -52,8 +56,31 @@ void CpuBackend::router_forward(const Tensor& logits, const Tensor& bias, ScoreF
         } else {
           for (int64_t j = 0; j < e; ++j) s[j] = sigmoid(lr[j]);
         }
-        // k passes of a strict-greater argmax: the first (lowest) index wins ties.
+        // k passes of a strict-greater argmax: the first (lowest) index wins ties. Experts outside
+        // the row's top groups start out taken.
         std::fill(taken.begin(), taken.end(), 0);
+        if (g > 1) {
+          std::vector<T> gs(static_cast<size_t>(g));
+          for (int64_t q = 0; q < g; ++q) {  // the sum of the group's two best (score + bias)
+            T b1 = 0, b2 = 0;
+            int n_seen = 0;
+            for (int64_t x = q * per; x < (q + 1) * per; ++x) {
+              const T v = s[x] + (b ? b[x] : T(0));
+              if (n_seen == 0 || v > b1) b2 = b1, b1 = v;
+              else if (n_seen == 1 || v > b2) b2 = v;
+              ++n_seen;
+            }
+            gs[size_t(q)] = per >= 2 ? b1 + b2 : b1;
+          }
+          std::vector<char> chosen(static_cast<size_t>(g), 0);
+          for (int j = 0; j < grp.top_groups; ++j) {
+            int64_t best = -1;
+            for (int64_t q = 0; q < g; ++q)
+              if (!chosen[size_t(q)] && (best < 0 || gs[size_t(q)] > gs[size_t(best)])) best = q;
+            chosen[size_t(best)] = 1;
+          }
+          for (int64_t x = 0; x < e; ++x) taken[size_t(x)] = !chosen[size_t(x / per)];
+        }
         T total = 0;
         for (int j = 0; j < k; ++j) {
           int64_t best = -1;

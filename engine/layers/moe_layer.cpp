@@ -115,7 +115,8 @@ MoeForwardStats MoeLayer::forward(Backend& be, const Tensor& xn, const Tensor& o
   be.gemm(x, false, ps_.weight(router_), true, logits_, 1, 0);
   const bool use_bias = cfg_.router_bias_update_rate > 0;
   be.router_forward(logits_, use_bias ? bias_ : Tensor(), cfg_.score_fn, int(k), cfg_.norm_topk_prob, scores_, idx_,
-                    w_);
+                    w_, RouterGroups{int(cfg_.n_expert_groups), int(cfg_.topk_groups)});
+  if (cfg_.routed_scaling_factor != 1.0) be.scale(w_, cfg_.routed_scaling_factor);
 
   // Plan the permutation on the host (over the whole micro-batch, so drops are those of one
   // rank), then gather this rank's token rows grouped by expert.
@@ -239,6 +240,8 @@ void MoeLayer::backward(Backend& be, const Tensor& dout, const Tensor& xn, const
     upload_f64(be, scaled, aux_coef_);
     aux_coef = aux_coef_;
   }
+  // The combine weights were scaled after the router: d(unscaled w) = factor * d(w).
+  if (cfg_.routed_scaling_factor != 1.0) be.scale(dw_, cfg_.routed_scaling_factor);
   be.router_backward(dw_, aux_coef, logits_, scores_, idx_, cfg_.score_fn, cfg_.norm_topk_prob, dlogits_);
   if (cfg_.z_loss_coef > 0) be.zloss_backward(logits_, cfg_.z_loss_coef * loss_scale / double(n_all), dlogits_);
   be.gemm(dlogits_, true, x, false, ps_.grad(router_), 1, 1);

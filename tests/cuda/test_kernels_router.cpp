@@ -22,6 +22,7 @@ struct RouterCase {
   int64_t n, e;
   int k;
   bool sigmoid, norm, bias, aux;
+  RouterGroups grp = {};
 };
 
 class CudaRouter : public KernelTest {};
@@ -34,7 +35,10 @@ TEST_F(CudaRouter, ForwardBackwardMatchCpu) {
   // bias, normalisation and the aux-loss term.
   const RouterCase cases[] = {{1, 1, 1, false, true, false, false},   {5, 8, 2, false, true, true, true},
                               {37, 64, 6, true, true, true, true},     {130, 16, 4, false, false, false, true},
-                              {3, 33, 33, true, false, true, false},  {129, 7, 2, true, true, false, false}};
+                              {3, 33, 33, true, false, true, false},  {129, 7, 2, true, true, false, false},
+                              // group-limited (DeepSeek-V3 style): 8 groups of 8, top 4; 3 of 1 expert each
+                              {133, 64, 8, true, true, true, true, {8, 4}}, {9, 3, 2, false, true, true, false, {3, 2}},
+                              {40, 32, 4, true, false, false, true, {16, 3}}};
   for (const RouterCase& c : cases) {
     const int64_t n = c.n, e = c.e;
     const int k = c.k;
@@ -44,13 +48,13 @@ TEST_F(CudaRouter, ForwardBackwardMatchCpu) {
     const ScoreFn fn = c.sigmoid ? ScoreFn::Sigmoid : ScoreFn::Softmax;
     Tensor tl = tensor(*cpu, {n, e}, logits), tb = c.bias ? tensor(*cpu, {e}, bias) : Tensor();
     Tensor scores = cpu->empty({n, e}, DType::F64), idx = cpu->empty({n, k}, DType::I32), w = cpu->empty({n, k}, DType::F64);
-    cpu->router_forward(tl, tb, fn, k, c.norm, scores, idx, w);
+    cpu->router_forward(tl, tb, fn, k, c.norm, scores, idx, w, c.grp);
 
     auto gl = device<float>(logits), gb = device<float>(bias), gaux = device<float>(aux);
     auto gs = poisoned<float>(n * e), gw = poisoned<float>(n * k);
     DeviceBuffer<int32_t> gi(std::vector<int32_t>(size_t(n * k), -7));
     router_forward(gl.get(), c.bias ? gb.get() : nullptr, c.sigmoid, k, c.norm, gs.get(), gi.get(), gw.get(), n, e,
-                   nullptr);
+                   nullptr, c.grp.groups, c.grp.top_groups);
     const std::vector<int32_t> got_idx = gi.download();
     std::vector<int32_t> want_idx(static_cast<size_t>(n * k));
     cpu->download(idx, want_idx.data());

@@ -78,7 +78,7 @@ class CudaBackend final : public Backend {
   void swiglu_forward(const Tensor& h, const Tensor& out) override;
   void swiglu_backward(const Tensor& dout, const Tensor& h, const Tensor& dh) override;
   void router_forward(const Tensor& logits, const Tensor& bias, ScoreFn fn, int k, bool norm_topk,
-                      const Tensor& scores, const Tensor& idx, const Tensor& w) override;
+                      const Tensor& scores, const Tensor& idx, const Tensor& w, RouterGroups grp = {}) override;
   void router_backward(const Tensor& dw, const Tensor& aux_coef, const Tensor& logits, const Tensor& scores,
                        const Tensor& idx, ScoreFn fn, bool norm_topk, const Tensor& dlogits) override;
   double zloss_forward(const Tensor& logits) override;

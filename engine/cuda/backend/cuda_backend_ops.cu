@@ -185,7 +185,7 @@ void CudaBackend::swiglu_backward(const Tensor& dout, const Tensor& h, const Ten
 }
 
 void CudaBackend::router_forward(const Tensor& logits, const Tensor& bias, ScoreFn fn, int k, bool norm_topk,
-                                 const Tensor& scores, const Tensor& idx, const Tensor& w) {
+                                 const Tensor& scores, const Tensor& idx, const Tensor& w, RouterGroups grp) {
   const char* op = "router_forward";
   f32(op, {{"logits", logits}, {"scores", scores}, {"w", w}});
   if (bias.defined()) f32(op, {{"bias", bias}});
@@ -193,12 +193,17 @@ void CudaBackend::router_forward(const Tensor& logits, const Tensor& bias, Score
   rank(op, {"logits", logits}, 2);
   const int64_t n = logits.dim(0), e = logits.dim(1);
   if (k < 1 || k > e) fail(op, "k = " + std::to_string(k) + " outside [1, E] for " + args::describe({{"logits", logits}}));
+  const int64_t g = grp.groups, per = g > 0 ? e / g : 0;
+  if (g < 1 || g > 64 || e % g != 0 || grp.top_groups < 1 || grp.top_groups > g || grp.top_groups * per < k)
+    fail(op, std::to_string(g) + " groups (at most 64), top " + std::to_string(grp.top_groups) +
+                 " of them, cannot hold k = " + std::to_string(k) + " of E = " + std::to_string(e) + " experts");
   if (bias.defined()) shape(op, {"bias", bias}, {e});
   shape(op, {"scores", scores}, {n, e});
   shape(op, {"idx", idx}, {n, k});
   shape(op, {"w", w}, {n, k});
   cuda::router_forward(logits.data<float>(), bias.defined() ? bias.data<float>() : nullptr, fn == ScoreFn::Sigmoid, k,
-                       norm_topk, scores.data<float>(), idx.data<int32_t>(), w.data<float>(), n, e, stream_);
+                       norm_topk, scores.data<float>(), idx.data<int32_t>(), w.data<float>(), n, e, stream_,
+                       grp.groups, grp.top_groups);
 }
 
 void CudaBackend::router_backward(const Tensor& dw, const Tensor& aux_coef, const Tensor& logits, const Tensor& scores,

@@ -92,8 +92,9 @@ void embedding_backward(const T* dout, const int32_t* ids, float* dtable, int64_
 
 // ---- MoE router (router_kernels.cu); the router runs in float whatever the model's type --------------
 // The semantics of Backend::router_forward / router_backward / zloss_*; bias and aux_coef may be null.
+// groups > 1 (at most 64): group-limited selection (Backend's RouterGroups).
 void router_forward(const float* logits, const float* bias, bool sigmoid, int k, bool norm_topk, float* scores,
-                    int32_t* idx, float* w, int64_t n, int64_t e, cudaStream_t s);
+                    int32_t* idx, float* w, int64_t n, int64_t e, cudaStream_t s, int groups = 1, int top_groups = 1);
 void router_backward(const float* dw, const float* aux_coef, const float* scores, const int32_t* idx, bool sigmoid,
                      bool norm_topk, float* dlogits, int64_t n, int64_t e, int k, cudaStream_t s);
 // row_z2[n] = logsumexp(logits[n, :])^2 (the caller sums the rows in double); backward adds coef * d/dlogits.

@@ -21,7 +21,8 @@ __device__ float row_lse(const float* l, int64_t e) {
 }
 
 __global__ void router_fwd_kernel(const float* logits, const float* bias, int sigmoid, int k, int norm_topk,
-                                  float* scores, int32_t* idx, float* w, int64_t n, int64_t e) {
+                                  float* scores, int32_t* idx, float* w, int64_t n, int64_t e, int groups,
+                                  int top_groups) {
   const int64_t row = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (row >= n) return;
   const float* l = logits + row * e;
@@ -32,6 +33,30 @@ __global__ void router_fwd_kernel(const float* logits, const float* bias, int si
     const float lse = row_lse(l, e);
     for (int64_t x = 0; x < e; ++x) s[x] = expf(l[x] - lse);
   }
+  // Group-limited routing: a bit per chosen group (the top_groups whose two best score + bias
+  // sum highest, ties to the lower group); experts of other groups are not candidates.
+  uint64_t chosen = ~uint64_t(0);
+  const int64_t per = e / groups;
+  if (groups > 1) {
+    chosen = 0;
+    for (int j = 0; j < top_groups; ++j) {
+      int best_g = -1;
+      float best_gs = 0;
+      for (int q = 0; q < groups; ++q) {
+        if (chosen >> q & 1) continue;
+        float b1 = 0, b2 = 0;
+        for (int64_t x = q * per; x < (q + 1) * per; ++x) {
+          const float v = s[x] + (bias ? bias[x] : 0.0f);
+          const int64_t seen = x - q * per;
+          if (seen == 0 || v > b1) b2 = b1, b1 = v;
+          else if (seen == 1 || v > b2) b2 = v;
+        }
+        const float gs = per >= 2 ? b1 + b2 : b1;
+        if (best_g < 0 || gs > best_gs) best_g = q, best_gs = gs;
+      }
+      chosen |= uint64_t(1) << best_g;
+    }
+  }
   // Ranking: (score + bias) descending, then expert index ascending (ties to the lower index).
   float prev_v = INFINITY;
   int64_t prev_i = -1;
@@ -40,6 +65,7 @@ __global__ void router_fwd_kernel(const float* logits, const float* bias, int si
     int64_t best = -1;
     float best_v = 0;
     for (int64_t x = 0; x < e; ++x) {
+      if (groups > 1 && !(chosen >> (x / per) & 1)) continue;
       const float v = s[x] + (bias ? bias[x] : 0.0f);
       const bool after_prev = v < prev_v || (v == prev_v && x > prev_i);
       if (after_prev && (best < 0 || v > best_v)) best = x, best_v = v;
@@ -107,10 +133,10 @@ unsigned rows_grid(int64_t n) { return unsigned((n + kThreads - 1) / kThreads); 
 }  // namespace
 
 void router_forward(const float* logits, const float* bias, bool sigmoid, int k, bool norm_topk, float* scores,
-                    int32_t* idx, float* w, int64_t n, int64_t e, cudaStream_t s) {
+                    int32_t* idx, float* w, int64_t n, int64_t e, cudaStream_t s, int groups, int top_groups) {
   if (n == 0) return;
   SY_LAUNCH(rows_grid(n), kThreads, 0, s, router_fwd_kernel)(logits, bias, int(sigmoid), k, int(norm_topk), scores,
-                                                             idx, w, n, e);
+                                                             idx, w, n, e, groups, top_groups);
   SY_CUDA_CHECK(cudaGetLastError());
 }
 
