@@ -92,9 +92,11 @@ TEST(Supervisor, StoppedRankIsReportedHungWithWhereItStoodAndTheJobRestarts) {
       << cause;
   EXPECT_NE(cause.find("(not responding)"), std::string::npos) << cause;
   EXPECT_TRUE(std::regex_search(cause, std::regex(", phase [a-z_]+"))) << cause;
-  // Rank 0 is blocked in the collective that waits for rank 1, and says which.
+  // Rank 0 is blocked in the collective that waits for rank 1, and says which: where depends on
+  // where the stop caught rank 1 (a gradient all-reduce over dp or edp, the checkpoint's
+  // all_gather over the world at a save step, ...), so any operation and group, named.
   EXPECT_TRUE(std::regex_search(inc[0], std::regex("rank 0 \\(pid [0-9]+ on [^)]*\\): step [0-9]+, phase [a-z_]+, waiting "
-                                                   "in all_reduce on group (dp|edp|world) for [0-9.]+ s")))
+                                                   "in [a-z_]+ on group (dp|edp|world) for [0-9.]+ s")))
       << inc[0];
   EXPECT_NE(d.file("run.log").find("switchyard run: hang: rank 1"), std::string::npos);
   EXPECT_EQ(d.field("run", "loss"), d.field("straight", "loss"));
