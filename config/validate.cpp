@@ -83,11 +83,6 @@ void validate_engine(const EngineConfig& e, const TrainConfig& t, const Parallel
   if (e.device == "cpu" && t.dtype == "bfloat16")
     throw ConfigError("train.dtype=\"bfloat16\" needs the CUDA backend; set engine.device=\"cuda\" (or \"cuda-emu\"), "
                       "or train.dtype=\"float32\"");
-  // Tensor parallelism sums activations over its group, and the communicators do not reduce
-  // bfloat16 (docs/cuda.md, mixed precision).
-  if (t.dtype == "bfloat16" && p.tp > 1)
-    throw ConfigError("train.dtype=\"bfloat16\" with parallel.tp=" + std::to_string(p.tp) +
-                      " is not supported yet; use parallel.tp=1 (dp, ep, etp and ZeRO work) or train.dtype=\"float32\"");
 }
 
 void validate_parallel(const ParallelConfig& p) {

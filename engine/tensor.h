@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <stdexcept>
@@ -30,6 +31,23 @@ constexpr DType accum_dtype(DType dt) { return dt == DType::BF16 ? DType::F32 : 
 struct bfloat16 {
   uint16_t bits;
 };
+
+// Host conversions, as CUDA's: widening is exact; narrowing rounds to nearest even, NaN to the
+// canonical 0x7fff. For host-side code that must compute on bfloat16 buffers (e.g. reducing
+// tensor-parallel partial sums in float32).
+inline float bf16_to_float(bfloat16 v) {
+  const uint32_t u = uint32_t(v.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline bfloat16 float_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return {0x7fff};
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return {uint16_t(u >> 16)};
+}
 
 template <class T> constexpr DType dtype_of();
 template <> constexpr DType dtype_of<float>() { return DType::F32; }

@@ -7,7 +7,8 @@
 //    rounding of p1 is relative to lr g (at lr 1 a norm weight's p1 = 1 - g rounds to 6e-8 of 1,
 //    which is 1e-4 of a gradient of 1e-3);
 //  * dp 2 x ep 2 on 4 ranks against the CPU backend's 1-rank run, several steps, AdamW and SGD;
-//  * bfloat16 mixed precision following the float32 loss curve, at 1 and 4 ranks.
+//  * bfloat16 mixed precision following the float32 loss curve, at 1 rank, dp 2 x ep 2 on 4
+//    ranks and tp 2 with sequence parallelism.
 // The emulator runs every GPU thread as a fiber, so the shapes are cut in length and batch.
 #include <gtest/gtest.h>
 
@@ -119,15 +120,18 @@ TEST(CudaEmuTraining, SgdDp2Ep2OnFourRanksMatchesOneCpuRank) {
 // and 64 tokens a step the float32 run itself meets loss spikes in steps 30-40 whose height any
 // last-bit change moves (measured: one 10-step mean 4.2% apart, float32 against bf16; 1.6% at
 // 1e-3; 0.8% at 5e-4), so the test would measure the spike, not the precision.
-void check_bf16_curve(int ranks, const std::string& layout, const std::string& tag) {
+// `dp`: the data-parallel replicas among the ranks (the reference's grad_accum); `both`: settings
+// of both runs.
+void check_bf16_curve(int ranks, const std::string& layout, const std::string& tag, int dp = -1,
+                      const std::string& both = "") {
   testing::RunDir d(tag);
   const std::string corpus = std::string(" --set data.train=") + SY_SOURCE_DIR + "/data/fortunes.train.tok" +
                              " --set data.val=" + SY_SOURCE_DIR + "/data/fortunes.val.tok";
   // One rank: 64 tokens a step; four: 32 each, 128 in all (the emulator's cost is per rank).
   const std::string sets = std::string(kTinyShort) + corpus + " --set train.steps=50" +
                            " --set optim.lr=5e-4 --set optim.min_lr=1e-4 --set optim.warmup_steps=10" +
-                           (ranks ? "" : " --set model.seq_len=64");
-  const int accum = std::max(ranks, 1);
+                           (ranks ? "" : " --set model.seq_len=64") + both;
+  const int accum = dp > 0 ? dp : std::max(ranks, 1);
   auto r = d.train("f32", 0, sets + " --set train.grad_accum=" + std::to_string(accum), "", kTiny);
   ASSERT_EQ(r.code, 0) << r.output;
   r = d.train("bf16", ranks, sets + layout + kEmu + " --set train.dtype=bfloat16", "", kTiny);
@@ -163,6 +167,12 @@ void check_bf16_curve(int ranks, const std::string& layout, const std::string& t
 TEST(CudaEmuTraining, Bf16FollowsTheFloat32LossCurveOver50Steps) { check_bf16_curve(0, "", "emu_bf16"); }
 TEST(CudaEmuTraining, Bf16Dp2Ep2OnFourRanksFollowsTheFloat32LossCurveOver50Steps) {
   check_bf16_curve(4, " --set parallel.ep=2", "emu_bf16_22");
+}
+
+// bfloat16 under tensor and sequence parallelism: the row-parallel partial sums reduced in
+// float32 over the TP pair, the vocabulary-parallel cross-entropy on bfloat16 logit shards.
+TEST(CudaEmuTraining, Bf16Tp2SpFollowsTheFloat32LossCurveOver50Steps) {
+  check_bf16_curve(2, " --set parallel.tp=2 --set parallel.sp=true", "emu_bf16_tp2", 1, " --set train.micro_batch=2");
 }
 
 TEST(CudaEmuTraining, CudaWithoutAGpuIsAOneLineErrorAndAutoFallsBackToCpu) {

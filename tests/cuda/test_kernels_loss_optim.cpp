@@ -54,9 +54,10 @@ template <class T> void check_vocab_shard(ErrorLog& log) {
            tlg = cpu->empty({n}, DType::F64);
     cpu->logits_row_max(tl, mx);
     cpu->cross_entropy_shard_sums(tl, tt, gm, se, tlg);
-    auto gl = device<T>(logits), ggm = device<T>(gmax_in);
+    auto gl = device<T>(logits);
+    auto ggm = device<float>(gmax_in);  // row statistics are float for every logits type
     DeviceBuffer<int32_t> gt(tg);
-    auto gmx = poisoned<T>(n), gse = poisoned<T>(n), gtl = poisoned<T>(n);
+    auto gmx = poisoned<float>(n), gse = poisoned<float>(n), gtl = poisoned<float>(n);
     logits_row_max<T>(gl.get(), gmx.get(), n, v, nullptr);
     cross_entropy_shard_sums<T>(gl.get(), gt.get(), ggm.get(), gse.get(), gtl.get(), n, v, nullptr);
     double e = std::max({max_err(fetch(gmx), host(*cpu, mx)), max_err(fetch(gse), host(*cpu, se)),

@@ -329,24 +329,26 @@ void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& tar
 
 void CudaBackend::logits_row_max(const Tensor& logits, const Tensor& row_max) {
   const char* op = "logits_row_max";
-  f32(op, {{"logits", logits}, {"row_max", row_max}});
+  const DType dt = floats(op, {{"logits", logits}});  // float32 or bfloat16 logits, float32 row maxima
+  f32(op, {{"row_max", row_max}});
   rank(op, {"logits", logits}, 2);
   const int64_t n = logits.dim(0), v = logits.dim(1);
   if (v == 0) fail(op, "empty vocabulary shard: " + args::describe({{"logits", logits}}));
   shape(op, {"row_max", row_max}, {n});
-  cuda::logits_row_max(logits.data<float>(), row_max.data<float>(), n, v, stream_);
+  SY_WITH_T(dt, cuda::logits_row_max(ptr<T>(logits), row_max.data<float>(), n, v, stream_));
 }
 
 void CudaBackend::cross_entropy_shard_sums(const Tensor& logits, const Tensor& targets, const Tensor& global_max,
                                            const Tensor& sum_exp, const Tensor& target_logit) {
   const char* op = "cross_entropy_shard_sums";
-  f32(op, {{"logits", logits}, {"global_max", global_max}, {"sum_exp", sum_exp}, {"target_logit", target_logit}});
+  const DType dt = floats(op, {{"logits", logits}});
+  f32(op, {{"global_max", global_max}, {"sum_exp", sum_exp}, {"target_logit", target_logit}});
   i32(op, {"targets", targets});
   rank(op, {"logits", logits}, 2);
   const int64_t n = logits.dim(0), v = logits.dim(1);
   for (const Tensor* t : {&targets, &global_max, &sum_exp, &target_logit}) shape(op, {"rows", *t}, {n});
-  cuda::cross_entropy_shard_sums(logits.data<float>(), targets.data<int32_t>(), global_max.data<float>(),
-                                 sum_exp.data<float>(), target_logit.data<float>(), n, v, stream_);
+  SY_WITH_T(dt, cuda::cross_entropy_shard_sums(ptr<T>(logits), targets.data<int32_t>(), global_max.data<float>(),
+                                               sum_exp.data<float>(), target_logit.data<float>(), n, v, stream_));
 }
 
 void CudaBackend::adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,

@@ -50,11 +50,12 @@ void cross_entropy_forward(const T* logits, const int32_t* targets, float* lse, 
 template <class T>
 void cross_entropy_backward(const T* logits, const int32_t* targets, const float* lse, float scale, T* dlogits,
                             int64_t n, int64_t v, cudaStream_t s);
-// Vocabulary-parallel pieces (a target of -1 lives in another shard: no one-hot, target logit 0).
-template <class T> void logits_row_max(const T* logits, T* out, int64_t n, int64_t v, cudaStream_t s);
+// Vocabulary-parallel pieces (a target of -1 lives in another shard: no one-hot, target logit 0);
+// the row statistics are float whatever the logits' type, as the model keeps them.
+template <class T> void logits_row_max(const T* logits, float* out, int64_t n, int64_t v, cudaStream_t s);
 template <class T>
-void cross_entropy_shard_sums(const T* logits, const int32_t* targets, const T* gmax, T* sum_exp, T* target_logit,
-                              int64_t n, int64_t v, cudaStream_t s);
+void cross_entropy_shard_sums(const T* logits, const int32_t* targets, const float* gmax, float* sum_exp,
+                              float* target_logit, int64_t n, int64_t v, cudaStream_t s);
 
 // ---- optimizer (optim_kernels.cu) ---------------------------------------------------------------------
 // AdamW on float master weights and moments; the gradient G is float or bf16. When param_copy is

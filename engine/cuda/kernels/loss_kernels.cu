@@ -43,41 +43,42 @@ __global__ void ce_bwd_kernel(const T* logits, const int32_t* targets, const flo
 
 // Vocabulary-parallel cross-entropy over a shard of the logits (Backend::logits_row_max and
 // cross_entropy_shard_sums): a block per row.
-template <class T> __global__ void __launch_bounds__(kThreads) row_max_kernel(const T* logits, T* out, int64_t v) {
+template <class T> __global__ void __launch_bounds__(kThreads) row_max_kernel(const T* logits, float* out, int64_t v) {
   const T* l = logits + int64_t(blockIdx.x) * v;
   float mx = -INFINITY;
   for (int64_t j = threadIdx.x; j < v; j += blockDim.x) mx = fmaxf(mx, to_f32(l[j]));
   mx = block_max(mx);
-  if (threadIdx.x == 0) out[blockIdx.x] = from_f32<T>(mx);
+  if (threadIdx.x == 0) out[blockIdx.x] = mx;
 }
 
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    ce_shard_sums_kernel(const T* logits, const int32_t* targets, const T* gmax, T* sum_exp, T* target_logit, int64_t v) {
+    ce_shard_sums_kernel(const T* logits, const int32_t* targets, const float* gmax, float* sum_exp, float* target_logit,
+                         int64_t v) {
   const int64_t row = blockIdx.x;
   const T* l = logits + row * v;
-  const float m = to_f32(gmax[row]);
+  const float m = gmax[row];
   float s = 0;
   for (int64_t j = threadIdx.x; j < v; j += blockDim.x) s += expf(to_f32(l[j]) - m);
   s = block_sum(s);
   if (threadIdx.x == 0) {
-    sum_exp[row] = from_f32<T>(s);
+    sum_exp[row] = s;
     const int32_t t = targets[row];
-    target_logit[row] = t >= 0 ? l[t] : from_f32<T>(0.0f);
+    target_logit[row] = t >= 0 ? to_f32(l[t]) : 0.0f;
   }
 }
 
 }  // namespace
 
-template <class T> void logits_row_max(const T* logits, T* out, int64_t n, int64_t v, cudaStream_t s) {
+template <class T> void logits_row_max(const T* logits, float* out, int64_t n, int64_t v, cudaStream_t s) {
   if (n == 0) return;
   SY_LAUNCH(unsigned(n), kThreads, 0, s, row_max_kernel<T>)(logits, out, v);
   SY_CUDA_CHECK(cudaGetLastError());
 }
 
 template <class T>
-void cross_entropy_shard_sums(const T* logits, const int32_t* targets, const T* gmax, T* sum_exp, T* target_logit,
-                              int64_t n, int64_t v, cudaStream_t s) {
+void cross_entropy_shard_sums(const T* logits, const int32_t* targets, const float* gmax, float* sum_exp,
+                              float* target_logit, int64_t n, int64_t v, cudaStream_t s) {
   if (n == 0) return;
   SY_LAUNCH(unsigned(n), kThreads, 0, s, ce_shard_sums_kernel<T>)(logits, targets, gmax, sum_exp, target_logit, v);
   SY_CUDA_CHECK(cudaGetLastError());
@@ -104,9 +105,9 @@ void cross_entropy_backward(const T* logits, const int32_t* targets, const float
                                          cudaStream_t);                                                         \
   template void cross_entropy_backward<T>(const T*, const int32_t*, const float*, float, T*, int64_t, int64_t, \
                                           cudaStream_t);                                                        \
-  template void logits_row_max<T>(const T*, T*, int64_t, int64_t, cudaStream_t);                                \
-  template void cross_entropy_shard_sums<T>(const T*, const int32_t*, const T*, T*, T*, int64_t, int64_t,        \
-                                            cudaStream_t);
+  template void logits_row_max<T>(const T*, float*, int64_t, int64_t, cudaStream_t);                            \
+  template void cross_entropy_shard_sums<T>(const T*, const int32_t*, const float*, float*, float*, int64_t,     \
+                                            int64_t, cudaStream_t);
 SY_INSTANTIATE(float)
 SY_INSTANTIATE(__nv_bfloat16)
 #undef SY_INSTANTIATE
