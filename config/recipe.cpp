@@ -57,6 +57,7 @@ std::vector<Section> sections_of(Recipe& r) {
         {"log_every", &t.log_every}, {"eval_every", &t.eval_every}, {"eval_batches", &t.eval_batches},
         {"max_minutes", &t.max_minutes}, {"stop_at_step", &t.stop_at_step},
         {"max_bad_steps", &t.max_bad_steps}, {"out_dir", &t.out_dir}, {"save_weights", &t.save_weights},
+        {"init_weights", &t.init_weights},
         {"peak_gflops", &t.peak_gflops}, {"dtype", &t.dtype}}},
       {"engine", {{"device", &r.engine.device}}},
       {"parallel",

@@ -21,6 +21,9 @@ struct TrainConfig {
   int64_t max_bad_steps = 3;
   std::string out_dir;       // default runs/<recipe name>
   std::string save_weights;  // HDF5 path for the final weights; empty: none
+  // A weights file (e.g. from `switchyard import --from-hf`) the parameters start from instead of
+  // the random initialisation, at any layout; ignored when the run resumes from a checkpoint.
+  std::string init_weights;
   double peak_gflops = 530;  // the machine's measured fp32 GEMM peak (bench/gemm_peak), for MFU
   std::string dtype = "float32";  // float32 | float64
 };

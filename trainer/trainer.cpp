@@ -246,6 +246,10 @@ int run_training(const Recipe& r) {
   Optimizer opt(r.optim, model.params(), *backend, tc.steps, opt_shard);
   CheckpointWriter writer(*ctx.world, r.checkpoint.async);
   int64_t step = 0;
+  if (!resume_ckpt && !tc.init_weights.empty()) {
+    load_weights_into_layout(model, tc.init_weights);
+    if (rank0) std::printf("switchyard: parameters start from %s\n", tc.init_weights.c_str());
+  }
   if (resume_ckpt) {
     step = restore_state(*resume_ckpt, model, opt);
     if (rank0) std::printf("switchyard: resumed from %s after step %ld\n", resume_dir.c_str(), long(step));

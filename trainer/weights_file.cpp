@@ -150,4 +150,34 @@ void load_weights(Model& model, const std::string& path) {
   for (auto& [name, t] : model.buffers()) load_one(name, t);
 }
 
+void load_weights_into_layout(Model& model, const std::string& path) {
+  Backend& be = model.backend();
+  const std::map<std::string, HostArray> file = read_weights_h5(path);
+  auto find = [&](const std::string& name, const Shape& shape) -> const HostArray& {
+    auto it = file.find(name);
+    if (it == file.end())
+      throw ConfigError(path + ": no dataset " + name + " (train.init_weights); the weights were written for another "
+                        "model config");
+    if (it->second.shape != shape)
+      throw ConfigError(path + ": " + name + " has shape " + shape_str(it->second.shape) + ", the model expects " +
+                        shape_str(shape) + " (train.init_weights); use the recipe the weights belong to");
+    return it->second;
+  };
+  const ParamStore& ps = model.params();
+  for (size_t i = 0; i < ps.infos().size(); ++i) {
+    const ParamInfo& p = ps.infos()[i];
+    const HostArray& whole = find(p.name, p.global_shape);
+    // This rank's block: elements [global_offset, global_offset + numel) of the flattening, as a
+    // checkpoint piece is (checkpoint/checkpoint.h).
+    HostArray block;
+    block.shape = ps.value(int(i)).shape();
+    block.dtype = whole.dtype;
+    const size_t elem = dtype_size(whole.dtype);
+    block.bytes.assign(whole.bytes.begin() + std::ptrdiff_t(size_t(p.global_offset) * elem),
+                       whole.bytes.begin() + std::ptrdiff_t(size_t(p.global_offset + p.numel) * elem));
+    upload_array(be, block, ps.value(int(i)));
+  }
+  for (auto& [name, t] : model.buffers()) upload_array(be, find(name, t.shape()), t);
+}
+
 }  // namespace sy

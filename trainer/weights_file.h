@@ -25,5 +25,8 @@ void save_weights(Model& model, const std::string& path, const std::map<std::str
                   WeightsGather groups = {}, bool write = true);
 // Every parameter and buffer must be present with its shape; a ConfigError names the first that is not.
 void load_weights(Model& model, const std::string& path);
+// The same for a model at any parallel layout (train.init_weights): each rank takes its own
+// block of every whole array in the file (its TP rows, its experts, its stage's layers).
+void load_weights_into_layout(Model& model, const std::string& path);
 
 }  // namespace sy
