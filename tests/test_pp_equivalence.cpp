@@ -116,6 +116,15 @@ TEST(PpEquivalence, AdamWPp2Tp2Dp2TiedEmbeddingsClipped) {
   check_pp({2, 1, 2, 2, 1, true, 4}, std::string(kTied) + " --set optim.grad_clip=0.05", "pp_a2t2d2tie");
 }
 
+// The 4-rank layouts: pp2 x tp2 with ep2 folded over the TP pair, and pp2 x dp2 x ep2
+// with ZeRO 1.
+TEST(PpEquivalence, AdamWPp2Tp2Ep2) { check_pp({2, 1, 2, 1, 2, false, 4}, "", "pp_a2t2e2"); }
+TEST(PpEquivalence, SgdPp2Tp2Ep2) { check_pp({2, 1, 2, 1, 2, false, 4}, kSgd, "pp_s2t2e2"); }
+TEST(PpEquivalence, AdamWPp2Dp2Ep2Zero1) { check_pp({2, 1, 1, 2, 2, false, 4}, " --set parallel.zero=1", "pp_a2d2e2z1"); }
+TEST(PpEquivalence, SgdPp2Dp2Ep2Zero1) {
+  check_pp({2, 1, 1, 2, 2, false, 4}, std::string(kSgd) + " --set parallel.zero=1", "pp_s2d2e2z1");
+}
+
 // Composed with the other dimensions (8 ranks each): every stage's TP, EP and DP groups inside
 // the stage; ZeRO shards each stage's optimizer state over its own DP group.
 TEST(PpEquivalence, AdamWPp2Tp2Dp2Ep2) { check_pp({2, 1, 2, 2, 2, false, 4}, "", "pp_a2t2d2e2"); }
