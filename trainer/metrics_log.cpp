@@ -128,4 +128,30 @@ void keep_records_up_to(const std::string& path, int64_t step) {
   std::filesystem::rename(tmp, path);
 }
 
+void record_memory_peaks(Communicator& world, const MemoryCounters& mem, StepRecord& rec) {
+  const size_t k = MemoryCounters::kN + 1, n = size_t(world.size());
+  std::vector<int64_t> mine(k), all(k * n);
+  for (int c = 0; c < MemoryCounters::kN; ++c) mine[size_t(c)] = int64_t(mem.peak[c]);
+  mine.back() = int64_t(mem.total_peak);
+  world.all_gather(mine.data(), all.data(), int64_t(k), CommType::I64);
+  rec.mem_peak_bytes.assign(MemoryCounters::kN, std::vector<int64_t>(n));
+  rec.mem_peak_total_bytes.resize(n);
+  for (size_t q = 0; q < n; ++q) {
+    for (size_t c = 0; c + 1 < k; ++c) rec.mem_peak_bytes[c][q] = all[q * k + c];
+    rec.mem_peak_total_bytes[q] = all[q * k + k - 1];
+  }
+}
+
+void record_pipeline_stats(Communicator& pp, const PipeStepStats& st, StepRecord& rec) {
+  const double mine[4] = {st.idle_fraction, double(st.max_in_flight), double(st.max_kept_inputs), double(st.recomputes)};
+  std::vector<double> all(4 * size_t(pp.size()));
+  pp.all_gather(mine, all.data(), 4, CommType::F64);
+  for (size_t q = 0; q < size_t(pp.size()); ++q) {
+    rec.pp_idle_by_stage.push_back(all[4 * q]);
+    rec.pp_in_flight_by_stage.push_back(int64_t(all[4 * q + 1]));
+    rec.pp_kept_inputs_by_stage.push_back(int64_t(all[4 * q + 2]));
+    rec.pp_recomputes_by_stage.push_back(int64_t(all[4 * q + 3]));
+  }
+}
+
 }  // namespace sy

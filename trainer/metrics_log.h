@@ -9,6 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "engine/memory.h"
+#include "parallel/comm.h"
+#include "parallel/pipeline_executor.h"
+
 namespace sy {
 
 struct StepRecord {
@@ -73,5 +77,11 @@ std::string progress_line(const StepRecord& r);
 // On resume: drops the records of steps after `step` (logged before the run died, after its last
 // checkpoint), so the log reads as one run.
 void keep_records_up_to(const std::string& path, int64_t step);
+
+// Collectives that fill a record's per-rank fields, called by every rank of the group at a logged
+// step: the allocator's peaks of every world rank (record_memory_peaks), the pipeline figures of
+// every stage (record_pipeline_stats).
+void record_memory_peaks(Communicator& world, const MemoryCounters& mine, StepRecord& rec);
+void record_pipeline_stats(Communicator& pp, const PipeStepStats& mine, StepRecord& rec);
 
 }  // namespace sy

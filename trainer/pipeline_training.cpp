@@ -41,6 +41,20 @@ PipePlace pipeline_place(int64_t n_layers, int pp, int vpp, int rank, const std:
   return place;
 }
 
+std::string pipeline_layout_text(int64_t n_layers, int pp, int vpp, const std::vector<int64_t>& sizes) {
+  std::vector<int64_t> layers(size_t(pp) * vpp);
+  for (int q = 0; q < pp; ++q) {
+    const PipePlace place = pipeline_place(n_layers, pp, vpp, q, sizes);
+    for (int v = 0; v < vpp; ++v) layers[size_t(v) * pp + q] = place.chunks[v].second - place.chunks[v].first;
+  }
+  std::string t = " pp=" + std::to_string(pp) + (vpp > 1 ? " vpp=" + std::to_string(vpp) : "") + " (layers ";
+  for (size_t g = 0; g < layers.size(); ++g) {
+    if (g) t += '/';
+    t += std::to_string(layers[g]);
+  }
+  return t + ")";
+}
+
 int64_t moe_layers_before(const ModelConfig& cfg, int64_t l) {
   int64_t n = 0;
   for (int64_t i = 0; i < l; ++i) n += cfg.layer_is_moe(i);

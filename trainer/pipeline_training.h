@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "engine/model.h"
 #include "parallel/pipeline_executor.h"
@@ -15,6 +17,9 @@ namespace sy {
 // n_layers % (pp * vpp) chunks one layer longer); rank r holds chunks v * pp + r for v in
 // [0, vpp) (pipeline_schedule.h). ConfigError naming the key when they do not fit.
 PipePlace pipeline_place(int64_t n_layers, int pp, int vpp, int rank, const std::vector<int64_t>& sizes = {});
+
+// " pp=2 vpp=2 (layers 1/2/4/1)": the layout and every chunk's layer count in model order, for the banner.
+std::string pipeline_layout_text(int64_t n_layers, int pp, int vpp, const std::vector<int64_t>& sizes);
 
 // Global index (among the model's MoE layers) of the first MoE layer at or after layer l.
 int64_t moe_layers_before(const ModelConfig& cfg, int64_t l);

@@ -278,17 +278,7 @@ int run_training(const Recipe& r) {
   if (ctx.holds_tied_copy()) total_params -= r.model.vocab_size * r.model.d_model;
   if (n_pp > 1) ctx.pp->all_reduce(&total_params, 1, CommType::I64, ReduceOp::Sum);
   if (rank0) {
-    std::string pp_text;
-    if (n_pp > 1) {  // " pp=2 vpp=2 (layers 1/2/4/1)": the layers of each chunk, in model order
-      std::vector<int64_t> sizes(size_t(n_pp) * vpp);
-      for (int q = 0; q < n_pp; ++q) {
-        const PipePlace place = pipeline_place(r.model.n_layers, n_pp, vpp, q, r.parallel.pp_layers);
-        for (int v = 0; v < vpp; ++v) sizes[size_t(v) * n_pp + q] = place.chunks[v].second - place.chunks[v].first;
-      }
-      pp_text = " pp=" + std::to_string(n_pp) + (vpp > 1 ? " vpp=" + std::to_string(vpp) : "") + " (layers ";
-      for (size_t g = 0; g < sizes.size(); ++g) pp_text += (g ? "/" : "") + std::to_string(sizes[g]);
-      pp_text += ")";
-    }
+    const std::string pp_text = n_pp > 1 ? pipeline_layout_text(r.model.n_layers, n_pp, vpp, r.parallel.pp_layers) : "";
     std::printf("switchyard: %s | %s %s | %d rank(s), dp=%ld ep=%d tp=%d%s%s%s zero=%ld | %.2fM parameters, %.2fM active per token | "
                 "%.1f MFLOP/token | %ld tokens/step | peak %.0f GFLOP/s\n",
                 r.name.c_str(), chosen.device.c_str(), tc.dtype.c_str(), ctx.world->size(), long(n_dp), ctx.ep->size(), ctx.tp->size(),
@@ -495,32 +485,8 @@ int run_training(const Recipe& r) {
       }
       if (ctx.tp->size() > 1) rec.tp_bytes = tp_bytes;
       if (ctx.etp->size() > 1) rec.etp_bytes = ctx.etp->stats().bytes_sent;
-      {  // every rank's allocator peaks, by category (a collective over the world, as every rank logs here)
-        const MemoryCounters& mem = backend->memory();
-        std::vector<int64_t> mine(MemoryCounters::kN + 1), all;
-        for (int c = 0; c < MemoryCounters::kN; ++c) mine[size_t(c)] = int64_t(mem.peak[c]);
-        mine.back() = int64_t(mem.total_peak);
-        all.resize(mine.size() * size_t(ctx.world->size()));
-        ctx.world->all_gather(mine.data(), all.data(), int64_t(mine.size()), CommType::I64);
-        rec.mem_peak_bytes.assign(MemoryCounters::kN, std::vector<int64_t>(size_t(ctx.world->size())));
-        rec.mem_peak_total_bytes.resize(size_t(ctx.world->size()));
-        for (int q = 0; q < ctx.world->size(); ++q) {
-          for (int c = 0; c < MemoryCounters::kN; ++c) rec.mem_peak_bytes[size_t(c)][size_t(q)] = all[q * mine.size() + c];
-          rec.mem_peak_total_bytes[size_t(q)] = all[q * mine.size() + MemoryCounters::kN];
-        }
-      }
-      if (n_pp > 1) {
-        const double mine[4] = {pipe_stats.idle_fraction, double(pipe_stats.max_in_flight),
-                                double(pipe_stats.max_kept_inputs), double(pipe_stats.recomputes)};
-        std::vector<double> all(4 * size_t(n_pp));
-        ctx.pp->all_gather(mine, all.data(), 4, CommType::F64);
-        for (int q = 0; q < n_pp; ++q) {
-          rec.pp_idle_by_stage.push_back(all[4 * q]);
-          rec.pp_in_flight_by_stage.push_back(int64_t(all[4 * q + 1]));
-          rec.pp_kept_inputs_by_stage.push_back(int64_t(all[4 * q + 2]));
-          rec.pp_recomputes_by_stage.push_back(int64_t(all[4 * q + 3]));
-        }
-      }
+      record_memory_peaks(*ctx.world, backend->memory(), rec);
+      if (n_pp > 1) record_pipeline_stats(*ctx.pp, pipe_stats, rec);
       if (eval_now) beat.set_phase("evaluate");
       if (eval_now) {
         std::function<double(const HostBatch&)> pipe_ce;
