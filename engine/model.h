@@ -30,10 +30,6 @@ struct LossParts {
   double total() const { return ce + aux + z; }
 };
 
-// Which part of the model an instance holds, and how its flat buffers are padded: a rank under
-// expert parallelism holds the dense parameters and its own run of experts (under expert tensor
-// parallelism, its slice of each: ExpertRange); each segment of the flat buffers is padded to a
-// multiple of the group it is sharded over (ZeRO).
 // Pipeline parallelism: the runs of layers ("chunks", one per virtual stage) this rank holds, in
 // the order the model runs them; `first`: chunk 0 starts the model (the embedding is here);
 // `last`: the last chunk ends it (final norm, LM head and loss are here). No chunks: the whole
@@ -43,6 +39,10 @@ struct PipePlace {
   bool first = true, last = true;
 };
 
+// Which part of the model an instance holds, and how its flat buffers are padded: a rank under
+// expert parallelism holds the dense parameters and its own run of experts (under expert tensor
+// parallelism, its slice of each: ExpertRange); each segment of the flat buffers is padded to a
+// multiple of the group it is sharded over (ZeRO).
 struct ModelShard {
   ExpertRange experts;  // default: every expert
   int64_t dense_pad = 1, expert_pad = 1;
