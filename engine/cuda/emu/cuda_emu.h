@@ -36,8 +36,6 @@
 #error "cuda_emu.h is the host emulator; nvcc builds use the CUDA headers"
 #endif
 
-#include <dlfcn.h>
-#include <cstdio>
 #include <atomic>
 #include <cmath>
 #include <cstddef>
@@ -148,7 +146,6 @@ template <class... P> struct Launch {
     uint64_t key = detail::mix_key(reinterpret_cast<uintptr_t>(k), smem);
     for (unsigned d : {grid.x, grid.y, grid.z, block.x, block.y, block.z}) key = detail::mix_key(key, d);
     std::apply([&](const auto&... p) { ((key = detail::mix_arg(key, p)), ...); }, params);
-    if (getenv("SYDBG")) { Dl_info info; dladdr((void*)k, &info); fprintf(stderr, "KERNEL %llx %lx\n", (unsigned long long)key, (unsigned long)((const char*)k - (const char*)info.dli_fbase)); }
     detail::run_grid(grid, block, smem, [&] { std::apply(k, params); }, key);
   }
 };

@@ -403,7 +403,6 @@ void run_grid(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void
   ++r.launches;
   CurrentReset reset;
   r.direct = !rng && direct_mode() && r.sync_free.count(key);
-  if (getenv("SYDBG")) { fprintf(stderr, "LAUNCH %llx %d %llu\n", (unsigned long long)key, int(r.direct), (unsigned long long)(uint64_t(grid.x)*grid.y*grid.z*nthreads)); }
   r.synced = false;
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
