@@ -246,10 +246,7 @@ std::vector<double> HostArray::to_f64() const {
       for (size_t i = 0; i < out.size(); ++i) {
         uint16_t b;
         std::memcpy(&b, bytes.data() + 2 * i, 2);
-        const uint32_t f = uint32_t(b) << 16;  // a bfloat16 is a float32's upper half
-        float x;
-        std::memcpy(&x, &f, 4);
-        out[i] = x;
+        out[i] = bf16_bits_to_f32(b);
       }
       return out;
     }

@@ -5,12 +5,13 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "engine/bf16_bits.h"
 
 namespace sy {
 
@@ -32,22 +33,10 @@ struct bfloat16 {
   uint16_t bits;
 };
 
-// Host conversions, as CUDA's: widening is exact; narrowing rounds to nearest even, NaN to the
-// canonical 0x7fff. For host-side code that must compute on bfloat16 buffers (e.g. reducing
-// tensor-parallel partial sums in float32).
-inline float bf16_to_float(bfloat16 v) {
-  const uint32_t u = uint32_t(v.bits) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline bfloat16 float_to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return {0x7fff};
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return {uint16_t(u >> 16)};
-}
+// Host conversions (engine/bf16_bits.h: as CUDA's), for host-side code that must compute on
+// bfloat16 buffers (e.g. reducing tensor-parallel partial sums in float32).
+constexpr float bf16_to_float(bfloat16 v) { return bf16_bits_to_f32(v.bits); }
+constexpr bfloat16 float_to_bf16(float f) { return {f32_to_bf16_bits(f)}; }
 
 template <class T> constexpr DType dtype_of();
 template <> constexpr DType dtype_of<float>() { return DType::F32; }

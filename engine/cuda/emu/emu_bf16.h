@@ -7,21 +7,13 @@
 // compute in float and convert back with __float2bfloat16; they never do arithmetic on bf16.
 #pragma once
 
-#include <bit>
 #include <cstdint>
 
+#include "engine/bf16_bits.h"
+
 namespace syemu {
-
-constexpr uint16_t f32_to_bf16_bits(float f) {
-  const uint32_t u = std::bit_cast<uint32_t>(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fff;  // NaN (either sign) -> canonical quiet NaN
-  // Round to nearest even: add half an ulp of the result minus one, plus the result's low bit.
-  // An overflow out of the largest finite value carries into the exponent and gives inf, as RNE must.
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-constexpr float bf16_bits_to_f32(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
-
+using sy::bf16_bits_to_f32;  // the conversions themselves: engine/bf16_bits.h
+using sy::f32_to_bf16_bits;
 }  // namespace syemu
 
 struct __nv_bfloat16 {
