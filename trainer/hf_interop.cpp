@@ -1,6 +1,5 @@
 #include "trainer/hf_interop.h"
 
-#include <cstring>
 #include <regex>
 #include <sstream>
 
@@ -28,25 +27,9 @@ HostArray transposed(const HostArray& a) {
 // Any float array as float32 (bf16 widens exactly, float64 rounds).
 HostArray as_f32(const HostArray& a) {
   if (a.dtype == DType::F32) return a;
-  HostArray f;
-  f.shape = a.shape;
-  f.dtype = DType::F32;
-  f.bytes.resize(size_t(a.numel()) * 4);
-  auto* d = reinterpret_cast<float*>(f.bytes.data());
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    if (a.dtype == DType::BF16) {
-      bfloat16 b;
-      std::memcpy(&b, a.bytes.data() + 2 * i, 2);
-      d[i] = bf16_to_float(b);
-    } else if (a.dtype == DType::F64) {
-      double v;
-      std::memcpy(&v, a.bytes.data() + 8 * i, 8);
-      d[i] = float(v);
-    } else {
-      throw ConfigError("an integer tensor where a weight belongs; the checkpoint is not a model's");
-    }
-  }
-  return f;
+  if (a.dtype == DType::I32) throw ConfigError("an integer tensor where a weight belongs; the checkpoint is not a model's");
+  const std::vector<double> v = a.to_f64();
+  return host_array(a.shape, std::vector<float>(v.begin(), v.end()));
 }
 
 }  // namespace
