@@ -247,7 +247,7 @@ int run_training(const Recipe& r) {
   CheckpointWriter writer(*ctx.world, r.checkpoint.async);
   int64_t step = 0;
   if (!resume_ckpt && !tc.init_weights.empty()) {
-    load_weights_into_layout(model, tc.init_weights);
+    load_weights(model, tc.init_weights);
     if (rank0) std::printf("switchyard: parameters start from %s\n", tc.init_weights.c_str());
   }
   if (resume_ckpt) {

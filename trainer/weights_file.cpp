@@ -136,31 +136,13 @@ void save_weights(Model& model, const std::string& path, const std::map<std::str
 void load_weights(Model& model, const std::string& path) {
   Backend& be = model.backend();
   const std::map<std::string, HostArray> file = read_weights_h5(path);
-  auto load_one = [&](const std::string& name, const Tensor& t) {
-    auto it = file.find(name);
-    if (it == file.end())
-      throw ConfigError(path + ": no dataset " + name + "; the weights were written for another model config");
-    if (it->second.shape != t.shape())
-      throw ConfigError(path + ": " + name + " has shape " + shape_str(it->second.shape) + ", the model expects " +
-                        shape_str(t.shape()) + "; use the recipe the weights were trained with");
-    upload_array(be, it->second, t);
-  };
-  const ParamStore& ps = model.params();
-  for (size_t i = 0; i < ps.infos().size(); ++i) load_one(ps.infos()[i].name, ps.value(int(i)));
-  for (auto& [name, t] : model.buffers()) load_one(name, t);
-}
-
-void load_weights_into_layout(Model& model, const std::string& path) {
-  Backend& be = model.backend();
-  const std::map<std::string, HostArray> file = read_weights_h5(path);
   auto find = [&](const std::string& name, const Shape& shape) -> const HostArray& {
     auto it = file.find(name);
     if (it == file.end())
-      throw ConfigError(path + ": no dataset " + name + " (train.init_weights); the weights were written for another "
-                        "model config");
+      throw ConfigError(path + ": no dataset " + name + "; the weights were written for another model config");
     if (it->second.shape != shape)
       throw ConfigError(path + ": " + name + " has shape " + shape_str(it->second.shape) + ", the model expects " +
-                        shape_str(shape) + " (train.init_weights); use the recipe the weights belong to");
+                        shape_str(shape) + "; use the recipe the weights were trained with");
     return it->second;
   };
   const ParamStore& ps = model.params();

@@ -23,10 +23,9 @@ struct WeightsGather {
 // sent to stage 0, and only the rank with `write` set (a stage-0 rank) writes the file.
 void save_weights(Model& model, const std::string& path, const std::map<std::string, std::string>& attrs = {},
                   WeightsGather groups = {}, bool write = true);
-// Every parameter and buffer must be present with its shape; a ConfigError names the first that is not.
+// Every parameter and buffer must be present with its whole shape; a ConfigError names the first
+// that is not. At any parallel layout (train.init_weights): each rank takes its own block of
+// every array (its TP rows, its experts, its stage's layers); one rank takes them whole.
 void load_weights(Model& model, const std::string& path);
-// The same for a model at any parallel layout (train.init_weights): each rank takes its own
-// block of every whole array in the file (its TP rows, its experts, its stage's layers).
-void load_weights_into_layout(Model& model, const std::string& path);
 
 }  // namespace sy
