@@ -45,7 +45,8 @@ void CpuBackend::router_forward(const Tensor& logits, const Tensor& bias, ScoreF
     int32_t* ix = idx.data<int32_t>();
 #pragma omp parallel if (worth_threads(n * e * 8))
     {
-      std::vector<char> taken(static_cast<size_t>(e));
+      std::vector<char> taken(static_cast<size_t>(e)), chosen(static_cast<size_t>(g));
+      std::vector<T> gs(static_cast<size_t>(g));  // group scores (group-limited routing)
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < n; ++i) {
         const T* lr = l + i * e;
@@ -60,7 +61,6 @@ void CpuBackend::router_forward(const Tensor& logits, const Tensor& bias, ScoreF
         // the row's top groups start out taken.
         std::fill(taken.begin(), taken.end(), 0);
         if (g > 1) {
-          std::vector<T> gs(static_cast<size_t>(g));
           for (int64_t q = 0; q < g; ++q) {  // the sum of the group's two best (score + bias)
             T b1 = 0, b2 = 0;
             int n_seen = 0;
@@ -72,7 +72,7 @@ void CpuBackend::router_forward(const Tensor& logits, const Tensor& bias, ScoreF
             }
             gs[size_t(q)] = per >= 2 ? b1 + b2 : b1;
           }
-          std::vector<char> chosen(static_cast<size_t>(g), 0);
+          std::fill(chosen.begin(), chosen.end(), 0);
           for (int j = 0; j < grp.top_groups; ++j) {
             int64_t best = -1;
             for (int64_t q = 0; q < g; ++q)
