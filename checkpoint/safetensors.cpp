@@ -32,14 +32,17 @@ DType dtype_from(const std::string& s, const std::string& where) {
 }  // namespace
 
 std::map<std::string, HostArray> read_safetensors(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
+  // The header first, then each tensor's bytes straight from the file into its array: a
+  // multi-gigabyte shard is never held twice.
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw std::runtime_error(path + ": cannot open");
-  const std::vector<char> b((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const uint64_t file_bytes = uint64_t(in.tellg());
+  in.seekg(0);
   uint64_t n = 0;
-  if (b.size() < 8) throw std::runtime_error(path + ": truncated (no header length)");
-  std::memcpy(&n, b.data(), 8);
-  if (n > b.size() - 8) throw std::runtime_error(path + ": header of " + std::to_string(n) + " bytes past the file's end");
-  std::string header(b.data() + 8, size_t(n));
+  if (file_bytes < 8 || !in.read(reinterpret_cast<char*>(&n), 8)) throw std::runtime_error(path + ": truncated (no header length)");
+  if (n > file_bytes - 8) throw std::runtime_error(path + ": header of " + std::to_string(n) + " bytes past the file's end");
+  std::string header(size_t(n), ' ');
+  in.read(header.data(), std::streamsize(n));
   while (!header.empty() && header.back() == ' ') header.pop_back();
   json::Value root;
   try {
@@ -47,7 +50,7 @@ std::map<std::string, HostArray> read_safetensors(const std::string& path) {
   } catch (const std::exception& e) {
     throw std::runtime_error(path + ": header is not the JSON safetensors writes (" + e.what() + ")");
   }
-  const size_t base = 8 + size_t(n), data = b.size() - base;
+  const uint64_t base = 8 + n, data = file_bytes - base;
   std::map<std::string, HostArray> out;
   for (const auto& [name, v] : root.members) {
     if (name == "__metadata__") continue;
@@ -64,7 +67,9 @@ std::map<std::string, HostArray> read_safetensors(const std::string& path) {
                                ") do not hold its " + std::to_string(want) + " bytes inside the " + std::to_string(data) +
                                " data bytes");
     a.bytes.resize(size_t(want));
-    std::memcpy(a.bytes.data(), b.data() + base + lo, size_t(want));
+    in.seekg(std::streamoff(base + uint64_t(lo)));
+    if (!in.read(reinterpret_cast<char*>(a.bytes.data()), std::streamsize(want)))
+      throw std::runtime_error(where + ": read failed");
     out.emplace(name, std::move(a));
   }
   return out;
