@@ -142,12 +142,6 @@ TEST(PpEquivalence, AdamWPp2Vpp2Dp2CapacityBias) {
            "pp_a2v2d2cb");
 }
 
-int64_t exit_peak(const testing::RunDir& d, const std::string& run, int rank, const std::string& category) {
-  const std::string text = d.file(run + "/memory.rank" + std::to_string(rank) + ".json");
-  const size_t key = text.find("\"" + category + "\":", text.find("\"peak_bytes\":"));
-  return key == std::string::npos ? -1 : std::stoll(text.substr(key + category.size() + 3));
-}
-
 // Each stage holds only its layers: the stages' parameter, gradient and AdamW-state bytes add up
 // to the 1-rank run's exactly (no padding at dp 1). metrics.jsonl reports every rank's peak per
 // category at each logged step; the categories fixed at start-up equal the exit report's.
@@ -158,13 +152,13 @@ TEST(PpMemory, StagesSplitTheStateAndEveryRankReportsItsPeaksPerCategory) {
   const auto r = d.train("pp4", 4, base + " --set parallel.pp=4");
   ASSERT_EQ(r.code, 0) << r.output;
   for (const std::string cat : {"parameters", "gradients", "optimizer_state"}) {
-    const int64_t one = exit_peak(d, "one", 0, cat);
+    const int64_t one = d.exit_peak_bytes("one", 0, cat);
     ASSERT_GT(one, 0) << cat;
     const auto logged = d.field("pp4", "mem_peak_bytes");
     ASSERT_EQ(logged.size(), 2u);
     int64_t sum = 0;
     for (int q = 0; q < 4; ++q) {
-      const int64_t mine = exit_peak(d, "pp4", q, cat);
+      const int64_t mine = d.exit_peak_bytes("pp4", q, cat);
       EXPECT_GT(mine, 0) << cat << " stage " << q;
       EXPECT_LT(mine, one) << cat << " stage " << q;
       sum += mine;
@@ -178,7 +172,7 @@ TEST(PpMemory, StagesSplitTheStateAndEveryRankReportsItsPeaksPerCategory) {
     ASSERT_NE(at, std::string::npos) << cat;
     const auto v = ints(text.substr(at + cat.size() + 3, text.find(']', at) - at - cat.size() - 3));
     ASSERT_EQ(v.size(), 4u) << cat;
-    for (int q = 0; q < 4; ++q) EXPECT_EQ(v[size_t(q)], exit_peak(d, "pp4", q, cat)) << cat << " rank " << q;
+    for (int q = 0; q < 4; ++q) EXPECT_EQ(v[size_t(q)], d.exit_peak_bytes("pp4", q, cat)) << cat << " rank " << q;
   }
 }
 

@@ -178,13 +178,6 @@ TEST(TpCommunication, EtpBytesPerStepEqualTheLayoutsCount) {
   }
 }
 
-int64_t peak_bytes(const testing::RunDir& d, const std::string& run, int rank, const std::string& category) {
-  const std::string text = d.file(run + "/memory.rank" + std::to_string(rank) + ".json");
-  const size_t at = text.find("\"peak_bytes\":");
-  const size_t key = text.find("\"" + category + "\":", at);
-  return key == std::string::npos ? -1 : std::stoll(text.substr(key + category.size() + 3));
-}
-
 // What the layers keep for their backward pass (the allocator's Activations peak: residual
 // stream, norms' outputs, q/k/v/o, MLP and expert hidden states, routing) with sequence
 // parallelism is 1/t of the 1-rank figure on every rank, within 10%, as Korthikanti et al.'s
@@ -193,14 +186,14 @@ TEST(TpMemory, ActivationsKeptWithSequenceParallelismScaleAsOneOverTp) {
   testing::RunDir d("tp_mem");
   const std::string base = std::string(kModel) + " --set train.steps=2";
   ASSERT_EQ(d.train("tp1", 0, base).code, 0);
-  const int64_t one = peak_bytes(d, "tp1", 0, "activations");
+  const int64_t one = d.exit_peak_bytes("tp1", 0, "activations");
   ASSERT_GT(one, 0);
   for (int t : {2, 4}) {
     const std::string run = "tp" + std::to_string(t);
     const auto r = d.train(run, t, base + " --set parallel.sp=true --set parallel.tp=" + std::to_string(t));
     ASSERT_EQ(r.code, 0) << r.output;
     for (int rank = 0; rank < t; ++rank) {
-      const int64_t got = peak_bytes(d, run, rank, "activations");
+      const int64_t got = d.exit_peak_bytes(run, rank, "activations");
       EXPECT_NEAR(double(got), double(one) / t, 0.1 * double(one) / t) << run << " rank " << rank;
       std::printf("[measured] activations kept at tp%d sp, rank %d: %lld bytes = 1/%.3f of tp1's %lld\n", t, rank,
                   (long long)got, double(one) / double(got), (long long)one);
