@@ -24,11 +24,12 @@ std::string pipeline_layout_text(int64_t n_layers, int pp, int vpp, const std::v
 // Global index (among the model's MoE layers) of the first MoE layer at or after layer l.
 int64_t moe_layers_before(const ModelConfig& cfg, int64_t l);
 
-// Model as a PipelineStage: micro-batch m's data comes from batch_of(m); every forward that is
-// not a recompute reports its loss parts through on_forward(c, m, parts).
+// Model as a PipelineStage: micro-batch m's data comes from batch_of(m) (the same batch at its
+// forward, recompute and backward); every forward that is not a recompute reports its loss parts
+// through on_forward(c, m, parts).
 class ModelPipelineStage : public PipelineStage {
  public:
-  ModelPipelineStage(Model& model, std::function<HostBatch(int)> batch_of, double loss_scale,
+  ModelPipelineStage(Model& model, std::function<const HostBatch&(int)> batch_of, double loss_scale,
                      std::function<void(int, int, const LossParts&)> on_forward)
       : model_(model), batch_of_(std::move(batch_of)), loss_scale_(loss_scale), on_forward_(std::move(on_forward)) {}
   void forward(int c, int m, bool recompute) override;
@@ -39,7 +40,7 @@ class ModelPipelineStage : public PipelineStage {
 
  private:
   Model& model_;
-  std::function<HostBatch(int)> batch_of_;
+  std::function<const HostBatch&(int)> batch_of_;
   double loss_scale_;
   std::function<void(int, int, const LossParts&)> on_forward_;
 };

@@ -298,8 +298,11 @@ int run_training(const Recipe& r) {
   const int64_t first_step = step;
   auto window_start = Clock::now();
   int64_t window_tokens = 0;
-  // MoE layers of the whole model (a pipeline stage holds some of them).
+  // MoE layers of the whole model (a pipeline stage holds some of them), and the global index of
+  // each of this rank's chunks' first MoE layer.
   const int64_t n_moe = moe_layers_before(r.model, r.model.n_layers), n_exp = r.model.n_experts;
+  std::vector<int64_t> chunk_moe_base;
+  for (const auto& chunk : model.pipe().chunks) chunk_moe_base.push_back(moe_layers_before(r.model, chunk.first));
   std::vector<int64_t> window_counts(n_moe * (n_exp + 1) + 1, 0);
   double last_val = NAN;
   std::string stop_reason = "finished";
@@ -354,9 +357,12 @@ int run_training(const Recipe& r) {
     if (!pipe) {
       for (int64_t a = 0; a < tc.grad_accum; ++a) account(a, 0, model.forward_backward(batch_of(int(a)), loss_scale));
     } else {
-      ModelPipelineStage stage(model, batch_of, loss_scale, [&](int c, int m, const LossParts& parts) {
-        account(m, moe_layers_before(r.model, model.pipe().chunks[size_t(c)].first), parts);
-      });
+      // Each micro-batch is read once; its chunks' forwards, recomputes and backwards share it.
+      std::vector<HostBatch> batches;
+      for (int a = 0; a < int(tc.grad_accum); ++a) batches.push_back(batch_of(a));
+      ModelPipelineStage stage(
+          model, [&](int m) -> const HostBatch& { return batches[size_t(m)]; }, loss_scale,
+          [&](int c, int m, const LossParts& parts) { account(m, chunk_moe_base[size_t(c)], parts); });
       pipe_stats = pipe->run(stage);
       // The loss is on the last stage, each stage's aux and z losses and loads its own layers'.
       ctx.pp->all_reduce(t.losses.data(), 3, CommType::F64, ReduceOp::Sum);
@@ -493,7 +499,7 @@ int run_training(const Recipe& r) {
         if (pipe)
           pipe_ce = [&](const HostBatch& b) {
             double ce = 0;
-            ModelPipelineStage stage(model, [&](int) { return b; }, 0.0,
+            ModelPipelineStage stage(model, [&](int) -> const HostBatch& { return b; }, 0.0,
                                      [&](int, int, const LossParts& parts) { ce += parts.ce; });
             pipe->run_forward_only(stage, 1);
             return ce;
