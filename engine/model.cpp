@@ -96,26 +96,35 @@ void Model::ensure(int64_t batch, int64_t seq) {
 
   ids_ = be_.empty({n}, DType::I32);
   targets_ = be_.empty({n}, DType::I32);
-  resid_.clear();
+  // The residual stream of the held chunks only (a pipeline stage's other slots stay empty):
+  // chunk [b, e) reads slot 2b and writes up to slot 2e.
+  resid_.assign(size_t(2 * cfg_.n_layers + 1), Tensor());
   {
     MemScope kept(be_, MemCategory::Activations);  // the residual stream: the layers' inputs
-    for (int64_t i = 0; i < 2 * cfg_.n_layers + 1; ++i) resid_.push_back(be_.empty({nl, d}, dtype_));
+    for (const auto& [b, e] : pipe_.chunks)
+      for (int64_t i = 2 * b; i <= 2 * e; ++i) resid_[size_t(i)] = be_.empty({nl, d}, dtype_);
   }
   MemScope head(be_, MemCategory::HeadActivations);
-  xf_ = be_.empty({nl, d}, dtype_);
-  rstd_f_ = be_.empty({nl}, accum_dtype(dtype_));
-  logits_ = be_.empty({n, v}, dtype_);
-  lse_ = be_.empty({n}, accum_dtype(dtype_));
+  if (pipe_.last) {  // the final norm, LM head and loss run on the last stage only
+    xf_ = be_.empty({nl, d}, dtype_);
+    rstd_f_ = be_.empty({nl}, accum_dtype(dtype_));
+    logits_ = be_.empty({n, v}, dtype_);
+    lse_ = be_.empty({n}, accum_dtype(dtype_));
+  }
   if (tp_.on()) {
     ids_local_ = be_.empty({n}, DType::I32);
     targets_local_ = be_.empty({n}, DType::I32);
-    row_max_ = be_.empty({n}, accum_dtype(dtype_));
-    sum_exp_ = be_.empty({n}, accum_dtype(dtype_));
-    target_logit_ = be_.empty({n}, accum_dtype(dtype_));
+    if (pipe_.last) {
+      row_max_ = be_.empty({n}, accum_dtype(dtype_));
+      sum_exp_ = be_.empty({n}, accum_dtype(dtype_));
+      target_logit_ = be_.empty({n}, accum_dtype(dtype_));
+    }
   }
   MemScope scratch(be_, MemCategory::Workspace);
-  dlogits_ = be_.empty({n, v}, dtype_);
-  dxf_ = be_.empty({nl, d}, dtype_);
+  if (pipe_.last) {
+    dlogits_ = be_.empty({n, v}, dtype_);
+    dxf_ = be_.empty({nl, d}, dtype_);
+  }
   dresid_ = be_.empty({nl, d}, dtype_);
   *tp_ws_ = TpWorkspace{};
   if (tp_.on()) {
@@ -283,18 +292,7 @@ std::vector<std::pair<std::string, Tensor>> Model::buffers() {
   return out;
 }
 
-int64_t Model::active_params_per_token() const {
-  const int64_t d = cfg_.d_model, hd = cfg_.resolved_head_dim();
-  int64_t n = cfg_.vocab_size * d;  // LM head (tied or not, it is a matmul per token)
-  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
-    n += d * hd * (2 * cfg_.n_heads + 2 * cfg_.n_kv_heads);
-    if (cfg_.layer_is_moe(l))
-      n += cfg_.n_experts * d + (cfg_.top_k + cfg_.n_shared_experts) * 3 * d * cfg_.expert_ffn_dim;
-    else
-      n += 3 * d * cfg_.d_ff;
-  }
-  return n;
-}
+int64_t Model::active_params_per_token() const { return cfg_.active_params_per_token(); }
 
 int64_t Model::total_params() const {
   int64_t moe_layers = 0;
@@ -302,9 +300,6 @@ int64_t Model::total_params() const {
   return ps_.dense_global_numel() + moe_layers * cfg_.n_experts * 3 * cfg_.d_model * cfg_.expert_ffn_dim;
 }
 
-double Model::train_flops_per_token() const {
-  return 6.0 * double(active_params_per_token()) +
-         12.0 * double(cfg_.n_layers * cfg_.n_heads * cfg_.resolved_head_dim() * cfg_.seq_len);
-}
+double Model::train_flops_per_token() const { return cfg_.train_flops_per_token(); }
 
 }  // namespace sy

@@ -99,9 +99,7 @@ class Model {
   // Non-trained state that belongs with the weights: the router biases, by name.
   std::vector<std::pair<std::string, Tensor>> buffers();
 
-  // Parameters one token multiplies by (attention, router, top_k + shared experts, dense FFNs,
-  // LM head; not the embedding lookup or norms), and the training FLOPs per token:
-  // 6 * active + 12 * n_layers * n_heads * head_dim * seq_len (docs/model.md).
+  // ModelConfig's counts (engine/model_config.h), for the whole model.
   int64_t active_params_per_token() const;
   // Parameters of the layers, embedding and head this instance holds, counting every expert of
   // its MoE layers (whatever part of them it holds); the whole model's without pipeline stages.
@@ -136,7 +134,7 @@ class Model {
   // Tensor parallelism: ids and targets as rows of this rank's vocabulary shard (-1: elsewhere),
   // CE row statistics.
   Tensor ids_local_, targets_local_, row_max_, sum_exp_, target_logit_;
-  std::vector<Tensor> resid_;  // 2 * n_layers + 1 residual-stream states, [N, D] each
+  std::vector<Tensor> resid_;  // 2 * n_layers + 1 residual-stream slots, [N, D] each; held chunks' only
   Tensor xf_, rstd_f_, logits_, lse_, dlogits_, dxf_, dresid_;
 };
 

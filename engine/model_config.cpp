@@ -34,6 +34,23 @@ void finite_non_negative(const char* key, double v) {
 
 }  // namespace
 
+int64_t ModelConfig::active_params_per_token() const {
+  const int64_t d = d_model, hd = resolved_head_dim();
+  int64_t n = vocab_size * d;  // LM head (tied or not, it is a matmul per token)
+  for (int64_t l = 0; l < n_layers; ++l) {
+    n += d * hd * (2 * n_heads + 2 * n_kv_heads);
+    if (layer_is_moe(l))
+      n += n_experts * d + (top_k + n_shared_experts) * 3 * d * expert_ffn_dim;
+    else
+      n += 3 * d * d_ff;
+  }
+  return n;
+}
+
+double ModelConfig::train_flops_per_token() const {
+  return 6.0 * double(active_params_per_token()) + 12.0 * double(n_layers * n_heads * resolved_head_dim() * seq_len);
+}
+
 void ModelConfig::validate() const {
   positive("vocab_size", vocab_size);
   // Token ids travel as int32 through the model.

@@ -50,6 +50,11 @@ struct ModelConfig {
 
   int64_t resolved_head_dim() const { return head_dim > 0 ? head_dim : d_model / n_heads; }
   bool layer_is_moe(int64_t layer) const { return n_experts > 0 && layer >= first_dense_layers; }
+  // Parameters one token multiplies by (attention, router, top_k + shared experts, dense FFNs,
+  // LM head; not the embedding lookup or norms), and the training FLOPs per token:
+  // 6 * active + 12 * n_layers * n_heads * head_dim * seq_len (docs/model.md).
+  int64_t active_params_per_token() const;
+  double train_flops_per_token() const;
   // Throws ConfigError naming the offending key and the fix.
   void validate() const;
 };

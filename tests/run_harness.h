@@ -105,6 +105,12 @@ class RunDir {
     return read_weights_h5((dir_ / name / "weights.h5").string());
   }
   std::string file(const std::string& rel) const { return slurp(dir_ / rel); }
+  // A top-level integer of the exit memory report (run/memory.rank<r>.json), -1 if absent.
+  int64_t exit_report_int(const std::string& run, int rank, const std::string& key) const {
+    const std::string text = file(run + "/memory.rank" + std::to_string(rank) + ".json");
+    const size_t at = text.find("\"" + key + "\":");
+    return at == std::string::npos ? -1 : std::stoll(text.substr(at + key.size() + 3));
+  }
   // The allocator's peak bytes of `category` at exit (run/memory.rank<r>.json), -1 if absent.
   int64_t exit_peak_bytes(const std::string& run, int rank, const std::string& category) const {
     const std::string text = file(run + "/memory.rank" + std::to_string(rank) + ".json");

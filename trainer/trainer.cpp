@@ -102,9 +102,14 @@ void write_memory_report(const std::string& path, Model& model, const Optimizer&
     << ",\"optimizer_pieces\":[";
   for (size_t i = 0; i < opt.pieces().size(); ++i)
     f << (i ? "," : "") << "[" << opt.pieces()[i].begin << "," << opt.pieces()[i].end << "]";
+  // The expert-side buffers' rows, summed over the held MoE layers: what routing imbalance made of
+  // the dispatch buffers (the planner's test compares its prediction at this imbalance).
+  int64_t received = 0, gathered = 0;
+  for (const MoeLayer* m : model.moe_layers()) received += m->received_rows_peak(), gathered += m->gathered_rows_peak();
+  f << "],\"moe_received_rows\":" << received << ",\"moe_gathered_rows\":" << gathered;
   // Peak bytes per category since start-up (engine/memory.h), from the backend's allocator.
   const MemoryCounters& mem = model.backend().memory();
-  f << "],\"peak_bytes\":{";
+  f << ",\"peak_bytes\":{";
   for (int c = 0; c < MemoryCounters::kN; ++c)
     f << (c ? "," : "") << "\"" << mem_category_name(MemCategory(c)) << "\":" << mem.peak[c];
   f << "},\"peak_total_bytes\":" << mem.total_peak << "}\n";

@@ -63,6 +63,7 @@ void ExpertDispatcher::plan(Backend& be, const std::vector<int64_t>& offsets, DT
 
   const int64_t cap = std::max<int64_t>(rows_, 1);
   if (!scratch_.defined() || scratch_.dim(0) < cap || scratch_.dtype() != dt || scratch_.dim(1) != d_model) {
+    scratch_ = reorder_ = inverse_ = Tensor();  // released before the larger ones are allocated
     MemScope scope(be, MemCategory::Workspace);
     scratch_ = be.empty({cap, d_model}, dt);
     reorder_ = be.empty({cap}, DType::I32);

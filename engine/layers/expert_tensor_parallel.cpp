@@ -38,6 +38,7 @@ void ExpertTpRegion::plan(Backend& be, const std::vector<Segment>& mine, int64_t
   own_.assign(n, rows);
   const int64_t cap = std::max<int64_t>(1, n * rows);
   if (!copies_.defined() || copies_.dim(0) < cap || copies_.dtype() != dt || copies_.dim(1) != d_model) {
+    copies_ = Tensor();  // released before the larger one is allocated
     MemScope scope(be, MemCategory::Workspace);
     copies_ = be.empty({cap, d_model}, dt);
   }

@@ -298,6 +298,8 @@ void MoeLayer::ep_experts_forward(Backend& be) {
   disp_->plan(be, plan_.offsets, dt, d);
   const int64_t r = disp_->recv_rows(), cap = std::max<int64_t>(r, 1);
   if (!xe_.defined() || xe_.dim(0) < cap || xe_.dtype() != dt) {
+    // Released before the larger ones are allocated, so that growing never holds both.
+    xe_ = h13e_ = ae_ = ye_ = dxe_ = Tensor();
     MemScope kept(be, MemCategory::Activations);
     xe_ = be.empty({cap, d}, dt);
     if (!sliced()) {  // with slices the hidden states are kept for the gathered rows
@@ -367,6 +369,7 @@ void MoeLayer::etp_forward(Backend& be, const Tensor& x, const Segments& segs, c
   etp_->plan(be, segs, x.dim(0), dt, d);
   const int64_t s = etp_->rows(), cap = std::max<int64_t>(s, 1);
   if (!xg_.defined() || xg_.dim(0) < cap || xg_.dtype() != dt) {
+    xg_ = h13g_ = ag_ = yg_ = dxg_ = Tensor();  // released first, as in ep_experts_forward
     MemScope kept(be, MemCategory::Activations);
     xg_ = be.empty({cap, d}, dt);
     h13g_ = be.empty({cap, 2 * f_local_}, dt);

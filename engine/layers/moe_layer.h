@@ -81,6 +81,11 @@ class MoeLayer {
   const ExpertDispatcher* dispatcher() const { return disp_.get(); }
   std::vector<int64_t>& pending_load() { return load_since_update_; }
   const DispatchPlan& last_plan() const { return plan_; }
+  // The high-water marks the expert-side buffers were sized to (they grow, never shrink): rows
+  // received over EP (0 without it) and rows gathered over ETP (0 without it). The planner's
+  // dispatch-buffer figures are these rows times the bytes per row (docs/planner.md).
+  int64_t received_rows_peak() const { return xe_.defined() ? xe_.dim(0) : 0; }
+  int64_t gathered_rows_peak() const { return xg_.defined() ? xg_.dim(0) : 0; }
   const Tensor& last_topk_idx() const { return idx_; }
 
  private:
