@@ -15,6 +15,7 @@
 #include "cli/ckpt_commands.h"
 #include "cli/interop_commands.h"
 #include "cli/launch_commands.h"
+#include "cli/plan_command.h"
 #include "cli/schedule_commands.h"
 #include "config/recipe.h"
 #include "data/prepare.h"
@@ -119,6 +120,7 @@ int main(int argc, char** argv) {
   const auto launch = sy::add_launch_commands(app, add_set_option);
   const auto schedule = sy::add_schedule_command(app);
   const auto interop = sy::add_interop_commands(app);
+  const auto plan = sy::add_plan_command(app);
 
   try {
     app.parse(argc, argv);
@@ -131,7 +133,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // CLI11 reports a misspelt command only as "A subcommand is required".
     if (app.get_subcommands().empty() && argc > 1 && argv[1][0] != '-') {
-      fail_line(std::string("unknown command \"") + argv[1] + "\"; valid commands: train, run, sbatch, eval, data, ckpt, schedule, import, export (see `switchyard --help`)");
+      fail_line(std::string("unknown command \"") + argv[1] + "\"; valid commands: train, run, sbatch, eval, data, ckpt, schedule, import, export, plan (see `switchyard --help`)");
       return kExitUsage;
     }
     fail_line(std::string(e.what()) + "; run `" + command_path(app) + " --help`");
@@ -153,6 +155,7 @@ int main(int argc, char** argv) {
     if (const int code = sy::run_launch_command(*launch); code >= 0) return code;
     if (const int code = sy::run_schedule_command(*schedule); code >= 0) return code;
     if (const int code = sy::run_interop_commands(*interop); code >= 0) return code;
+    if (const int code = sy::run_plan_command(*plan); code >= 0) return code;
     if (inspect->parsed()) return sy::run_ckpt_inspect(ckpt_path, dump_name);
     if (verify->parsed()) return sy::run_ckpt_verify(ckpt_path);
     if (prepare->parsed()) {

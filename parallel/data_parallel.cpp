@@ -31,8 +31,9 @@ void DataParallel::setup(Segment& s, Communicator& comm, const ParamSegment& ran
   if (zero_ >= 1) {
     s.shard_begin = std::min(end, range.begin + comm.rank() * s.shard_size);
     s.shard_end = std::min(end, s.shard_begin + s.shard_size);
+    // The all-gather's send buffer; a group of one has nothing to gather.
     MemScope scope(be_, MemCategory::Communication);
-    s.gather_send = be_.empty({std::max<int64_t>(1, s.shard_size)}, ps_.values().dtype());
+    if (n > 1) s.gather_send = be_.empty({std::max<int64_t>(1, s.shard_size)}, ps_.values().dtype());
   } else {
     s.shard_begin = range.begin;
     s.shard_end = end;

@@ -21,6 +21,7 @@ PipelineExecutor::PipelineExecutor(Communicator& pp, Backend& be, PipeSchedule s
   if (s_.pp != pp.size())
     throw std::invalid_argument("pipeline schedule for pp=" + std::to_string(s_.pp) + " on a group of " +
                                 std::to_string(pp.size()) + " ranks");
+  send_done_at_ = send_completion_points(s_, rank_);
 }
 
 Tensor PipelineExecutor::take_buffer(const Tensor& like) {
@@ -64,11 +65,23 @@ Tensor PipelineExecutor::wait_recv(int micro, int chunk, bool grad) {
   return t;
 }
 
-void PipelineExecutor::send(const Tensor& src, int peer, int t) {
-  Pending p{{}, take_buffer(src)};
+void PipelineExecutor::send(const Tensor& src, int peer, int t, int release_at) {
+  Pending p{{}, take_buffer(src), release_at};
   be_.copy(src, p.buf);  // the source is overwritten by the chunk's next micro-batch
   p.req = comm_.isend(p.buf.raw(), p.buf.numel(), comm_type_of(p.buf.dtype()), peer, t);
   sends_.push_back(std::move(p));
+}
+
+// Without this a stage would hold every send of the step (2 m v buffers on a middle stage).
+void PipelineExecutor::release_sends(int at) {
+  for (size_t i = 0; i < sends_.size();)
+    if (sends_[i].release_at == at) {
+      comm_.wait(sends_[i].req);
+      give_buffer(std::move(sends_[i].buf));
+      sends_.erase(sends_.begin() + long(i));
+    } else {
+      ++i;
+    }
 }
 
 void PipelineExecutor::finish_sends() {
@@ -87,17 +100,16 @@ PipeStepStats PipelineExecutor::run(PipelineStage& stage) {
   std::vector<int> last_forward(size_t(s_.vpp), -1);  // per local chunk: the micro-batch its layers hold
   std::map<std::pair<int, int>, Tensor> kept;         // (micro, local chunk) -> the chunk's input
   int in_flight = 0;
-  // Receives are posted ahead of the compute that needs them (up to kAhead of them), so a
-  // transfer that the peer has already started never waits for this rank's program order.
+  // The next kAhead receives in program order are kept posted ahead of the compute that needs
+  // them, so a transfer that the peer has already started never waits for this rank's program
+  // order; no more than that, so the receive buffers do not grow with the micro-batches.
   constexpr int kAhead = 2;
-  size_t next_recv = 0;
   auto post_ahead = [&](size_t pos) {
-    int posted = 0;
-    for (size_t j = std::max(pos, next_recv); j < acts.size() && posted < kAhead; ++j)
+    int seen = 0;
+    for (size_t j = pos; j < acts.size() && seen < kAhead; ++j)
       if (is_recv(acts[j].op)) {
-        post_recv(acts[j], stage.input(acts[j].vstage));
-        ++posted;
-        next_recv = j + 1;
+        post_recv(acts[j], stage.input(acts[j].vstage));  // a no-op where posted already
+        ++seen;
       }
   };
   for (size_t i = 0; i < acts.size(); ++i) {
@@ -111,7 +123,7 @@ PipeStepStats PipelineExecutor::run(PipelineStage& stage) {
         break;
       case PipeOp::Forward: {
         Tensor in;
-        if (!model_first) in = wait_recv(a.micro, a.chunk, false);
+        if (!model_first) in = wait_recv(a.micro, a.chunk, false), release_sends(int(i));
         const auto tc = Clock::now();
         if (!model_first) {
           be_.copy(in, stage.input(c));
@@ -128,7 +140,7 @@ PipeStepStats PipelineExecutor::run(PipelineStage& stage) {
       }
       case PipeOp::Backward: {
         Tensor g;
-        if (!model_last) g = wait_recv(a.micro, a.chunk, true);
+        if (!model_last) g = wait_recv(a.micro, a.chunk, true), release_sends(int(i));
         const auto tc = Clock::now();
         if (last_forward[size_t(c)] != a.micro) {
           if (!model_first) be_.copy(kept.at({a.micro, c}), stage.input(c));
@@ -151,10 +163,10 @@ PipeStepStats PipelineExecutor::run(PipelineStage& stage) {
         break;
       }
       case PipeOp::SendActivation:
-        send(stage.output(c), a.peer, tag(a.micro, a.chunk + 1, false));
+        send(stage.output(c), a.peer, tag(a.micro, a.chunk + 1, false), send_done_at_[i]);
         break;
       case PipeOp::SendGrad:
-        send(stage.grad(), a.peer, tag(a.micro, a.chunk - 1, true));
+        send(stage.grad(), a.peer, tag(a.micro, a.chunk - 1, true), send_done_at_[i]);
         break;
     }
   }
@@ -180,7 +192,7 @@ void PipelineExecutor::run_forward_only(PipelineStage& stage, int micro) {
         give_buffer(in);
       }
       stage.forward(c, m, false);
-      if (g + 1 < n_chunks) send(stage.output(c), (g + 1) % p, tag(m, g + 1, false));
+      if (g + 1 < n_chunks) send(stage.output(c), (g + 1) % p, tag(m, g + 1, false), -1);
     }
   finish_sends();
 }

@@ -62,19 +62,24 @@ class PipelineExecutor {
   struct Pending {
     CommRequest req;
     Tensor buf;
+    int release_at = -1;  // sends: the action after whose receive it is known complete (-1: step end)
   };
   Tensor take_buffer(const Tensor& like);
   void give_buffer(Tensor t);
   int tag(int micro, int chunk_of_receiver, bool grad) const;
   void post_recv(const PipeAction& a, const Tensor& like);
   Tensor wait_recv(int micro, int chunk, bool grad);
-  void send(const Tensor& src, int peer, int tag);
+  void send(const Tensor& src, int peer, int tag, int release_at);
+  // Completes (without waiting: they have arrived) and recycles the sends confirmed by the
+  // receive of action `at`.
+  void release_sends(int at);
   void finish_sends();
 
   Communicator& comm_;
   Backend& be_;
   PipeSchedule s_;
   int rank_;
+  std::vector<int> send_done_at_;  // send_completion_points of this rank's actions
   std::vector<Tensor> free_;
   std::map<std::pair<int, int>, Pending> recv_act_, recv_grad_;  // by (micro, chunk)
   std::vector<Pending> sends_;

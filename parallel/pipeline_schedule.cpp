@@ -206,6 +206,35 @@ PipeSimResult simulate_schedule(const PipeSchedule& s, PipeCost cost) {
   return res;
 }
 
+std::vector<int> send_completion_points(const PipeSchedule& s, int rank) {
+  const auto& mine = s.ranks[size_t(rank)];
+  // The compute action of `list` that consumes what chunk `from` sent for micro-batch `micro`
+  // (an activation feeds the next chunk's forward, a gradient the previous chunk's backward).
+  auto consumer = [](const std::vector<PipeAction>& list, PipeOp send, int micro, int from) {
+    const PipeOp op = send == PipeOp::SendActivation ? PipeOp::Forward : PipeOp::Backward;
+    const int chunk = send == PipeOp::SendActivation ? from + 1 : from - 1;
+    for (size_t j = 0; j < list.size(); ++j)
+      if (list[j].op == op && list[j].micro == micro && list[j].chunk == chunk) return int(j);
+    return -1;
+  };
+  std::vector<int> out(mine.size(), -1);
+  for (size_t i = 0; i < mine.size(); ++i) {
+    const PipeAction& a = mine[i];
+    if (a.op != PipeOp::SendActivation && a.op != PipeOp::SendGrad) continue;
+    const auto& peer = s.ranks[size_t(a.peer)];
+    const int j = consumer(peer, a.op, a.micro, a.chunk);
+    if (j < 0) continue;
+    for (size_t k = size_t(j) + 1; k < peer.size(); ++k) {
+      const PipeAction& b = peer[k];
+      if ((b.op == PipeOp::SendActivation || b.op == PipeOp::SendGrad) && b.peer == rank) {
+        out[i] = consumer(mine, b.op, b.micro, b.chunk);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
 double pipeline_bubble_formula(int pp, int vpp, int micro) {
   return double(pp - 1) / double(int64_t(vpp) * micro + pp - 1);
 }

@@ -65,6 +65,13 @@ struct PipeSimResult {
 // wrong. When no rank can advance and some are unfinished, that is a deadlock.
 PipeSimResult simulate_schedule(const PipeSchedule& s, PipeCost cost = {});
 
+// When each of a rank's sends is certainly complete, for releasing its buffer: the peer consumed
+// it (its forward or backward waited for it) and afterwards sent this rank a message, so once
+// this rank has received that message the send has arrived. completion[i] for a send action i is
+// the index of this rank's compute action that consumes that message; -1 for other actions and
+// for sends that nothing confirms before the step ends.
+std::vector<int> send_completion_points(const PipeSchedule& s, int rank);
+
 // The bubble (idle share of the makespan) the theory predicts with backward = 2 * forward:
 // (p-1)/(m+p-1) for 1F1B, and with v virtual stages the warm-up shrinks to (p-1)/v chunk-times
 // of the v*m per rank, giving (p-1)/(v*m+p-1) (about the 1F1B value divided by v).

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <mutex>
 #include <set>
 
 #include "parallel/pipeline_schedule.h"
@@ -60,6 +61,14 @@ int64_t StageMemory::total() const {
 
 int64_t pipeline_buffer_count(int pp, int vpp, int micro, int rank, int eval_micro) {
   if (pp <= 1) return 0;
+  // The planner asks for the same few schedules many times.
+  static std::mutex mu;
+  static std::map<std::array<int, 5>, int64_t> cache;
+  const std::array<int, 5> key{pp, vpp, micro, rank, eval_micro};
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
+  }
   int64_t created = 0, free_count = 0;
   auto take = [&] { free_count > 0 ? --free_count : ++created; };
   auto give = [&](int64_t n = 1) { free_count += n; };
@@ -69,17 +78,22 @@ int64_t pipeline_buffer_count(int pp, int vpp, int micro, int rank, int eval_mic
   const int n_chunks = s.chunks();
   std::set<std::pair<int, int>> posted_act, posted_grad;
   std::set<std::pair<int, int>> kept;
-  int64_t sends = 0;
+  const std::vector<int> done_at = send_completion_points(s, rank);
+  std::multiset<int> sends;  // held sends by the action that releases them (-1: the step's end)
+  auto release = [&](int at) {
+    const auto n = int64_t(sends.count(at));
+    sends.erase(at);
+    give(n);
+  };
   auto is_recv = [](PipeOp op) { return op == PipeOp::RecvActivation || op == PipeOp::RecvGrad; };
   auto post = [&](const PipeAction& a) {
     auto& slots = a.op == PipeOp::RecvGrad ? posted_grad : posted_act;
     if (slots.insert({a.micro, a.chunk}).second) take();
   };
-  size_t next_recv = 0;
-  auto post_ahead = [&](size_t pos) {
-    int n = 0;
-    for (size_t j = std::max(pos, next_recv); j < acts.size() && n < 2; ++j)
-      if (is_recv(acts[j].op)) post(acts[j]), ++n, next_recv = j + 1;
+  auto post_ahead = [&](size_t pos) {  // the next two receives in program order
+    int seen = 0;
+    for (size_t j = pos; j < acts.size() && seen < 2; ++j)
+      if (is_recv(acts[j].op)) post(acts[j]), ++seen;
   };
   for (size_t i = 0; i < acts.size(); ++i) {
     const PipeAction& a = acts[i];
@@ -87,19 +101,19 @@ int64_t pipeline_buffer_count(int pp, int vpp, int micro, int rank, int eval_mic
       case PipeOp::RecvActivation:
       case PipeOp::RecvGrad: post(a); break;
       case PipeOp::Forward:
-        if (a.chunk != 0) posted_act.erase({a.micro, a.chunk}), kept.insert({a.micro, a.vstage});
+        if (a.chunk != 0) posted_act.erase({a.micro, a.chunk}), release(int(i)), kept.insert({a.micro, a.vstage});
         post_ahead(i + 1);
         break;
       case PipeOp::Backward:
-        if (a.chunk != n_chunks - 1) posted_grad.erase({a.micro, a.chunk}), give();
+        if (a.chunk != n_chunks - 1) posted_grad.erase({a.micro, a.chunk}), release(int(i)), give();
         if (kept.erase({a.micro, a.vstage})) give();
         post_ahead(i + 1);
         break;
       case PipeOp::SendActivation:
-      case PipeOp::SendGrad: take(), ++sends; break;
+      case PipeOp::SendGrad: take(), sends.insert(done_at[i]); break;
     }
   }
-  give(sends);
+  give(int64_t(sends.size()));
   // Evaluation: per micro-batch and local chunk a received input (returned at once) and a send.
   int64_t eval_sends = 0;
   for (int m = 0; m < eval_micro; ++m)
@@ -109,6 +123,8 @@ int64_t pipeline_buffer_count(int pp, int vpp, int micro, int rank, int eval_mic
       if (g + 1 < n_chunks) take(), ++eval_sends;
     }
   give(eval_sends);
+  std::lock_guard<std::mutex> lock(mu);
+  cache[key] = created;
   return created;
 }
 
@@ -125,11 +141,12 @@ StageMemory predict_stage_memory(const MemoryInputs& in, int stage) {
   // parallel/data_parallel.cpp, optim/optimizer.cpp): three segments, each padded to its group.
   const SegmentCounts sc = count_params(m, l, place);
   const int64_t group[3] = {l.dp, l.dp, l.edp()};
-  int64_t padded = 0, shards = 0, held_moments = 0;
+  int64_t padded = 0, shards = 0, gathers = 0, held_moments = 0;
   for (int k = 0; k < 3; ++k) {
     const int64_t p = round_up(sc.n[k], group[k]), shard = p / group[k];
     padded += p;
     shards += std::max<int64_t>(1, shard);
+    if (group[k] > 1) gathers += std::max<int64_t>(1, shard);
     held_moments += l.zero >= 1 ? std::min(sc.n[k], shard) : sc.n[k];
   }
   int64_t moe_layers = 0;
@@ -138,7 +155,7 @@ StageMemory predict_stage_memory(const MemoryInputs& in, int stage) {
   out[C::Parameters] = padded * pb + moe_layers * m.n_experts * kAccum + (a != pb ? padded * a : 0);
   out[C::Gradients] = padded * pb + (l.zero >= 2 ? shards * pb : 0);
   out[C::OptimizerState] = in.adamw ? 2 * held_moments * pb : 0;
-  out[C::Communication] = l.zero >= 1 ? shards * pb : 0;
+  out[C::Communication] = l.zero >= 1 ? gathers * pb : 0;
 
   // Activations and workspace, per micro-batch (engine/model.cpp and engine/layers/*): n token
   // rows, nl of them on this rank's residual stream (1/tp under sequence parallelism).
@@ -196,15 +213,18 @@ StageMemory predict_stage_memory(const MemoryInputs& in, int stage) {
       ws += n_r * e * kAccum + n_r * k * kAccum + e * kAccum + 2 * cap * d * a;  // dlogits, dw, aux, dyp, dxp
       if (t > 1) ws += n * k * kIndex + (l.sp ? 0 : 2 * n_r * d * a);  // gathered top-k; chunk out/in
       if (l.ep > 1) {
-        act += 2 * recv * d * a + (l.etp == 1 ? 3 * recv * f * a : 0);  // received rows, outputs, hidden
-        ws += recv * d * a + recv * d * a + 2 * recv * kIndex;         // dx; the dispatcher's reorder scratch
+        const int64_t kept = 2 * recv * d * a + (l.etp == 1 ? 3 * recv * f * a : 0);  // received rows, outputs, hidden
+        const int64_t scratch = recv * d * a + recv * d * a + 2 * recv * kIndex;      // dx; the dispatcher's reorder scratch
+        act += kept, ws += scratch, out.dispatch += kept + scratch;
       }
       if (l.etp > 1) {
-        act += gathered * d * a + 3 * gathered * f * a;  // gathered rows and this slice's hidden states
-        ws += 2 * gathered * d * a + gathered * d * a;   // partial outputs, dx; the ETP copies
+        const int64_t kept = gathered * d * a + 3 * gathered * f * a;  // gathered rows and this slice's hidden states
+        const int64_t scratch = 2 * gathered * d * a + gathered * d * a;  // partial outputs, dx; the ETP copies
+        act += kept, ws += scratch, out.dispatch += kept + scratch;
       }
     }
   if (l.pp > 1) {
+    out.in_flight = std::min<int64_t>(l.micro_batches * l.vpp, int64_t(l.pp - stage) * l.vpp);
     out.pipeline_buffers = pipeline_buffer_count(l.pp, l.vpp, int(l.micro_batches), stage, in.eval_micro_batches);
     act += out.pipeline_buffers * nl * d * a;
   }

@@ -30,6 +30,8 @@ using CategoryBytes = std::array<int64_t, MemoryCounters::kN>;
 struct StageMemory {
   CategoryBytes bytes{};
   int64_t pipeline_buffers = 0;  // the pipeline executor's transfer and kept-input buffers
+  int64_t dispatch = 0;          // the expert-side (EP/ETP) buffers, part of activations + workspace
+  int64_t in_flight = 1;         // micro-batches in flight on the stage (1F1B); 1 without pipeline
   int64_t moe_layers = 0;        // MoE layers the stage holds
   int64_t balanced_rows = 0;     // n_r * top_k: the rows an EP rank receives per layer when balanced
   int64_t total() const;
@@ -41,8 +43,9 @@ struct StageMemory {
 // group: dp, tp, ep coordinate 0; the others differ by ZeRO padding only).
 StageMemory predict_stage_memory(const MemoryInputs& in, int stage);
 
-// Buffers the pipeline executor creates on rank `rank` (parallel/pipeline_executor.cpp: sends are
-// held until the step ends, receives are posted two ahead, a non-first chunk keeps its input),
+// Buffers the pipeline executor creates on rank `rank` (parallel/pipeline_executor.cpp: a send is
+// held until a later receive proves it arrived (send_completion_points), receives are posted two
+// ahead, a non-first chunk keeps its input),
 // the larger of a training step and an evaluation pass of `eval_micro` micro-batches.
 int64_t pipeline_buffer_count(int pp, int vpp, int micro, int rank, int eval_micro);
 

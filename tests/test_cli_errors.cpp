@@ -128,3 +128,25 @@ TEST_F(CliTest, PrepareText) {
 }
 
 }  // namespace
+
+namespace {
+
+// `switchyard plan`: an unknown GPU, a layout that cannot fit, a layout the engine refuses, a GPU
+// count nothing fits on, and a recipe without a size the planner needs: one line each, exit 2.
+TEST_F(CliTest, PlanBadInput) {
+  const std::string mixtral = SY_SOURCE_DIR "/recipes/mixtral/8x7b.toml";
+  expect_one_error_line(run("plan " + mixtral + " --gpu a100"), "unknown GPU \"a100\"");
+  expect_one_error_line(run("plan " + mixtral + " --gpu h100 --gpus 8 --layout ep=8"), "cannot fit");
+  expect_one_error_line(run("plan " + mixtral + " --gpu h100 --gpus 8 --layout ep=3"), "parallel.ep=3");
+  expect_one_error_line(run("plan " + mixtral + " --gpu h100 --gpus 8"), "use --gpus 16 or more");
+  expect_one_error_line(run("plan " + mixtral + " --gpu h100 --layout tp=2,foo=1 --gpus 8"), "foo");
+  std::string no_width = kRecipe;
+  no_width.replace(no_width.find("d_model = 32\n"), 13, "");
+  expect_one_error_line(run("plan " + write("nowidth.toml", no_width) + " --gpu h100"), "[model] has no d_model");
+  // And a good one prints the fewest GPUs.
+  const Result ok = run("plan " + mixtral + " --gpu h100");
+  EXPECT_EQ(ok.code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("fewest GPUs: 16"), std::string::npos) << ok.out;
+}
+
+}  // namespace

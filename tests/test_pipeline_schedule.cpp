@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "parallel/pipeline_schedule.h"
+#include "planner/memory_model.h"
 
 namespace {
 
@@ -244,3 +245,45 @@ TEST(ScheduleCli, BadArgumentsExitTwoWithOneLine) {
 }
 
 }  // namespace
+
+namespace sy {
+namespace {
+
+// A send's completion point is a later compute of the same rank that waits for a message the peer
+// sent only after consuming the send; in the steady state every send gets one, so the buffers a
+// stage holds stop growing with the number of micro-batches.
+TEST(PipelineSchedule, SendCompletionPointsComeAfterTheSendAndBoundTheBuffers) {
+  for (int pp : {2, 4, 8})
+    for (int vpp : {1, 2}) {
+      for (int m : {pp, 4 * pp}) {
+        const PipeSchedule s = build_schedule(pp, vpp, m);
+        for (int r = 0; r < pp; ++r) {
+          const auto& acts = s.ranks[size_t(r)];
+          const std::vector<int> at = send_completion_points(s, r);
+          ASSERT_EQ(at.size(), acts.size());
+          int sends = 0, confirmed = 0;
+          for (size_t i = 0; i < acts.size(); ++i) {
+            const bool send = acts[i].op == PipeOp::SendActivation || acts[i].op == PipeOp::SendGrad;
+            if (!send) {
+              EXPECT_EQ(at[i], -1);
+              continue;
+            }
+            ++sends;
+            if (at[i] < 0) continue;
+            ++confirmed;
+            EXPECT_GT(at[i], int(i)) << "pp " << pp << " rank " << r;
+            const PipeOp op = acts[size_t(at[i])].op;
+            EXPECT_TRUE(op == PipeOp::Forward || op == PipeOp::Backward);
+          }
+          // Only the sends of the last few micro-batches can wait for the step's end.
+          EXPECT_GE(confirmed, sends - 2 * pp * vpp) << "pp " << pp << " vpp " << vpp << " m " << m << " rank " << r;
+        }
+      }
+      for (int r = 0; r < pp; ++r)
+        EXPECT_EQ(pipeline_buffer_count(pp, vpp, 4 * pp, r, 1), pipeline_buffer_count(pp, vpp, 16 * pp, r, 1))
+            << "pp " << pp << " vpp " << vpp << " rank " << r;
+    }
+}
+
+}  // namespace
+}  // namespace sy
