@@ -63,11 +63,8 @@ PlanRow plan_one(const PlanRequest& req, const PlanLayout& layout) {
     const StageMemory m = predict_stage_memory(in, s);
     if (s == 0 || m.total() > row.worst.total()) row.worst = m, row.worst_stage = s;
   }
-  const int64_t pool = row.worst.pipeline_buffers * (layout.sp && layout.tp > 1 ? in.model.seq_len * layout.micro_batch / layout.tp
-                                                                                  : in.model.seq_len * layout.micro_batch) *
-                       in.model.d_model * req.prec.act;
   const int64_t act = row.worst[MemCategory::Activations];
-  row.activations_without_recompute = layout.pp > 1 ? (act - pool) * row.worst.in_flight : act;
+  row.activations_without_recompute = layout.pp > 1 ? (act - row.worst.pipeline_bytes) * row.worst.in_flight : act;
   row.device_bytes = double(row.worst.total()) * (1 + req.assume.fragmentation) + req.assume.reserved_gib * 1024.0 * 1024 * 1024;
   row.fits = row.device_bytes <= req.gpu.memory_bytes();
   row.time = predict_step_time(in.model, layout, req.gpu, req.assume, req.prec);

@@ -18,11 +18,9 @@ constexpr int64_t kIndex = 4;  // int32 token ids and row indices
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// Parameter elements a stage's rank holds, per flat-buffer segment (engine/params.h): replicated
-// dense, TP row blocks, routed experts.
-struct SegmentCounts {
-  int64_t n[3] = {0, 0, 0};
-};
+PipePlace stage_place(const ModelConfig& m, const PlanLayout& l, int stage) {
+  return l.pp > 1 ? pipeline_place(m.n_layers, l.pp, l.vpp, stage, l.pp_layers) : PipePlace{{{0, m.n_layers}}, true, true};
+}
 
 SegmentCounts count_params(const ModelConfig& m, const PlanLayout& l, const PipePlace& place) {
   SegmentCounts c;
@@ -52,6 +50,10 @@ SegmentCounts count_params(const ModelConfig& m, const PlanLayout& l, const Pipe
 }
 
 }  // namespace
+
+SegmentCounts held_params(const ModelConfig& m, const PlanLayout& l, int stage) {
+  return count_params(m, l, stage_place(m, l, stage));
+}
 
 int64_t StageMemory::total() const {
   int64_t s = 0;
@@ -132,8 +134,7 @@ StageMemory predict_stage_memory(const MemoryInputs& in, int stage) {
   const ModelConfig& m = in.model;
   const PlanLayout& l = in.layout;
   const int64_t a = in.prec.act, pb = in.prec.param;
-  const PipePlace place = l.pp > 1 ? pipeline_place(m.n_layers, l.pp, l.vpp, stage, l.pp_layers)
-                                   : PipePlace{{{0, m.n_layers}}, true, true};
+  const PipePlace place = stage_place(m, l, stage);
   StageMemory out;
   using C = MemCategory;
 
@@ -226,7 +227,8 @@ StageMemory predict_stage_memory(const MemoryInputs& in, int stage) {
   if (l.pp > 1) {
     out.in_flight = std::min<int64_t>(l.micro_batches * l.vpp, int64_t(l.pp - stage) * l.vpp);
     out.pipeline_buffers = pipeline_buffer_count(l.pp, l.vpp, int(l.micro_batches), stage, in.eval_micro_batches);
-    act += out.pipeline_buffers * nl * d * a;
+    out.pipeline_bytes = out.pipeline_buffers * nl * d * a;
+    act += out.pipeline_bytes;
   }
   return out;
 }

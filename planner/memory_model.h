@@ -25,11 +25,19 @@ struct MemoryInputs {
   int eval_micro_batches = 1;  // evaluation's pipeline passes per call (their send buffers)
 };
 
+// Parameter elements a rank of a stage holds, per flat-buffer segment (engine/params.h):
+// replicated dense, TP row blocks, routed experts (the rank's E/ep experts, their 1/etp slices).
+struct SegmentCounts {
+  int64_t n[3] = {0, 0, 0};
+};
+SegmentCounts held_params(const ModelConfig& m, const PlanLayout& l, int stage);
+
 using CategoryBytes = std::array<int64_t, MemoryCounters::kN>;
 
 struct StageMemory {
   CategoryBytes bytes{};
   int64_t pipeline_buffers = 0;  // the pipeline executor's transfer and kept-input buffers
+  int64_t pipeline_bytes = 0;    // their bytes (part of activations)
   int64_t dispatch = 0;          // the expert-side (EP/ETP) buffers, part of activations + workspace
   int64_t in_flight = 1;         // micro-batches in flight on the stage (1F1B); 1 without pipeline
   int64_t moe_layers = 0;        // MoE layers the stage holds

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "parallel/pipeline_schedule.h"
+#include "planner/memory_model.h"
 
 namespace sy {
 
@@ -70,21 +71,15 @@ StepTime predict_step_time(const ModelConfig& m, const PlanLayout& l, const GpuS
     st.pp_s = link_seconds(bytes, 2 * l.tp * l.dp, gpu, assume);
   }
   // Gradient reduction after the backward (not overlapped): dense gradients over DP, experts
-  // over EDP; a ring moves 2 (g-1)/g of them per GPU (ZeRO's reduce-scatter + all-gather the same).
+  // over EDP, a stage's share on average (the parameters the memory model counts per stage); a
+  // ring moves 2 (g-1)/g of them per GPU (ZeRO's reduce-scatter + all-gather the same).
   {
-    const double d = double(m.d_model), hd = double(m.resolved_head_dim());
     double dense = 0, expert = 0;
-    for (int64_t layer = 0; layer < m.n_layers; ++layer) {
-      dense += d * hd * double(2 * m.n_heads + 2 * m.n_kv_heads) / double(l.tp);
-      if (m.layer_is_moe(layer)) {
-        dense += double(m.n_shared_experts) * 3.0 * d * double(m.expert_ffn_dim) / double(l.tp) + double(m.n_experts) * d;
-        expert += double(m.n_experts / l.ep) * 3.0 * d * double(m.expert_ffn_dim / l.etp);
-      } else {
-        dense += 3.0 * d * double(m.d_ff) / double(l.tp);
-      }
+    for (int s = 0; s < l.pp; ++s) {
+      const SegmentCounts c = held_params(m, l, s);
+      dense += double(c.n[0] + c.n[1]) / double(l.pp);
+      expert += double(c.n[2]) / double(l.pp);
     }
-    dense = dense / double(l.pp) + 2.0 * double(m.vocab_size) * d / double(l.tp) / double(l.pp);
-    expert /= double(l.pp);
     const int edp = l.edp();
     const double dense_bytes = l.dp > 1 ? 2.0 * double(l.dp - 1) / double(l.dp) * dense * pb : 0;
     const double expert_bytes = edp > 1 ? 2.0 * double(edp - 1) / double(edp) * expert * pb : 0;
