@@ -2,7 +2,7 @@
 // fp32 GEMM peak, and peak resident memory.
 //   bench_train RECIPE [--steps N] [--set section.key=value ...]
 // MFU = tokens/s * FLOPs per token / peak, FLOPs per token = 6 * active parameters
-// + 12 * n_layers * n_heads * head_dim * seq_len (docs/model.md).
+// + 6 * n_layers * n_heads * (qk + v head widths) * seq_len (docs/model.md).
 #include <sys/resource.h>
 
 #include <chrono>

@@ -64,7 +64,7 @@ int run_plan_command(const PlanCommand& c) {
   std::printf("switchyard plan: %s on %s (%.0f GiB, %.0f TFLOP/s bf16 dense, NVLink domain %d)\n", req.recipe.name.c_str(),
               req.gpu.name.c_str(), req.gpu.memory_gib, req.gpu.bf16_tflops, req.gpu.nvlink_domain);
   std::printf("  model: %.2fB routed-expert parameters, %.2fB active per token, %.1f GFLOP per token (6 x active + "
-              "12 x layers x heads x head_dim x seq) | seq %lld, %lld sequences per step | bf16, fp32 master weights and %s\n",
+              "6 x layers x heads x (qk + v head widths) x seq) | seq %lld, %lld sequences per step | bf16, fp32 master weights and %s\n",
               double(experts) / 1e9, double(at_seq.active_params_per_token()) / 1e9, at_seq.train_flops_per_token() / 1e9,
               (long long)req.seq, (long long)req.global_batch, req.recipe.optim.name == "adamw" ? "AdamW moments" : "SGD");
   std::printf("  assumed: %.0f%% of peak in compute, %.0f%% of link bandwidth, %.1f GiB reserved + %.0f%% fragmentation per GPU, "

@@ -96,14 +96,39 @@ class Backend {
                              const Tensor& dx) = 0;
 
   // ---- causal grouped-query attention ----------------------------------------------------
-  // q [B, T, H, hd], k and v [B, T, KV, hd] with H % KV == 0 (query head h reads kv head h / (H/KV)),
-  // out [B, T, H, hd], lse [B, H, T] (saved: log-sum-exp of each softmax row, for the backward pass
-  // to recompute probabilities). Scale 1/sqrt(hd); position t attends to positions <= t.
+  // q [B, T, H, hd], k [B, T, KV, hd], v [B, T, KV, hv] with H % KV == 0 (query head h reads kv
+  // head h / (H/KV)); hv may differ from hd (Multi-head Latent Attention: 192 vs 128).
+  // out [B, T, H, hv], lse [B, H, T] (saved: log-sum-exp of each softmax row, sink included, for
+  // the backward pass to recompute probabilities). Score scale `opts.scale` (0: 1/sqrt(hd));
+  // position t attends to positions s <= t, and with a sliding window (opts.window = W > 0) only
+  // to t - W < s <= t. With sinks (opts.sinks [H], a learned logit per query head, GPT-OSS) each
+  // softmax row's denominator gains exp(sinks[h]): the sink takes probability mass and adds no value.
+  struct AttentionOpts {
+    int64_t window = 0;
+    Tensor sinks;
+    double scale = 0;
+  };
   virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                                 const Tensor& lse) = 0;
+                                 const Tensor& lse, const AttentionOpts& opts) = 0;
+  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse) {
+    attention_forward(q, k, v, out, lse, AttentionOpts{});
+  }
+  // Accumulates dq, dk, dv and, with sinks, dsinks [H] (d loss / d sinks[h] = -sum over h's rows of
+  // p_sink * rowsum(dout * out), p_sink = exp(sinks[h] - lse)).
   virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                                   const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
-                                  const Tensor& dv) = 0;
+                                  const Tensor& dv, const AttentionOpts& opts, const Tensor& dsinks) = 0;
+  void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                          const Tensor& lse, const Tensor& dq, const Tensor& dk, const Tensor& dv) {
+    attention_backward(dout, q, k, v, out, lse, dq, dk, dv, AttentionOpts{}, Tensor{});
+  }
+
+  // ---- strided column blocks ----------------------------------------------------------------
+  // dst[r, dst_col + c] = src[r, src_col + c] (or += with accumulate) for r < R, c < width;
+  // src [R, Cs], dst [R, Cd] (2-D views of any shape). Slices and concatenations of per-head
+  // features (MLA's rotary and non-rotary parts) without a transpose.
+  virtual void copy_columns(const Tensor& src, int64_t src_col, const Tensor& dst, int64_t dst_col, int64_t width,
+                            bool accumulate) = 0;
 
   // ---- SwiGLU on a fused gate|up tensor ---------------------------------------------------
   // h [N, 2F] holds gate = h[:, :F] and up = h[:, F:]; out [N, F] = silu(gate) * up.

@@ -45,7 +45,7 @@ Model::Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed, Mo
   ffn_.resize(size_t(cfg_.n_layers));
   for (const auto& [b, e] : pipe_.chunks)
     for (int64_t l = b; l < e; ++l) {
-      attn_[l] = std::make_unique<AttentionBlock>(ps_, cfg_, l, tp_);
+      attn_[l] = make_attention_layer(ps_, cfg_, l, tp_);
       ffn_[l] = std::make_unique<FfnBlock>(ps_, cfg_, l, shard.experts, tp_);
     }
   if (pipe_.last) {
@@ -68,7 +68,7 @@ void Model::ensure(int64_t batch, int64_t seq) {
   if (seq > cfg_.seq_len)
     throw std::invalid_argument("sequence of " + std::to_string(seq) + " tokens exceeds model.seq_len=" +
                                 std::to_string(cfg_.seq_len));
-  const int64_t n = batch * seq, d = cfg_.d_model, v = vocab_local_, hd = cfg_.resolved_head_dim();
+  const int64_t n = batch * seq, d = cfg_.d_model, v = vocab_local_, hd = cfg_.rope_dim();
   if (tp_.seq() && n % tp_.size() != 0)
     throw std::invalid_argument("sequence parallelism needs batch * seq (" + std::to_string(n) +
                                 ") divisible by tp=" + std::to_string(tp_.size()));

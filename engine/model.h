@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/layers/attention_block.h"
+#include "engine/layers/attention_layer.h"
 #include "engine/layers/ffn_block.h"
 #include "engine/model_config.h"
 #include "engine/params.h"
@@ -124,7 +124,7 @@ class Model {
   int64_t vocab_begin_ = 0, vocab_local_ = 0;  // this rank's vocabulary rows
   ParamStore ps_;
   int embed_ = -1, final_norm_ = -1, lm_head_ = -1;  // -1: on another pipeline stage
-  std::vector<std::unique_ptr<AttentionBlock>> attn_;  // by global layer; null: on another stage
+  std::vector<std::unique_ptr<AttentionLayer>> attn_;  // by global layer; null: on another stage
   std::vector<std::unique_ptr<FfnBlock>> ffn_;
 
   int64_t batch_ = 0, seq_ = 0;

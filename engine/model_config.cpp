@@ -35,10 +35,15 @@ void finite_non_negative(const char* key, double v) {
 }  // namespace
 
 int64_t ModelConfig::active_params_per_token() const {
-  const int64_t d = d_model, hd = resolved_head_dim();
+  const int64_t d = d_model, hd = resolved_head_dim(), h = n_heads;
+  int64_t attn = d * hd * (2 * n_heads + 2 * n_kv_heads);
+  if (mla())  // q (through its latent or not), the kv latent with the shared rotary key, its up-projection, wo
+    attn = (q_lora_rank > 0 ? d * q_lora_rank + q_lora_rank * h * qk_head_dim() : d * h * qk_head_dim()) +
+           d * (kv_lora_rank + qk_rope_head_dim) + kv_lora_rank * h * (qk_nope_head_dim + v_head_dim) +
+           h * v_head_dim * d;
   int64_t n = vocab_size * d;  // LM head (tied or not, it is a matmul per token)
   for (int64_t l = 0; l < n_layers; ++l) {
-    n += d * hd * (2 * n_heads + 2 * n_kv_heads);
+    n += attn;
     if (layer_is_moe(l))
       n += n_experts * d + (top_k + n_shared_experts) * 3 * d * expert_ffn_dim;
     else
@@ -48,7 +53,8 @@ int64_t ModelConfig::active_params_per_token() const {
 }
 
 double ModelConfig::train_flops_per_token() const {
-  return 6.0 * double(active_params_per_token()) + 12.0 * double(n_layers * n_heads * resolved_head_dim() * seq_len);
+  return 6.0 * double(active_params_per_token()) +
+         6.0 * double(n_layers * n_heads * (qk_head_dim() + v_dim()) * seq_len);
 }
 
 void ModelConfig::validate() const {
@@ -65,11 +71,27 @@ void ModelConfig::validate() const {
   if (n_heads % n_kv_heads != 0)
     throw ConfigError("model.n_heads=" + num(n_heads) + " is not a multiple of model.n_kv_heads=" + num(n_kv_heads) +
                       "; set n_kv_heads to a divisor of n_heads (grouped-query attention shares each KV head among n_heads/n_kv_heads heads)");
-  if (head_dim == 0 && d_model % n_heads != 0)
+  if (mla()) {
+    non_negative("q_lora_rank", q_lora_rank);
+    positive("qk_nope_head_dim", qk_nope_head_dim);
+    positive("qk_rope_head_dim", qk_rope_head_dim);
+    positive("v_head_dim", v_head_dim);
+    if (qk_rope_head_dim % 2)
+      throw ConfigError("model.qk_rope_head_dim=" + num(qk_rope_head_dim) + " must be even (RoPE rotates pairs of dimensions)");
+    if (n_kv_heads != n_heads)
+      throw ConfigError("model.n_kv_heads=" + num(n_kv_heads) + " must equal model.n_heads=" + num(n_heads) +
+                        " under Multi-head Latent Attention (every head has its own keys and values)");
+    if (qk_norm != "none")
+      throw ConfigError("model.qk_norm=\"" + qk_norm + "\" does not apply to Multi-head Latent Attention; set qk_norm=\"none\"");
+  } else if (q_lora_rank || qk_nope_head_dim || qk_rope_head_dim || v_head_dim) {
+    throw ConfigError("model.q_lora_rank, qk_nope_head_dim, qk_rope_head_dim and v_head_dim are Multi-head Latent "
+                      "Attention settings: set model.kv_lora_rank > 0 to use MLA, or remove them");
+  }
+  if (!mla() && head_dim == 0 && d_model % n_heads != 0)
     throw ConfigError("model.d_model=" + num(d_model) + " is not divisible by model.n_heads=" + num(n_heads) +
                       "; set d_model to a multiple of n_heads or set model.head_dim explicitly");
   // RoPE rotates pairs of dimensions, so each head needs an even width.
-  if (resolved_head_dim() % 2 != 0) {
+  if (!mla() && resolved_head_dim() % 2 != 0) {
     if (head_dim > 0)
       throw ConfigError("model.head_dim=" + num(head_dim) + " must be even (RoPE rotates pairs of dimensions); set an even head_dim");
     throw ConfigError("model.d_model/model.n_heads=" + num(resolved_head_dim()) +

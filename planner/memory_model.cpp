@@ -29,9 +29,17 @@ SegmentCounts count_params(const ModelConfig& m, const PlanLayout& l, const Pipe
   for (const auto& [b, e] : place.chunks)
     for (int64_t layer = b; layer < e; ++layer) {
       c.n[0] += 2 * d;  // attention and FFN norms
-      if (m.qk_norm == "head") c.n[0] += 2 * hd;
-      if (m.qk_norm == "full") c.n[0] += (heads + kv) * hd;
-      c.n[1] += (2 * heads + 2 * kv) * hd * d;  // wq, wk, wv, wo
+      if (m.mla()) {     // the latents' norms; the projections (tp 1: all heads)
+        c.n[0] += m.q_lora_rank + m.kv_lora_rank;
+        const int64_t h = m.n_heads, qk = m.qk_head_dim();
+        c.n[1] += (m.q_lora_rank > 0 ? m.q_lora_rank * (d + h * qk) : h * qk * d) +
+                  (m.kv_lora_rank + m.qk_rope_head_dim) * d + h * (m.qk_nope_head_dim + m.v_head_dim) * m.kv_lora_rank +
+                  h * m.v_head_dim * d;
+      } else {
+        if (m.qk_norm == "head") c.n[0] += 2 * hd;
+        if (m.qk_norm == "full") c.n[0] += (heads + kv) * hd;
+        c.n[1] += (2 * heads + 2 * kv) * hd * d;  // wq, wk, wv, wo
+      }
       if (m.layer_is_moe(layer)) {
         c.n[0] += m.n_experts * d;  // router
         c.n[1] += m.n_shared_experts * 3 * (m.expert_ffn_dim / t) * d;
@@ -47,6 +55,18 @@ SegmentCounts count_params(const ModelConfig& m, const PlanLayout& l, const Pipe
     if (!m.tie_embeddings) c.n[1] += table;   // LM head
   }
   return c;
+}
+
+// Multi-head Latent Attention's buffers (engine/layers/mla_block.cpp, tp 1): kept for the
+// backward pass the normed input, the latents before and after their norms (with rstd), q, k, v,
+// the output and lse; as scratch the kv projections, the rotary tails and every gradient.
+void mla_block_bytes(const ModelConfig& m, int64_t n, int64_t a, int64_t& act, int64_t& ws) {
+  const int64_t d = m.d_model, h = m.n_heads, qk = m.qk_head_dim(), vd = m.v_head_dim, qr = m.q_lora_rank;
+  const int64_t kvr = m.kv_lora_rank, dr = m.qk_rope_head_dim, kvb = h * (m.qk_nope_head_dim + vd);
+  act += n * d * a + n * kAccum + (qr > 0 ? 2 * n * qr * a + n * kAccum : 0) + 2 * n * kvr * a + n * kAccum +
+         2 * n * h * qk * a + 2 * n * h * vd * a + n * h * kAccum;
+  ws += 2 * (n * (kvr + dr) + n * kvb) * a + 2 * n * h * dr * a + 2 * n * h * (qk + vd) * a + 2 * n * kvr * a +
+        (qr > 0 ? 2 * n * qr * a : 0) + n * d * a;
 }
 
 }  // namespace
@@ -163,7 +183,7 @@ StageMemory predict_stage_memory(const MemoryInputs& in, int stage) {
   const int64_t t = l.tp, n = l.micro_batch * m.seq_len, nl = l.sp && t > 1 ? n / t : n;
   const int64_t d = m.d_model, hd = m.resolved_head_dim(), vl = m.vocab_size / t;
   const int64_t heads = m.n_heads / t, kv = m.n_kv_heads / t;
-  out[C::Other] = m.seq_len * hd * kAccum + 3 * n * kIndex;  // RoPE cos/sin, positions, ids, targets
+  out[C::Other] = m.seq_len * m.rope_dim() * kAccum + 3 * n * kIndex;  // RoPE cos/sin, positions, ids, targets
 
   int64_t& act = out[C::Activations];
   int64_t& ws = out[C::Workspace];
@@ -190,9 +210,13 @@ StageMemory predict_stage_memory(const MemoryInputs& in, int stage) {
   const auto gathered = int64_t(std::llround(in.gathered_factor * double(l.etp * cap)));
   for (const auto& [b, end] : place.chunks)
     for (int64_t layer = b; layer < end; ++layer) {
-      // Attention block: norm out + rstd, q k v o, lse; scratch for their gradients.
-      act += nl * d * a + nl * kAccum + 2 * (q_el + kv_el) * a + n * heads * kAccum;
-      ws += 3 * (q_el + kv_el) * a + nl * d * a;
+      if (m.mla()) {
+        mla_block_bytes(m, n, a, act, ws);
+      } else {
+        // Attention block: norm out + rstd, q k v o, lse; scratch for their gradients.
+        act += nl * d * a + nl * kAccum + 2 * (q_el + kv_el) * a + n * heads * kAccum;
+        ws += 3 * (q_el + kv_el) * a + nl * d * a;
+      }
       if (m.qk_norm == "head") act += (q_el + kv_el) * a + n * (heads + kv) * kAccum, ws += (q_el + kv_el) * a;
       if (m.qk_norm == "full") act += (q_el + kv_el) * a + 2 * n * kAccum, ws += (q_el + kv_el) * a;
       // FFN block: norm out + rstd; the gradient of the norm's output.

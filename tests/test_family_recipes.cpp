@@ -36,6 +36,12 @@ TEST(FamilyRecipes, EveryFamilyRecipeLoadsWithItsPublishedShapes) {
       EXPECT_EQ(m.model.aux_loss_coef, r.model.aux_loss_coef);
       EXPECT_EQ(m.model.z_loss_coef, r.model.z_loss_coef);
       EXPECT_EQ(m.model.rope_theta, r.model.rope_theta);
+      EXPECT_EQ(m.model.mla(), r.model.mla());
+      EXPECT_EQ(m.model.q_lora_rank > 0, r.model.q_lora_rank > 0);
+      EXPECT_EQ(m.model.n_expert_groups > 1, r.model.n_expert_groups > 1);
+      EXPECT_EQ(m.model.routed_scaling_factor, r.model.routed_scaling_factor);
+      EXPECT_EQ(m.model.first_dense_layers > 0, r.model.first_dense_layers > 0);
+      EXPECT_EQ(m.model.router_bias_update_rate > 0, r.model.router_bias_update_rate > 0);
       EXPECT_EQ(m.model.vocab_size, 256);
     }
     ++n;
@@ -51,6 +57,13 @@ TEST(FamilyRecipes, EveryFamilyRecipeLoadsWithItsPublishedShapes) {
   const Recipe olmoe = load_recipe(SY_SOURCE_DIR "/recipes/olmoe/1b-7b.toml");
   EXPECT_EQ(olmoe.model.n_experts, 64);
   EXPECT_EQ(olmoe.model.qk_norm, "full");
+  const Recipe dsv3 = load_recipe(SY_SOURCE_DIR "/recipes/deepseek-v3/671b.toml");
+  EXPECT_EQ(dsv3.model.kv_lora_rank, 512);
+  EXPECT_EQ(dsv3.model.qk_head_dim(), 192);
+  EXPECT_EQ(dsv3.model.n_experts, 256);
+  // The report's 37B activated parameters per token (671B total) include the embedding
+  // (0.93B) and exclude MTP; ours counts the LM head instead of the embedding: the same size.
+  EXPECT_NEAR(double(dsv3.model.active_params_per_token()) / 1e9, 37.0, 1.0);
 }
 
 struct MiniLayout {
@@ -88,6 +101,10 @@ TEST(FamilyRecipes, Qwen3Moe235bMiniAtTp2Pp2Dp2Ep2) {
   check_mini({"recipes/qwen3-moe/235b-a22b-mini.toml", 8, 2, 2,
               " --set parallel.tp=2 --set parallel.pp=2 --set parallel.ep=2 --set parallel.sp=true", true},
              "fam_q235");
+}
+TEST(FamilyRecipes, DeepSeekV3MiniAtPp2Dp2Ep2) {
+  check_mini({"recipes/deepseek-v3/671b-mini.toml", 4, 2, 2, " --set parallel.pp=2 --set parallel.ep=2", false},
+             "fam_dsv3");
 }
 TEST(FamilyRecipes, Olmoe1b7bMiniAtPp2Dp2Ep2) {
   check_mini({"recipes/olmoe/1b-7b-mini.toml", 4, 2, 2, " --set parallel.pp=2 --set parallel.ep=2", false}, "fam_olmoe");

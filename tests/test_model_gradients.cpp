@@ -91,6 +91,24 @@ TEST(ModelGradients, WholeModelWithGroupLimitedScaledRoutingMatchesFiniteDiffere
   std::printf("[measured] group-limited routing x 2.5: worst per-tensor relative error %.3e over %.0f entries\n", worst, n);
 }
 
+// Multi-head Latent Attention (DeepSeek-V3), with and without the query latent: every latent,
+// norm, up-projection and the shared rotary key.
+TEST(ModelGradients, WholeModelWithMlaMatchesFiniteDifferences) {
+  for (const int64_t q_rank : {int64_t(6), int64_t(0)}) {
+    ModelConfig c = testing::tiny_two_layer_config();
+    c.n_kv_heads = c.n_heads;
+    c.q_lora_rank = q_rank;
+    c.kv_lora_rank = 5;
+    c.qk_nope_head_dim = 4;
+    c.qk_rope_head_dim = 4;
+    c.v_head_dim = 3;
+    double n = 0;
+    const double worst = worst_relative_error(c, ExpertsImpl::Grouped, &n);
+    std::printf("[measured] MLA q_lora_rank=%lld: worst per-tensor relative error %.3e over %.0f entries\n",
+                (long long)q_rank, worst, n);
+  }
+}
+
 TEST(ModelGradients, SequentialExpertsReferenceAgreesWithGrouped) {
   ModelConfig c = testing::tiny_two_layer_config();
   c.capacity_factor = 1.0;

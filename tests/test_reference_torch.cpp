@@ -28,7 +28,11 @@ std::string config_json(const ModelConfig& c) {
     << ",\"n_shared_experts\":" << c.n_shared_experts << ",\"score_fn\":\""
     << (c.score_fn == ScoreFn::Softmax ? "softmax" : "sigmoid") << "\",\"norm_topk_prob\":"
     << (c.norm_topk_prob ? "true" : "false") << ",\"capacity_factor\":" << c.capacity_factor
-    << ",\"aux_loss_coef\":" << c.aux_loss_coef << ",\"z_loss_coef\":" << c.z_loss_coef << "}";
+    << ",\"aux_loss_coef\":" << c.aux_loss_coef << ",\"z_loss_coef\":" << c.z_loss_coef << ",\"qk_norm\":\""
+    << c.qk_norm << "\",\"q_lora_rank\":" << c.q_lora_rank << ",\"kv_lora_rank\":" << c.kv_lora_rank
+    << ",\"qk_nope_head_dim\":" << c.qk_nope_head_dim << ",\"qk_rope_head_dim\":" << c.qk_rope_head_dim
+    << ",\"v_head_dim\":" << c.v_head_dim << ",\"n_expert_groups\":" << c.n_expert_groups
+    << ",\"topk_groups\":" << c.topk_groups << ",\"routed_scaling_factor\":" << c.routed_scaling_factor << "}";
   return o.str();
 }
 
@@ -117,6 +121,37 @@ TEST(ReferenceTorch, SigmoidScoresTiedEmbeddingsBiasAndDropless) {
   c.router_bias_update_rate = 0.01;
   c.n_shared_experts = 2;
   compare_with_torch(c, "sigmoid");
+}
+
+TEST(ReferenceTorch, QkNormPerHeadAndFull) {
+  for (const char* mode : {"head", "full"}) {
+    ModelConfig c = testing::tiny_two_layer_config();
+    c.qk_norm = mode;
+    compare_with_torch(c, std::string("qknorm_") + mode);
+  }
+}
+
+// DeepSeek-V3's attention and router: MLA with and without the query latent, sigmoid scores with
+// group-limited top-k, a balancing bias, the routed scaling factor, a dense first layer and a
+// shared expert.
+TEST(ReferenceTorch, MlaWithGroupLimitedSigmoidRouting) {
+  for (const int64_t q_rank : {int64_t(6), int64_t(0)}) {
+    ModelConfig c = testing::tiny_two_layer_config();
+    c.n_kv_heads = c.n_heads;
+    c.q_lora_rank = q_rank;
+    c.kv_lora_rank = 5;
+    c.qk_nope_head_dim = 4;
+    c.qk_rope_head_dim = 4;
+    c.v_head_dim = 3;
+    c.score_fn = ScoreFn::Sigmoid;
+    c.n_experts = 8;
+    c.top_k = 3;
+    c.n_expert_groups = 4;
+    c.topk_groups = 2;
+    c.routed_scaling_factor = 2.5;
+    c.router_bias_update_rate = 0.01;
+    compare_with_torch(c, "mla_q" + std::to_string(q_rank));
+  }
 }
 
 }  // namespace

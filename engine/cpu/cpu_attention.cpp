@@ -65,30 +65,48 @@ void rope_apply(const T* x, const int32_t* pos, const T* cs, const T* sn, T* y, 
 }
 
 struct AttnDims {
-  int64_t b, t, h, kv, hd;
+  int64_t b, t, h, kv, hd, hv;
+  int64_t window;  // 0: every earlier key
+  double scale;
 };
 
 AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                         const Tensor& lse) {
-  check_float(op, {{"q", q}, {"k", k}, {"v", v}, {"out", out}, {"lse", lse}});
+                         const Tensor& lse, const Backend::AttentionOpts& opts) {
+  const DType dt = check_float(op, {{"q", q}, {"k", k}, {"v", v}, {"out", out}, {"lse", lse}});
+  if (opts.sinks.defined()) check_dtype(op, {"sinks", opts.sinks}, dt);
   check_rank(op, {"q", q}, 4);
   check_rank(op, {"k", k}, 4);
-  const AttnDims d{q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3)};
+  check_rank(op, {"v", v}, 4);
+  AttnDims d{q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3), v.dim(3), opts.window, opts.scale};
   if (d.kv == 0 || d.h % d.kv != 0)
     fail(op, "query heads must be a multiple of kv heads: " + describe({{"q", q}, {"k", k}}));
+  if (opts.window < 0) fail(op, "window must be >= 0 (0: no sliding window), got " + std::to_string(opts.window));
+  if (!(opts.scale >= 0)) fail(op, "scale must be >= 0 (0: 1/sqrt(head_dim))");
+  if (d.scale == 0) d.scale = 1.0 / std::sqrt(double(d.hd));
   check_shape(op, {"k", k}, {d.b, d.t, d.kv, d.hd});
-  check_shape(op, {"v", v}, {d.b, d.t, d.kv, d.hd});
-  check_shape(op, {"out", out}, q.shape());
+  check_shape(op, {"v", v}, {d.b, d.t, d.kv, d.hv});
+  check_shape(op, {"out", out}, {d.b, d.t, d.h, d.hv});
   check_shape(op, {"lse", lse}, {d.b, d.h, d.t});
+  if (opts.sinks.defined()) check_shape(op, {"sinks", opts.sinks}, {d.h});
   return d;
 }
 
-// Row i of a score block (query r0 + i, keys [0, kend)) may not see keys after r0 + i: setting
-// those scores to -inf before the softmax lets every row loop run over whole, unmasked lengths
-// (a per-element mask condition makes GCC split the loop and give up vectorising it).
-template <class T> void mask_future(T* s, int64_t rows, int64_t r0, int64_t kend, T inf) {
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = r0 + i + 1; j < kend; ++j) s[i * kend + j] = -inf;
+// The keys a block of query rows [r0, r0 + rows) reads: [first, r0 + rows), first > 0 only under a
+// sliding window (the oldest key the block's first row still sees).
+int64_t first_key(const AttnDims& d, int64_t r0) { return d.window > 0 ? std::max<int64_t>(0, r0 - d.window + 1) : 0; }
+
+// Row i of a score block (query t = r0 + i, keys [k0, kend)) may not see keys after t, nor, under
+// a sliding window, keys at or before t - window: setting those scores to -inf before the softmax
+// lets every row loop run over whole, unmasked lengths (a per-element mask condition makes GCC
+// split the loop and give up vectorising it).
+template <class T> void mask_block(T* s, int64_t rows, int64_t r0, int64_t k0, int64_t kend, int64_t window, T inf) {
+  const int64_t len = kend - k0;
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t t = r0 + i;
+    for (int64_t j = t + 1 - k0; j < len; ++j) s[i * len + j] = -inf;
+    if (window > 0)
+      for (int64_t j = 0; j < std::min(len, t - window + 1 - k0); ++j) s[i * len + j] = -inf;
+  }
 }
 
 // The query heads of one GQA group share their keys and values, so a block works on all of them
@@ -101,14 +119,16 @@ void pack_rows(const T* src, int64_t ld, int64_t group, int64_t rows, int64_t hd
     for (int64_t i = 0; i < rows; ++i) std::copy_n(src + i * ld + gh * hd, hd, dst + (gh * rows + i) * hd);
 }
 
-template <class T> void attention_fwd(const AttnDims& d, const T* q, const T* k, const T* v, T* o, T* lse) {
-  const int64_t tt = d.t, hd = d.hd, group = d.h / d.kv, ldq = d.h * hd, ldk = d.kv * hd;
+template <class T>
+void attention_fwd(const AttnDims& d, const T* q, const T* k, const T* v, const T* sinks, T* o, T* lse) {
+  const int64_t tt = d.t, hd = d.hd, hv = d.hv, group = d.h / d.kv, ldq = d.h * hd, ldk = d.kv * hd;
+  const int64_t ldv = d.kv * hv, ldo = d.h * hv;
   const int64_t blocks = (tt + kBlock - 1) / kBlock, tall = group * kBlock;
-  const T scale = T(1) / std::sqrt(T(hd)), kInf = std::numeric_limits<T>::infinity();
+  const T scale = T(d.scale), kInf = std::numeric_limits<T>::infinity();
 #pragma omp parallel if (d.b * d.h * tt * tt * hd > (1 << 18))
   {
     std::vector<T> sbuf(static_cast<size_t>(tall * tt + 64)), qbuf(static_cast<size_t>(tall * hd)),
-        obuf(static_cast<size_t>(tall * hd)), inv(static_cast<size_t>(tall));
+        obuf(static_cast<size_t>(tall * hv)), inv(static_cast<size_t>(tall));
     T *s = align64(sbuf.data()), *qpk = qbuf.data(), *opk = obuf.data();
     // Later query blocks cost more (more keys): hand them out first so dynamic scheduling evens out.
 #pragma omp for collapse(3) schedule(dynamic)
@@ -116,20 +136,22 @@ template <class T> void attention_fwd(const AttnDims& d, const T* q, const T* k,
       for (int64_t g = 0; g < d.kv; ++g)
         for (int64_t rb = 0; rb < blocks; ++rb) {
           const int64_t r0 = (blocks - 1 - rb) * kBlock, rows = std::min(kBlock, tt - r0), kend = r0 + rows;
+          const int64_t k0 = first_key(d, r0), len = kend - k0;
           const int64_t gr = group * rows, h0 = g * group;
-          const T* kp = k + b * tt * ldk + g * hd;
-          const T* vp = v + b * tt * ldk + g * hd;
+          const T* kp = k + (b * tt + k0) * ldk + g * hd;
+          const T* vp = v + (b * tt + k0) * ldv + g * hv;
           pack_rows(q + (b * tt + r0) * ldq + h0 * hd, ldq, group, rows, hd, qpk);
-          gemm_raw(false, true, gr, kend, hd, scale, qpk, hd, kp, ldk, T(0), s, kend);
-          for (int64_t gh = 0; gh < group; ++gh) mask_future(s + gh * rows * kend, rows, r0, kend, kInf);
+          gemm_raw(false, true, gr, len, hd, scale, qpk, hd, kp, ldk, T(0), s, len);
+          for (int64_t gh = 0; gh < group; ++gh) mask_block(s + gh * rows * len, rows, r0, k0, kend, d.window, kInf);
           for (int64_t r = 0; r < gr; ++r) {
-            T* sr = s + r * kend;
-            T mx = -kInf;
+            T* sr = s + r * len;
+            const T sink = sinks ? sinks[h0 + r / rows] : -kInf;
+            T mx = sink;
             SY_SIMD16_MAX(mx)
-            for (int64_t j = 0; j < kend; ++j) mx = sr[j] > mx ? sr[j] : mx;
-            T sum = 0;
+            for (int64_t j = 0; j < len; ++j) mx = sr[j] > mx ? sr[j] : mx;
+            T sum = sinks ? std::exp(sink - mx) : T(0);
             SY_SIMD16_SUM(sum)
-            for (int64_t j = 0; j < kend; ++j) {
+            for (int64_t j = 0; j < len; ++j) {
               const T p = vexp(sr[j] - mx);
               sr[j] = p;
               sum += p;
@@ -137,14 +159,14 @@ template <class T> void attention_fwd(const AttnDims& d, const T* q, const T* k,
             lse[(b * d.h + h0 + r / rows) * tt + r0 + r % rows] = mx + std::log(sum);
             inv[r] = T(1) / sum;
           }
-          gemm_raw(false, false, gr, hd, kend, T(1), s, kend, vp, ldk, T(0), opk, hd);
-          // Normalising the [rows, hd] output is cheaper than normalising the [rows, kend] weights.
+          gemm_raw(false, false, gr, hv, len, T(1), s, len, vp, ldv, T(0), opk, hv);
+          // Normalising the [rows, hv] output is cheaper than normalising the [rows, len] weights.
           for (int64_t r = 0; r < gr; ++r) {
-            T* orow = o + (b * tt + r0 + r % rows) * ldq + (h0 + r / rows) * hd;
-            const T* prow = opk + r * hd;
+            T* orow = o + (b * tt + r0 + r % rows) * ldo + (h0 + r / rows) * hv;
+            const T* prow = opk + r * hv;
             const T f = inv[r];
 #pragma omp simd
-            for (int64_t c = 0; c < hd; ++c) orow[c] = prow[c] * f;
+            for (int64_t c = 0; c < hv; ++c) orow[c] = prow[c] * f;
           }
         }
   }
@@ -152,14 +174,18 @@ template <class T> void attention_fwd(const AttnDims& d, const T* q, const T* k,
 
 template <class T>
 void attention_bwd(const AttnDims& d, const T* dout, const T* q, const T* k, const T* v, const T* o, const T* lse,
-                   T* dq, T* dk, T* dv) {
-  const int64_t tt = d.t, hd = d.hd, group = d.h / d.kv, ldq = d.h * hd, ldk = d.kv * hd;
+                   const T* sinks, T* dq, T* dk, T* dv, T* dsinks) {
+  const int64_t tt = d.t, hd = d.hd, hv = d.hv, group = d.h / d.kv, ldq = d.h * hd, ldk = d.kv * hd;
+  const int64_t ldv = d.kv * hv, ldo = d.h * hv;
   const int64_t blocks = (tt + kBlock - 1) / kBlock, tall = group * kBlock;
-  const T scale = T(1) / std::sqrt(T(hd)), kInf = std::numeric_limits<T>::infinity();
+  const T scale = T(d.scale), kInf = std::numeric_limits<T>::infinity();
+  // Per (batch, kv head) partial sums of the sinks' gradients, added in a fixed order afterwards
+  // so the result does not depend on the thread schedule.
+  std::vector<double> dsink_part(sinks ? static_cast<size_t>(d.b * d.h) : 0, 0.0);
 #pragma omp parallel if (d.b * d.h * tt * tt * hd > (1 << 18))
   {
     std::vector<T> pbuf(static_cast<size_t>(tall * tt + 64)), dpbuf(static_cast<size_t>(tall * tt + 64)),
-        qbuf(static_cast<size_t>(tall * hd)), dobuf(static_cast<size_t>(tall * hd)),
+        qbuf(static_cast<size_t>(tall * hd)), dobuf(static_cast<size_t>(tall * hv)),
         dqbuf(static_cast<size_t>(tall * hd)), dibuf(static_cast<size_t>(group * tt));
     T *p = align64(pbuf.data()), *dp = align64(dpbuf.data()), *qpk = qbuf.data(), *dopk = dobuf.data(),
       *dqpk = dqbuf.data(), *di = dibuf.data();
@@ -168,41 +194,49 @@ void attention_bwd(const AttnDims& d, const T* dout, const T* q, const T* k, con
     for (int64_t b = 0; b < d.b; ++b)
       for (int64_t g = 0; g < d.kv; ++g) {
         const int64_t h0 = g * group;
-        const T* kp = k + b * tt * ldk + g * hd;
-        const T* vp = v + b * tt * ldk + g * hd;
-        T* dkp = dk + b * tt * ldk + g * hd;
-        T* dvp = dv + b * tt * ldk + g * hd;
         // rowsum(dO * O): the softmax backward's per-row term, shared by every key.
         for (int64_t gh = 0; gh < group; ++gh)
           for (int64_t t = 0; t < tt; ++t) {
-            const int64_t at = (b * tt + t) * ldq + (h0 + gh) * hd;
+            const int64_t at = (b * tt + t) * ldo + (h0 + gh) * hv;
             T s = 0;
 #pragma omp simd reduction(+ : s)
-            for (int64_t j = 0; j < hd; ++j) s += dout[at + j] * o[at + j];
+            for (int64_t j = 0; j < hv; ++j) s += dout[at + j] * o[at + j];
             di[gh * tt + t] = s;
+          }
+        if (sinks)  // the sink has score sinks[h] and value 0: d sink = -p_sink * rowsum(dO * O)
+          for (int64_t gh = 0; gh < group; ++gh) {
+            double acc = 0;
+            for (int64_t t = 0; t < tt; ++t)
+              acc -= std::exp(double(sinks[h0 + gh]) - double(lse[(b * d.h + h0 + gh) * tt + t])) * di[gh * tt + t];
+            dsink_part[b * d.h + h0 + gh] = acc;
           }
         for (int64_t rb = 0; rb < blocks; ++rb) {
           const int64_t r0 = rb * kBlock, rows = std::min(kBlock, tt - r0), kend = r0 + rows, gr = group * rows;
+          const int64_t k0 = first_key(d, r0), len = kend - k0;
+          const T* kp = k + (b * tt + k0) * ldk + g * hd;
+          const T* vp = v + (b * tt + k0) * ldv + g * hv;
+          T* dkp = dk + (b * tt + k0) * ldk + g * hd;
+          T* dvp = dv + (b * tt + k0) * ldv + g * hv;
           pack_rows(q + (b * tt + r0) * ldq + h0 * hd, ldq, group, rows, hd, qpk);
-          pack_rows(dout + (b * tt + r0) * ldq + h0 * hd, ldq, group, rows, hd, dopk);
-          gemm_raw(false, true, gr, kend, hd, scale, qpk, hd, kp, ldk, T(0), p, kend);
-          gemm_raw(false, true, gr, kend, hd, T(1), dopk, hd, vp, ldk, T(0), dp, kend);
-          for (int64_t gh = 0; gh < group; ++gh) mask_future(p + gh * rows * kend, rows, r0, kend, kInf);
+          pack_rows(dout + (b * tt + r0) * ldo + h0 * hv, ldo, group, rows, hv, dopk);
+          gemm_raw(false, true, gr, len, hd, scale, qpk, hd, kp, ldk, T(0), p, len);
+          gemm_raw(false, true, gr, len, hv, T(1), dopk, hv, vp, ldv, T(0), dp, len);
+          for (int64_t gh = 0; gh < group; ++gh) mask_block(p + gh * rows * len, rows, r0, k0, kend, d.window, kInf);
           for (int64_t r = 0; r < gr; ++r) {
-            T *pr = p + r * kend, *dpr = dp + r * kend;
+            T *pr = p + r * len, *dpr = dp + r * len;
             const int64_t gh = r / rows, t = r0 + r % rows;
             const T l = lse[(b * d.h + h0 + gh) * tt + t], dii = di[gh * tt + t];
             SY_SIMD16
-            for (int64_t j = 0; j < kend; ++j) {
+            for (int64_t j = 0; j < len; ++j) {
               const T pj = vexp(pr[j] - l);
               pr[j] = pj;
               dpr[j] = pj * (dpr[j] - dii) * scale;  // dS, with the score scale folded in
             }
           }
           // The packed K dimension (group * rows) sums the group's heads into dv and dk directly.
-          gemm_raw(true, false, kend, hd, gr, T(1), p, kend, dopk, hd, T(1), dvp, ldk);
-          gemm_raw(true, false, kend, hd, gr, T(1), dp, kend, qpk, hd, T(1), dkp, ldk);
-          gemm_raw(false, false, gr, hd, kend, T(1), dp, kend, kp, ldk, T(0), dqpk, hd);
+          gemm_raw(true, false, len, hv, gr, T(1), p, len, dopk, hv, T(1), dvp, ldv);
+          gemm_raw(true, false, len, hd, gr, T(1), dp, len, qpk, hd, T(1), dkp, ldk);
+          gemm_raw(false, false, gr, hd, len, T(1), dp, len, kp, ldk, T(0), dqpk, hd);
           for (int64_t r = 0; r < gr; ++r) {
             T* dqrow = dq + (b * tt + r0 + r % rows) * ldq + (h0 + r / rows) * hd;
             const T* src = dqpk + r * hd;
@@ -212,6 +246,12 @@ void attention_bwd(const AttnDims& d, const T* dout, const T* q, const T* k, con
         }
       }
   }
+  if (sinks)
+    for (int64_t h = 0; h < d.h; ++h) {
+      double acc = 0;
+      for (int64_t b = 0; b < d.b; ++b) acc += dsink_part[b * d.h + h];
+      dsinks[h] += T(acc);
+    }
 }
 
 }  // namespace
@@ -236,28 +276,35 @@ void CpuBackend::rope_backward(const Tensor& dy, const Tensor& positions, const 
 }
 
 void CpuBackend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                                   const Tensor& lse) {
-  const AttnDims d = check_attention("attention_forward", q, k, v, out, lse);
-  if (d.b * d.t * d.h * d.hd == 0) return;
+                                   const Tensor& lse, const AttentionOpts& opts) {
+  const AttnDims d = check_attention("attention_forward", q, k, v, out, lse, opts);
+  if (d.b * d.t * d.h == 0) return;
   dispatch(q.dtype(), [&]<class T>(T) {
-    attention_fwd(d, q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(), lse.data<T>());
+    attention_fwd(d, q.data<T>(), k.data<T>(), v.data<T>(), opts.sinks.defined() ? opts.sinks.data<T>() : nullptr,
+                  out.data<T>(), lse.data<T>());
   });
 }
 
 void CpuBackend::attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                                     const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
-                                    const Tensor& dv) {
+                                    const Tensor& dv, const AttentionOpts& opts, const Tensor& dsinks) {
   const char* op = "attention_backward";
-  const AttnDims d = check_attention(op, q, k, v, out, lse);
+  const AttnDims d = check_attention(op, q, k, v, out, lse, opts);
   check_float(op, {{"q", q}, {"dout", dout}, {"dq", dq}, {"dk", dk}, {"dv", dv}});
-  check_shape(op, {"dout", dout}, q.shape());
+  if (dsinks.defined()) check_dtype(op, {"dsinks", dsinks}, q.dtype());
+  check_shape(op, {"dout", dout}, out.shape());
   check_shape(op, {"dq", dq}, q.shape());
   check_shape(op, {"dk", dk}, k.shape());
   check_shape(op, {"dv", dv}, v.shape());
-  if (d.b * d.t * d.h * d.hd == 0) return;
+  if (opts.sinks.defined() != dsinks.defined())
+    fail(op, "dsinks must be given exactly when sinks are: " + describe({{"sinks", opts.sinks}, {"dsinks", dsinks}}));
+  if (dsinks.defined()) check_shape(op, {"dsinks", dsinks}, {d.h});
+  if (d.b * d.t * d.h == 0) return;
   dispatch(q.dtype(), [&]<class T>(T) {
+    const bool sk = opts.sinks.defined();
     attention_bwd(d, dout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(), lse.data<T>(),
-                  dq.data<T>(), dk.data<T>(), dv.data<T>());
+                  sk ? opts.sinks.data<T>() : nullptr, dq.data<T>(), dk.data<T>(), dv.data<T>(),
+                  sk ? dsinks.data<T>() : nullptr);
   });
 }
 

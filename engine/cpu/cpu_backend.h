@@ -37,15 +37,22 @@ class CpuBackend final : public Backend {
   void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dx,
                         const Tensor& dw) override;
 
+  // cpu_memory.cpp (with the memory ops above)
+  void copy_columns(const Tensor& src, int64_t src_col, const Tensor& dst, int64_t dst_col, int64_t width,
+                    bool accumulate) override;
+
   // cpu_attention.cpp
   void rope_forward(const Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,
                     const Tensor& y) override;
   void rope_backward(const Tensor& dy, const Tensor& positions, const Tensor& cos, const Tensor& sin,
                      const Tensor& dx) override;
-  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                         const Tensor& lse) override;
+  using Backend::attention_forward;
+  using Backend::attention_backward;
+  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                         const AttentionOpts& opts) override;
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                          const Tensor& lse, const Tensor& dq, const Tensor& dk, const Tensor& dv) override;
+                          const Tensor& lse, const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                          const AttentionOpts& opts, const Tensor& dsinks) override;
 
   // cpu_loss_optim.cpp
   void swiglu_forward(const Tensor& h, const Tensor& out) override;

@@ -1,4 +1,5 @@
 // Allocation, transfers and the whole-tensor elementwise ops and reductions.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -71,6 +72,33 @@ void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
   if (!src.defined() || !dst.defined() || src.dtype() != dst.dtype() || src.numel() != dst.numel())
     fail("copy", "needs same dtype and numel: " + describe({{"src", src}, {"dst", dst}}));
   if (src.raw() != dst.raw()) std::memmove(dst.raw(), src.raw(), src.nbytes());
+}
+
+void CpuBackend::copy_columns(const Tensor& src, int64_t src_col, const Tensor& dst, int64_t dst_col, int64_t width,
+                              bool accumulate) {
+  const char* op = "copy_columns";
+  const DType dt = check_float(op, {{"src", src}, {"dst", dst}});
+  check_rank(op, {"src", src}, 2);
+  check_rank(op, {"dst", dst}, 2);
+  check_shape(op, {"dst", dst}, {src.dim(0), dst.dim(1)});
+  if (width < 0 || src_col < 0 || dst_col < 0 || src_col + width > src.dim(1) || dst_col + width > dst.dim(1))
+    fail(op, "columns [" + std::to_string(src_col) + ", +" + std::to_string(width) + ") -> [" +
+                 std::to_string(dst_col) + ", +" + std::to_string(width) + ") out of range: " +
+                 describe({{"src", src}, {"dst", dst}}));
+  const int64_t rows = src.dim(0), cs = src.dim(1), cd = dst.dim(1);
+  dispatch(dt, [&]<class T>(T) {
+    const T* s = src.data<T>() + src_col;
+    T* d = dst.data<T>() + dst_col;
+#pragma omp parallel for schedule(static) if (worth_threads(rows * width))
+    for (int64_t r = 0; r < rows; ++r) {
+      if (accumulate) {
+#pragma omp simd
+        for (int64_t c = 0; c < width; ++c) d[r * cd + c] += s[r * cs + c];
+      } else {
+        std::copy_n(s + r * cs, width, d + r * cd);
+      }
+    }
+  });
 }
 
 void CpuBackend::upload(const void* host, const Tensor& dst) {

@@ -1,29 +1,18 @@
-// The attention half of a transformer block: out = x + Attn(RMSNorm(x)), with grouped-query
-// attention and rotary embeddings on q and k. Under tensor parallelism each rank holds
-// n_heads / tp query heads and n_kv_heads / tp KV heads (q, k, v column-parallel; the output
+// Grouped-query attention: out = x + Attn(RMSNorm(x)), with rotary embeddings on q and k.
+// Under tensor parallelism each rank holds n_heads / tp query heads and n_kv_heads / tp KV heads (q, k, v column-parallel; the output
 // projection, stored [heads * head_dim, D], row-parallel).
 #pragma once
 
-#include "engine/layers/tensor_parallel.h"
-#include "engine/model_config.h"
-#include "engine/params.h"
+#include "engine/layers/attention_layer.h"
 
 namespace sy {
 
-// Inputs every attention layer shares: positions [N] and the RoPE cos/sin tables [T, hd/2].
-struct RopeInputs {
-  Tensor positions, cos, sin;
-};
-
-class AttentionBlock {
+class AttentionBlock : public AttentionLayer {
  public:
   AttentionBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer, TpPlace tp = {});
-  // out = x + attn(norm(x)); x, out [B*T, D] (with sequence parallelism, this rank's B*T/tp rows).
   void forward(Backend& be, const Tensor& x, const Tensor& out, const RopeInputs& rope, int64_t batch,
-               int64_t seq);
-  // dresid holds d(out) on entry; the branch's gradient w.r.t. x is added to it in place
-  // (the identity path's gradient is already there).
-  void backward(Backend& be, const Tensor& x, const Tensor& dresid, const RopeInputs& rope);
+               int64_t seq) override;
+  void backward(Backend& be, const Tensor& x, const Tensor& dresid, const RopeInputs& rope) override;
 
  private:
   void ensure(Backend& be, int64_t batch, int64_t seq, int64_t local_rows, DType dt);

@@ -27,6 +27,10 @@ DT = torch.float64
 
 class Config:
     def __init__(self, d):
+        # Fields older inputs may lack: QK-norm and Multi-head Latent Attention off.
+        self.__dict__.update(dict(qk_norm="none", q_lora_rank=0, kv_lora_rank=0, qk_nope_head_dim=0,
+                                  qk_rope_head_dim=0, v_head_dim=0, n_expert_groups=1, topk_groups=1,
+                                  routed_scaling_factor=1.0))
         self.__dict__.update(d)
         if not self.head_dim:
             self.head_dim = self.d_model // self.n_heads
@@ -41,12 +45,9 @@ def param_shapes(cfg):
     out = [("embed.weight", (V, D))]
     for i in range(cfg.n_layers):
         p = f"layers.{i}."
-        out += [(p + "attn_norm.weight", (D,)),
-                (p + "attn.wq", (cfg.n_heads * hd, D)),
-                (p + "attn.wk", (cfg.n_kv_heads * hd, D)),
-                (p + "attn.wv", (cfg.n_kv_heads * hd, D)),
-                (p + "attn.wo", (cfg.n_heads * hd, D)),  # stored [in, out]
-                (p + "ffn_norm.weight", (D,))]
+        out.append((p + "attn_norm.weight", (D,)))
+        out += mla_shapes(cfg, p) if cfg.kv_lora_rank else gqa_shapes(cfg, p)
+        out.append((p + "ffn_norm.weight", (D,)))
         if cfg.is_moe(i):
             Fe = cfg.expert_ffn_dim
             out.append((p + "moe.router.weight", (cfg.n_experts, D)))
@@ -63,6 +64,30 @@ def param_shapes(cfg):
     if not cfg.tie_embeddings:
         out.append(("lm_head.weight", (V, D)))
     return out
+
+
+def gqa_shapes(cfg, p):
+    D, H, KV, hd = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    out = [(p + "attn.wq", (H * hd, D)), (p + "attn.wk", (KV * hd, D)), (p + "attn.wv", (KV * hd, D)),
+           (p + "attn.wo", (H * hd, D))]  # wo stored [in, out]
+    if cfg.qk_norm == "head":
+        out += [(p + "attn.q_norm.weight", (hd,)), (p + "attn.k_norm.weight", (hd,))]
+    elif cfg.qk_norm == "full":
+        out += [(p + "attn.q_norm.weight", (H * hd,)), (p + "attn.k_norm.weight", (KV * hd,))]
+    return out
+
+
+def mla_shapes(cfg, p):
+    D, H = cfg.d_model, cfg.n_heads
+    qk, kvr, dr = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.kv_lora_rank, cfg.qk_rope_head_dim
+    if cfg.q_lora_rank:
+        out = [(p + "attn.wq_a", (cfg.q_lora_rank, D)), (p + "attn.q_a_norm.weight", (cfg.q_lora_rank,)),
+               (p + "attn.wq_b", (H * qk, cfg.q_lora_rank))]
+    else:
+        out = [(p + "attn.wq", (H * qk, D))]
+    return out + [(p + "attn.wkv_a", (kvr + dr, D)), (p + "attn.kv_a_norm.weight", (kvr,)),
+                  (p + "attn.wkv_b", (H * (cfg.qk_nope_head_dim + cfg.v_head_dim), kvr)),
+                  (p + "attn.wo", (H * cfg.v_head_dim, D))]
 
 
 def buffer_shapes(cfg):
@@ -85,21 +110,52 @@ def rope(x, theta):
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
+def causal_attention(q, k, v, scale):
+    """q, k [B, T, H, hq], v [B, T, H, hv] -> [B, T, H * hv]."""
+    B, T, H, _ = q.shape
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
+    s = q @ k.transpose(-1, -2) * scale
+    future = torch.ones(T, T, dtype=torch.bool).triu(1)
+    s = s.masked_fill(future, float("-inf"))
+    o = torch.softmax(s, dim=-1) @ v
+    return o.transpose(1, 2).reshape(B, T, -1)
+
+
 def attention(a, P, p, cfg):
+    if cfg.kv_lora_rank:
+        return mla(a, P, p, cfg)
     B, T, _ = a.shape
     H, KV, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    q = rope((a @ P[p + "wq"].T).view(B, T, H, hd), cfg.rope_theta)
-    k = rope((a @ P[p + "wk"].T).view(B, T, KV, hd), cfg.rope_theta)
+    q, k = a @ P[p + "wq"].T, a @ P[p + "wk"].T
+    if cfg.qk_norm == "full":  # over each token's whole q and k
+        q, k = rmsnorm(q, P[p + "q_norm.weight"], cfg.norm_eps), rmsnorm(k, P[p + "k_norm.weight"], cfg.norm_eps)
+    q, k = q.view(B, T, H, hd), k.view(B, T, KV, hd)
+    if cfg.qk_norm == "head":  # over each head's features, one weight shared by the heads
+        q, k = rmsnorm(q, P[p + "q_norm.weight"], cfg.norm_eps), rmsnorm(k, P[p + "k_norm.weight"], cfg.norm_eps)
+    q, k = rope(q, cfg.rope_theta), rope(k, cfg.rope_theta)
     v = (a @ P[p + "wv"].T).view(B, T, KV, hd)
     # Query head h reads kv head h // (H / KV): repeat each kv head for its consecutive query heads.
     k = k.repeat_interleave(H // KV, dim=2)
     v = v.repeat_interleave(H // KV, dim=2)
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
-    s = q @ k.transpose(-1, -2) / math.sqrt(hd)
-    future = torch.ones(T, T, dtype=torch.bool).triu(1)
-    s = s.masked_fill(future, float("-inf"))
-    o = torch.softmax(s, dim=-1) @ v
-    return o.transpose(1, 2).reshape(B, T, H * hd) @ P[p + "wo"]
+    return causal_attention(q, k, v, 1 / math.sqrt(hd)) @ P[p + "wo"]
+
+
+def mla(a, P, p, cfg):
+    """Multi-head Latent Attention (docs/model.md): per-head keys and values from a normed latent,
+    a rotary tail on q and on one key shared by every head."""
+    B, T, _ = a.shape
+    H, dn, dr, dv, kvr = cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank
+    if cfg.q_lora_rank:
+        q = rmsnorm(a @ P[p + "wq_a"].T, P[p + "q_a_norm.weight"], cfg.norm_eps) @ P[p + "wq_b"].T
+    else:
+        q = a @ P[p + "wq"].T
+    q = q.view(B, T, H, dn + dr)
+    q = torch.cat([q[..., :dn], rope(q[..., dn:], cfg.rope_theta)], dim=-1)
+    kva = a @ P[p + "wkv_a"].T
+    kv = (rmsnorm(kva[..., :kvr], P[p + "kv_a_norm.weight"], cfg.norm_eps) @ P[p + "wkv_b"].T).view(B, T, H, dn + dv)
+    kpe = rope(kva[..., kvr:].reshape(B, T, 1, dr), cfg.rope_theta).expand(B, T, H, dr)
+    k = torch.cat([kv[..., :dn], kpe], dim=-1)
+    return causal_attention(q, k, kv[..., dn:], 1 / math.sqrt(dn + dr)) @ P[p + "wo"]
 
 
 def swiglu(a, P, p):
@@ -128,11 +184,20 @@ def moe(a, P, bias, p, cfg):
     # Selection: top k of (scores + bias), ties to the lower expert index. A stable sort of the
     # negated key keeps equal keys in index order. It is piecewise constant: no gradient.
     key = (scores + bias).detach().numpy()
+    G = cfg.n_expert_groups
+    if G > 1:  # group-limited: only the experts of the topk_groups groups with the best two-sum
+        grouped = np.sort(key.reshape(N, G, E // G), axis=2)[:, :, ::-1]
+        gscore = grouped[:, :, :2].sum(axis=2)
+        top = np.argsort(-gscore, axis=1, kind="stable")[:, :cfg.topk_groups]
+        allowed = np.zeros((N, G), dtype=bool)
+        np.put_along_axis(allowed, top, True, axis=1)
+        key = np.where(np.repeat(allowed, E // G, axis=1), key, -np.inf)
     idx = np.argsort(-key, axis=1, kind="stable")[:, :k]
     idx_t = torch.from_numpy(idx)
     w = scores.gather(1, idx_t)  # [N, k], without the bias
     if cfg.norm_topk_prob:
         w = w / w.sum(dim=-1, keepdim=True)
+    w = w * cfg.routed_scaling_factor
 
     # Capacity: all first choices (slot 0) in token order, then all second choices, ...
     cap = capacity(cfg, N)

@@ -30,6 +30,18 @@ CONFIGS = {
                               first_dense_layers=0, n_experts=4, top_k=2, expert_ffn_dim=8, n_shared_experts=2,
                               score_fn="sigmoid", norm_topk_prob=False, capacity_factor=0.0, aux_loss_coef=0.05,
                               z_loss_coef=0.01),
+    "mla_qknone_groups": dict(vocab_size=17, d_model=16, n_layers=2, n_heads=4, n_kv_heads=4, head_dim=0,
+                              rope_theta=10000.0, seq_len=6, norm_eps=1e-5, tie_embeddings=False, d_ff=12,
+                              first_dense_layers=1, n_experts=8, top_k=3, expert_ffn_dim=8, n_shared_experts=1,
+                              score_fn="sigmoid", norm_topk_prob=True, capacity_factor=0.0, aux_loss_coef=0.05,
+                              z_loss_coef=0.01, q_lora_rank=6, kv_lora_rank=5, qk_nope_head_dim=4,
+                              qk_rope_head_dim=4, v_head_dim=3, n_expert_groups=4, topk_groups=2,
+                              routed_scaling_factor=2.5),
+    "qk_norm_full": dict(vocab_size=17, d_model=16, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=4,
+                         rope_theta=10000.0, seq_len=6, norm_eps=1e-5, tie_embeddings=False, d_ff=12,
+                         first_dense_layers=1, n_experts=4, top_k=2, expert_ffn_dim=8, n_shared_experts=0,
+                         score_fn="softmax", norm_topk_prob=False, capacity_factor=0.0, aux_loss_coef=0.05,
+                         z_loss_coef=0.01, qk_norm="full"),
 }
 
 

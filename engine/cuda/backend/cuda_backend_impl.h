@@ -71,10 +71,15 @@ class CudaBackend final : public Backend {
                     const Tensor& y) override;
   void rope_backward(const Tensor& dy, const Tensor& positions, const Tensor& cos, const Tensor& sin,
                      const Tensor& dx) override;
-  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                         const Tensor& lse) override;
+  using Backend::attention_forward;
+  using Backend::attention_backward;
+  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                         const AttentionOpts& opts) override;
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                          const Tensor& lse, const Tensor& dq, const Tensor& dk, const Tensor& dv) override;
+                          const Tensor& lse, const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                          const AttentionOpts& opts, const Tensor& dsinks) override;
+  void copy_columns(const Tensor& src, int64_t src_col, const Tensor& dst, int64_t dst_col, int64_t width,
+                    bool accumulate) override;
   void swiglu_forward(const Tensor& h, const Tensor& out) override;
   void swiglu_backward(const Tensor& dout, const Tensor& h, const Tensor& dh) override;
   void router_forward(const Tensor& logits, const Tensor& bias, ScoreFn fn, int k, bool norm_topk,

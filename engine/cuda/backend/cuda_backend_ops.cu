@@ -126,8 +126,9 @@ bool CudaBackend::fused_attention(DType dt, int64_t b, int64_t t, int64_t h, int
 }
 
 void CudaBackend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                                    const Tensor& lse) {
+                                    const Tensor& lse, const AttentionOpts& opts) {
   const AttnDims d = check_attention("attention_forward", q, k, v, out, lse);
+  if (opts.window || opts.sinks.defined() || opts.scale) fail("attention_forward", "window, sinks and scale are not built yet");
   if (d.b == 0 || d.t == 0) return;
   if (fused_attention(q.dtype(), d.b, d.t, d.h, d.kv, d.hd))
     return dnn_.sdpa_forward(q.raw(), k.raw(), v.raw(), out.raw(), lse.data<float>(), d.b, d.t, d.h, d.kv, d.hd,
@@ -138,9 +139,10 @@ void CudaBackend::attention_forward(const Tensor& q, const Tensor& k, const Tens
 
 void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                                      const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
-                                     const Tensor& dv) {
+                                     const Tensor& dv, const AttentionOpts& opts, const Tensor& dsinks) {
   const char* op = "attention_backward";
   const AttnDims d = check_attention(op, q, k, v, out, lse);
+  if (opts.window || opts.sinks.defined() || opts.scale) fail(op, "window, sinks and scale are not built yet");
   floats(op, {{"q", q}, {"dout", dout}, {"dq", dq}, {"dk", dk}, {"dv", dv}});
   shape(op, {"dout", dout}, q.shape());
   shape(op, {"dq", dq}, q.shape());
@@ -161,6 +163,11 @@ void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const 
   SY_WITH_T(q.dtype(), cuda::attention_backward(ptr<T>(dout), ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<T>(out),
                                                 lse.data<float>(), ptr<T>(dq), ptr<T>(dk), ptr<T>(dv), d.b, d.t, d.h,
                                                 d.kv, d.hd, stream_));
+}
+
+void CudaBackend::copy_columns(const Tensor& src, int64_t src_col, const Tensor& dst, int64_t dst_col, int64_t width,
+                               bool accumulate) {
+  fail("copy_columns", "not built yet");
 }
 
 void CudaBackend::swiglu_forward(const Tensor& h, const Tensor& out) {
