@@ -131,9 +131,17 @@ class Backend {
                             bool accumulate) = 0;
 
   // ---- SwiGLU on a fused gate|up tensor ---------------------------------------------------
-  // h [N, 2F] holds gate = h[:, :F] and up = h[:, F:]; out [N, F] = silu(gate) * up.
-  virtual void swiglu_forward(const Tensor& h, const Tensor& out) = 0;
-  virtual void swiglu_backward(const Tensor& dout, const Tensor& h, const Tensor& dh) = 0;
+  // h [N, 2F] holds gate = h[:, :F] and up = h[:, F:]; out [N, F] = silu(gate) * up. GPT-OSS's
+  // clamped form (glu.limit > 0): g = min(gate, limit), u = clamp(up, -limit, limit),
+  // out = g * sigmoid(alpha * g) * (u + 1); no gradient flows through a clamp that binds.
+  struct GluOpts {
+    double alpha = 1.0, limit = 0.0;  // limit 0: plain SwiGLU (alpha is then 1)
+    bool clamped() const { return limit > 0; }
+  };
+  virtual void swiglu_forward(const Tensor& h, const Tensor& out, const GluOpts& glu) = 0;
+  virtual void swiglu_backward(const Tensor& dout, const Tensor& h, const Tensor& dh, const GluOpts& glu) = 0;
+  void swiglu_forward(const Tensor& h, const Tensor& out) { swiglu_forward(h, out, GluOpts{}); }
+  void swiglu_backward(const Tensor& dout, const Tensor& h, const Tensor& dh) { swiglu_backward(dout, h, dh, GluOpts{}); }
 
   // ---- MoE: router ------------------------------------------------------------------------
   // logits [N, E] -> scores [N, E] (softmax over experts, or elementwise sigmoid);
@@ -172,13 +180,32 @@ class Backend {
   // ([M_e, F]), y_e = a @ w2[e] ([M_e, D]). h13 and a are saved for the backward pass.
   // w13[e] [2F, D] (w1 rows then w3 rows), w2[e] [F, D] (stored [in, out], so that expert tensor
   // parallelism splits every expert matrix by rows).
+  // With ExpertOpts: the activation's form (GluOpts) and, for GPT-OSS, biases: b13[e] [2F] added
+  // to h13 before the activation and b2[e] [D] to y_e (empty spans: none). The backward pass
+  // accumulates their gradients into db13, db2 (given exactly when the forward had biases).
+  struct ExpertOpts {
+    GluOpts glu;
+    std::span<const Tensor> b13, b2;
+  };
   virtual void grouped_swiglu_forward(const Tensor& x, std::span<const int64_t> offsets,
                                       std::span<const Tensor> w13, std::span<const Tensor> w2, const Tensor& h13,
-                                      const Tensor& a, const Tensor& y) = 0;
+                                      const Tensor& a, const Tensor& y, const ExpertOpts& opts) = 0;
   virtual void grouped_swiglu_backward(const Tensor& dy, const Tensor& x, std::span<const int64_t> offsets,
                                        std::span<const Tensor> w13, std::span<const Tensor> w2,
                                        const Tensor& h13, const Tensor& a, const Tensor& dx,
-                                       std::span<const Tensor> dw13, std::span<const Tensor> dw2) = 0;
+                                       std::span<const Tensor> dw13, std::span<const Tensor> dw2,
+                                       const ExpertOpts& opts, std::span<const Tensor> db13,
+                                       std::span<const Tensor> db2) = 0;
+  void grouped_swiglu_forward(const Tensor& x, std::span<const int64_t> offsets, std::span<const Tensor> w13,
+                              std::span<const Tensor> w2, const Tensor& h13, const Tensor& a, const Tensor& y) {
+    grouped_swiglu_forward(x, offsets, w13, w2, h13, a, y, ExpertOpts{});
+  }
+  void grouped_swiglu_backward(const Tensor& dy, const Tensor& x, std::span<const int64_t> offsets,
+                               std::span<const Tensor> w13, std::span<const Tensor> w2, const Tensor& h13,
+                               const Tensor& a, const Tensor& dx, std::span<const Tensor> dw13,
+                               std::span<const Tensor> dw2) {
+    grouped_swiglu_backward(dy, x, offsets, w13, w2, h13, a, dx, dw13, dw2, ExpertOpts{}, {}, {});
+  }
 
   // ---- loss ------------------------------------------------------------------------------------
   // Cross-entropy of logits [N, V] against targets [N] I32; writes lse [N] (saved) and returns the

@@ -76,13 +76,16 @@ void Model::ensure(int64_t batch, int64_t seq) {
   batch_ = batch;
   seq_ = seq;
 
-  // RoPE tables in double on the host, so float32 and float64 models rotate by the same angles.
-  std::vector<double> c(seq * (hd / 2)), s(seq * (hd / 2));
+  // RoPE tables in double on the host, so float32 and float64 models rotate by the same angles
+  // (YaRN scales the frequencies and both tables: ModelConfig::rope_inv_freq, rope_amplitude).
+  std::vector<double> c(seq * (hd / 2)), s(seq * (hd / 2)), inv_freq(hd / 2);
+  for (int64_t i = 0; i < hd / 2; ++i) inv_freq[i] = cfg_.rope_inv_freq(i);
+  const double amp = cfg_.rope_amplitude();
   for (int64_t t = 0; t < seq; ++t)
     for (int64_t i = 0; i < hd / 2; ++i) {
-      const double angle = double(t) * std::pow(cfg_.rope_theta, -2.0 * double(i) / double(hd));
-      c[t * (hd / 2) + i] = std::cos(angle);
-      s[t * (hd / 2) + i] = std::sin(angle);
+      const double angle = double(t) * inv_freq[i];
+      c[t * (hd / 2) + i] = amp * std::cos(angle);
+      s[t * (hd / 2) + i] = amp * std::sin(angle);
     }
   MemScope inputs(be_, MemCategory::Other);
   rope_.cos = be_.empty({seq, hd / 2}, accum_dtype(dtype_));
@@ -93,6 +96,10 @@ void Model::ensure(int64_t batch, int64_t seq) {
   for (int64_t i = 0; i < n; ++i) pos[i] = int32_t(i % seq);
   rope_.positions = be_.empty({n}, DType::I32);
   be_.upload(pos.data(), rope_.positions);
+  if (cfg_.attention_bias) {
+    rope_.ones = be_.empty({n, 1}, dtype_);
+    be_.fill(rope_.ones, 1.0);
+  }
 
   ids_ = be_.empty({n}, DType::I32);
   targets_ = be_.empty({n}, DType::I32);

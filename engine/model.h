@@ -128,7 +128,7 @@ class Model {
   std::vector<std::unique_ptr<FfnBlock>> ffn_;
 
   int64_t batch_ = 0, seq_ = 0;
-  RopeInputs rope_;
+  AttentionInputs rope_;
   Tensor ids_, targets_;
   std::vector<int32_t> ids_host_, targets_host_;
   // Tensor parallelism: ids and targets as rows of this rank's vocabulary shard (-1: elsewhere),

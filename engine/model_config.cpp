@@ -1,5 +1,6 @@
 #include "engine/model_config.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <limits>
@@ -52,9 +53,47 @@ int64_t ModelConfig::active_params_per_token() const {
   return n;
 }
 
+namespace {
+// YaRN's attention temperature term (0.1 m ln s + 1 for s > 1).
+double yarn_mscale_of(double factor, double m) { return factor <= 1 ? 1.0 : 0.1 * m * std::log(factor) + 1.0; }
+}  // namespace
+
+double ModelConfig::rope_inv_freq(int64_t i) const {
+  const double dim = double(rope_dim()), extrapolated = std::pow(rope_theta, -2.0 * double(i) / dim);
+  if (rope_scaling != "yarn") return extrapolated;
+  // Pairs that turn fewer than beta_slow times over the original context are interpolated
+  // (divided by the factor), those turning more than beta_fast times kept, with a linear ramp
+  // between (the ramp's ends are dimension indices).
+  auto correction_dim = [&](double rotations) {
+    return dim * std::log(double(rope_original_max_position) / (rotations * 2 * M_PI)) / (2 * std::log(rope_theta));
+  };
+  double low = correction_dim(yarn_beta_fast), high = correction_dim(yarn_beta_slow);
+  if (yarn_truncate) low = std::floor(low), high = std::ceil(high);
+  low = std::max(low, 0.0), high = std::min(high, dim - 1);
+  if (low == high) high += 0.001;
+  const double ramp = std::clamp((double(i) - low) / (high - low), 0.0, 1.0), keep = 1 - ramp;
+  return extrapolated / rope_factor * (1 - keep) + extrapolated * keep;
+}
+
+double ModelConfig::rope_amplitude() const {
+  if (rope_scaling != "yarn") return 1.0;
+  if (yarn_mscale > 0 && yarn_mscale_all_dim > 0)
+    return yarn_mscale_of(rope_factor, yarn_mscale) / yarn_mscale_of(rope_factor, yarn_mscale_all_dim);
+  return yarn_mscale_of(rope_factor, 1.0);
+}
+
+double ModelConfig::attention_scale() const {
+  double s = 1.0 / std::sqrt(double(qk_head_dim()));
+  // DeepSeek's YaRN also sharpens the softmax by mscale(factor, mscale_all_dim)^2.
+  if (rope_scaling == "yarn" && yarn_mscale_all_dim > 0) s *= std::pow(yarn_mscale_of(rope_factor, yarn_mscale_all_dim), 2);
+  return s;
+}
+
 double ModelConfig::train_flops_per_token() const {
-  return 6.0 * double(active_params_per_token()) +
-         6.0 * double(n_layers * n_heads * (qk_head_dim() + v_dim()) * seq_len);
+  // A sliding layer's query sees at most `window` keys: count min(seq_len, window) for it.
+  double keys = 0;
+  for (int64_t l = 0; l < n_layers; ++l) keys += double(layer_window(l) > 0 ? std::min(seq_len, layer_window(l)) : seq_len);
+  return 6.0 * double(active_params_per_token()) + 6.0 * double(n_heads * (qk_head_dim() + v_dim())) * keys;
 }
 
 void ModelConfig::validate() const {
@@ -87,6 +126,23 @@ void ModelConfig::validate() const {
     throw ConfigError("model.q_lora_rank, qk_nope_head_dim, qk_rope_head_dim and v_head_dim are Multi-head Latent "
                       "Attention settings: set model.kv_lora_rank > 0 to use MLA, or remove them");
   }
+  non_negative("sliding_window", sliding_window);
+  non_negative("full_attention_every", full_attention_every);
+  if (rope_scaling != "none" && rope_scaling != "yarn")
+    throw ConfigError("model.rope_scaling=\"" + rope_scaling + "\" is not one of \"none\" or \"yarn\"");
+  if (rope_scaling == "yarn") {
+    finite_positive("rope_factor", rope_factor);
+    positive("rope_original_max_position", rope_original_max_position);
+    finite_positive("yarn_beta_fast", yarn_beta_fast);
+    finite_positive("yarn_beta_slow", yarn_beta_slow);
+    finite_non_negative("yarn_mscale", yarn_mscale);
+    finite_non_negative("yarn_mscale_all_dim", yarn_mscale_all_dim);
+  }
+  finite_non_negative("swiglu_limit", swiglu_limit);
+  if (swiglu_limit > 0) finite_positive("swiglu_alpha", swiglu_alpha);
+  else if (swiglu_alpha != 1.0)
+    throw ConfigError("model.swiglu_alpha=" + num(swiglu_alpha) + " only applies to the clamped SwiGLU; set "
+                      "model.swiglu_limit > 0 or leave swiglu_alpha at 1");
   if (!mla() && head_dim == 0 && d_model % n_heads != 0)
     throw ConfigError("model.d_model=" + num(d_model) + " is not divisible by model.n_heads=" + num(n_heads) +
                       "; set d_model to a multiple of n_heads or set model.head_dim explicitly");

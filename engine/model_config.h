@@ -36,6 +36,24 @@ struct ModelConfig {
   int64_t qk_nope_head_dim = 0;
   int64_t qk_rope_head_dim = 0;
   int64_t v_head_dim = 0;
+  // GPT-OSS's attention: a sliding window of `sliding_window` keys (0: none) on every layer but
+  // each full_attention_every-th (layer l is full when (l + 1) % full_attention_every == 0; 0:
+  // every layer slides); a learned sink logit per head (`attention_sinks`); biases on q, k, v
+  // and the output projection (`attention_bias`).
+  int64_t sliding_window = 0;
+  int64_t full_attention_every = 0;
+  bool attention_sinks = false;
+  bool attention_bias = false;
+  // RoPE frequency scaling: "none" or "yarn" (YaRN, as Hugging Face's rope_parameters define it:
+  // rope_factor, the pre-training context rope_original_max_position, the ramp's yarn_beta_fast
+  // and yarn_beta_slow, whether the ramp's ends are rounded (yarn_truncate), and DeepSeek's
+  // yarn_mscale / yarn_mscale_all_dim, 0 when absent). docs/model.md has the formulas.
+  std::string rope_scaling = "none";
+  double rope_factor = 1.0;
+  int64_t rope_original_max_position = 0;
+  double yarn_beta_fast = 32.0, yarn_beta_slow = 1.0;
+  bool yarn_truncate = true;
+  double yarn_mscale = 0.0, yarn_mscale_all_dim = 0.0;
 
   // FFN: dense SwiGLU of width d_ff for the first `first_dense_layers` layers, MoE after.
   int64_t d_ff = 1024;
@@ -53,6 +71,14 @@ struct ModelConfig {
   int64_t n_expert_groups = 1;
   int64_t topk_groups = 1;
   double routed_scaling_factor = 1.0;
+  // GPT-OSS's MoE: a learned bias on the router logits (`router_logit_bias`; not the
+  // aux-loss-free balancing bias), biases on every routed expert's gate|up and down projections
+  // (`expert_bias`), and the clamped SwiGLU on every SwiGLU of the model when swiglu_limit > 0
+  // (Backend::GluOpts: alpha swiglu_alpha, limit swiglu_limit).
+  bool router_logit_bias = false;
+  bool expert_bias = false;
+  double swiglu_limit = 0.0;
+  double swiglu_alpha = 1.0;
   double capacity_factor = 0.0;  // 0: dropless
   double aux_loss_coef = 0.01;
   double z_loss_coef = 0.001;
@@ -65,6 +91,17 @@ struct ModelConfig {
   int64_t qk_head_dim() const { return mla() ? qk_nope_head_dim + qk_rope_head_dim : resolved_head_dim(); }
   int64_t v_dim() const { return mla() ? v_head_dim : resolved_head_dim(); }
   int64_t rope_dim() const { return mla() ? qk_rope_head_dim : resolved_head_dim(); }
+  // The sliding window of layer l (0: full causal attention).
+  int64_t layer_window(int64_t l) const {
+    const bool full = full_attention_every > 0 && (l + 1) % full_attention_every == 0;
+    return sliding_window > 0 && !full ? sliding_window : 0;
+  }
+  // RoPE: the inverse frequency of rotary pair i < rope_dim / 2 (YaRN-blended when on), the
+  // factor cos and sin are multiplied by, and the attention's softmax scale.
+  double rope_inv_freq(int64_t i) const;
+  double rope_amplitude() const;
+  double attention_scale() const;
+  Backend::GluOpts glu() const { return {swiglu_limit > 0 ? swiglu_alpha : 1.0, swiglu_limit}; }
   bool layer_is_moe(int64_t layer) const { return n_experts > 0 && layer >= first_dense_layers; }
   // Parameters one token multiplies by (attention, router, top_k + shared experts, dense FFNs,
   // LM head; not the embedding lookup or norms), and the training FLOPs per token:

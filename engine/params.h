@@ -19,8 +19,10 @@
 
 namespace sy {
 
-// What a parameter is, for weight-decay rules and initialisation.
-enum class ParamKind : uint8_t { Matrix, Norm, Embedding };
+// What a parameter is, for weight-decay rules and initialisation: norm gains start at 1, the
+// others at init_std times a normal draw (biases are given 0; attention sinks init_std). Biases
+// and sinks decay with the norms (optim.decay_norms).
+enum class ParamKind : uint8_t { Matrix, Norm, Embedding, Bias };
 
 // How a parameter lies across the tensor-parallel ranks:
 //   Replicated: the same values and the same gradients on every TP rank.

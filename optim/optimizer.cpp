@@ -36,7 +36,7 @@ Optimizer::Optimizer(const OptimConfig& cfg, ParamStore& ps, Backend& be, int64_
     for (const ParamInfo& p : ps.infos()) {
       const int64_t lo = std::max(p.offset, pc.begin), hi = std::min(p.offset + p.numel, pc.end);
       if (lo >= hi) continue;
-      const bool decay = p.kind == ParamKind::Matrix || (p.kind == ParamKind::Norm && cfg.decay_norms) ||
+      const bool decay = p.kind == ParamKind::Matrix || ((p.kind == ParamKind::Norm || p.kind == ParamKind::Bias) && cfg.decay_norms) ||
                          (p.kind == ParamKind::Embedding && cfg.decay_embeddings);
       Range* last = ranges_.empty() ? nullptr : &ranges_.back();
       if (last && last->piece == i && last->decay == decay && last->offset + last->numel == lo)

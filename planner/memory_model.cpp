@@ -39,11 +39,15 @@ SegmentCounts count_params(const ModelConfig& m, const PlanLayout& l, const Pipe
         if (m.qk_norm == "head") c.n[0] += 2 * hd;
         if (m.qk_norm == "full") c.n[0] += (heads + kv) * hd;
         c.n[1] += (2 * heads + 2 * kv) * hd * d;  // wq, wk, wv, wo
+        if (m.attention_bias) c.n[1] += (heads + 2 * kv) * hd, c.n[0] += d;  // bq, bk, bv by heads; bo
+        if (m.attention_sinks) c.n[1] += heads;
       }
       if (m.layer_is_moe(layer)) {
         c.n[0] += m.n_experts * d;  // router
+        if (m.router_logit_bias) c.n[0] += m.n_experts;
         c.n[1] += m.n_shared_experts * 3 * (m.expert_ffn_dim / t) * d;
         c.n[2] += (m.n_experts / l.ep) * 3 * (m.expert_ffn_dim / l.etp) * d;
+        if (m.expert_bias) c.n[2] += (m.n_experts / l.ep) * (2 * m.expert_ffn_dim + d);
       } else {
         c.n[1] += 3 * (m.d_ff / t) * d;
       }
@@ -184,6 +188,7 @@ StageMemory predict_stage_memory(const MemoryInputs& in, int stage) {
   const int64_t d = m.d_model, hd = m.resolved_head_dim(), vl = m.vocab_size / t;
   const int64_t heads = m.n_heads / t, kv = m.n_kv_heads / t;
   out[C::Other] = m.seq_len * m.rope_dim() * kAccum + 3 * n * kIndex;  // RoPE cos/sin, positions, ids, targets
+  if (m.attention_bias) out[C::Other] += n * a;                          // the ones column of the biases
 
   int64_t& act = out[C::Activations];
   int64_t& ws = out[C::Workspace];
@@ -236,6 +241,7 @@ StageMemory predict_stage_memory(const MemoryInputs& in, int stage) {
       act += 2 * n_r * e * kAccum + 3 * n_r * k * kIndex + cap * kIndex + 2 * cap * d * a;
       if (l.etp == 1) act += 3 * cap * f * a;
       ws += n_r * e * kAccum + n_r * k * kAccum + e * kAccum + 2 * cap * d * a;  // dlogits, dw, aux, dyp, dxp
+      if (m.router_logit_bias) ws += n_r * kAccum;                              // the logit bias's ones
       if (t > 1) ws += n * k * kIndex + (l.sp ? 0 : 2 * n_r * d * a);  // gathered top-k; chunk out/in
       if (l.ep > 1) {
         const int64_t kept = 2 * recv * d * a + (l.etp == 1 ? 3 * recv * f * a : 0);  // received rows, outputs, hidden

@@ -42,6 +42,15 @@ TEST(FamilyRecipes, EveryFamilyRecipeLoadsWithItsPublishedShapes) {
       EXPECT_EQ(m.model.routed_scaling_factor, r.model.routed_scaling_factor);
       EXPECT_EQ(m.model.first_dense_layers > 0, r.model.first_dense_layers > 0);
       EXPECT_EQ(m.model.router_bias_update_rate > 0, r.model.router_bias_update_rate > 0);
+      EXPECT_EQ(m.model.sliding_window > 0, r.model.sliding_window > 0);
+      EXPECT_EQ(m.model.full_attention_every, r.model.full_attention_every);
+      EXPECT_EQ(m.model.attention_sinks, r.model.attention_sinks);
+      EXPECT_EQ(m.model.attention_bias, r.model.attention_bias);
+      EXPECT_EQ(m.model.router_logit_bias, r.model.router_logit_bias);
+      EXPECT_EQ(m.model.expert_bias, r.model.expert_bias);
+      EXPECT_EQ(m.model.swiglu_limit, r.model.swiglu_limit);
+      EXPECT_EQ(m.model.swiglu_alpha, r.model.swiglu_alpha);
+      EXPECT_EQ(m.model.rope_scaling, r.model.rope_scaling);
       EXPECT_EQ(m.model.vocab_size, 256);
     }
     ++n;
@@ -64,6 +73,14 @@ TEST(FamilyRecipes, EveryFamilyRecipeLoadsWithItsPublishedShapes) {
   // The report's 37B activated parameters per token (671B total) include the embedding
   // (0.93B) and exclude MTP; ours counts the LM head instead of the embedding: the same size.
   EXPECT_NEAR(double(dsv3.model.active_params_per_token()) / 1e9, 37.0, 1.0);
+  // The model card's active parameters: 3.6B (20b) and 5.1B (120b) per token, which count the
+  // unembedding (our LM head, 0.58B) and not the embedding.
+  const Recipe oss20 = load_recipe(SY_SOURCE_DIR "/recipes/gpt-oss/20b.toml");
+  const Recipe oss120 = load_recipe(SY_SOURCE_DIR "/recipes/gpt-oss/120b.toml");
+  EXPECT_EQ(oss20.model.layer_window(0), 128);
+  EXPECT_EQ(oss20.model.layer_window(1), 0);
+  EXPECT_NEAR(double(oss20.model.active_params_per_token()) / 1e9, 3.6, 0.15);
+  EXPECT_NEAR(double(oss120.model.active_params_per_token()) / 1e9, 5.1, 0.15);
 }
 
 struct MiniLayout {
@@ -105,6 +122,13 @@ TEST(FamilyRecipes, Qwen3Moe235bMiniAtTp2Pp2Dp2Ep2) {
 TEST(FamilyRecipes, DeepSeekV3MiniAtPp2Dp2Ep2) {
   check_mini({"recipes/deepseek-v3/671b-mini.toml", 4, 2, 2, " --set parallel.pp=2 --set parallel.ep=2", false},
              "fam_dsv3");
+}
+TEST(FamilyRecipes, GptOss20bMiniAtTp2Dp2Ep2) {
+  check_mini({"recipes/gpt-oss/20b-mini.toml", 4, 1, 2, " --set parallel.tp=2 --set parallel.ep=2", true}, "fam_oss20");
+}
+TEST(FamilyRecipes, GptOss120bMiniAtPp2Dp2Ep2) {
+  check_mini({"recipes/gpt-oss/120b-mini.toml", 4, 2, 2, " --set parallel.pp=2 --set parallel.ep=2", false},
+             "fam_oss120");
 }
 TEST(FamilyRecipes, Olmoe1b7bMiniAtPp2Dp2Ep2) {
   check_mini({"recipes/olmoe/1b-7b-mini.toml", 4, 2, 2, " --set parallel.pp=2 --set parallel.ep=2", false}, "fam_olmoe");

@@ -109,6 +109,30 @@ TEST(ModelGradients, WholeModelWithMlaMatchesFiniteDifferences) {
   }
 }
 
+// GPT-OSS: sliding windows on every other layer, sinks, attention, router and expert biases, the
+// clamped SwiGLU (a limit the hidden units cross) and YaRN.
+TEST(ModelGradients, WholeModelWithGptOssFeaturesMatchesFiniteDifferences) {
+  ModelConfig c = testing::tiny_two_layer_config();
+  c.first_dense_layers = 0;
+  c.sliding_window = 3;
+  c.full_attention_every = 2;
+  c.attention_sinks = true;
+  c.attention_bias = true;
+  c.router_logit_bias = true;
+  c.expert_bias = true;
+  c.swiglu_limit = 0.5;
+  c.swiglu_alpha = 1.702;
+  c.rope_scaling = "yarn";
+  c.rope_factor = 8;
+  c.rope_original_max_position = 4;
+  for (const ExpertsImpl impl : {ExpertsImpl::Grouped, ExpertsImpl::Sequential}) {
+    double n = 0;
+    const double worst = worst_relative_error(c, impl, &n);
+    std::printf("[measured] GPT-OSS features (%s experts): worst per-tensor relative error %.3e over %.0f entries\n",
+                impl == ExpertsImpl::Grouped ? "grouped" : "sequential", worst, n);
+  }
+}
+
 TEST(ModelGradients, SequentialExpertsReferenceAgreesWithGrouped) {
   ModelConfig c = testing::tiny_two_layer_config();
   c.capacity_factor = 1.0;

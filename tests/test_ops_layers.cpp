@@ -147,6 +147,42 @@ TEST(OpSwiglu, GradientsMatchFiniteDifferences) {
   EXPECT_LT(e32, 1e-5);
 }
 
+// GPT-OSS's clamped SwiGLU: g = min(gate, L), u = clamp(up, -L, L), g sigmoid(a g) (u + 1), with
+// inputs on both sides of both clamps.
+TEST(OpSwiglu, ClampedFormMatchesDefinitionAndFiniteDifferences) {
+  auto be = make_cpu_backend();
+  const int64_t n = 6, f = 7;
+  const Backend::GluOpts glu{1.702, 1.5};
+  Vec h = randn(n * 2 * f, 3, 2.0);
+  const Vec r = randn(n * f, 4);
+  auto forward = [&](DType dt) -> Outputs {
+    Tensor out = be->empty({n, f}, dt);
+    be->swiglu_forward(tensor(*be, {n, 2 * f}, h, dt), out, glu);
+    return {host(*be, out)};
+  };
+  const Vec out = forward(DType::F64)[0];
+  int clamped_g = 0, clamped_u = 0;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < f; ++j) {
+      const double g0 = h[i * 2 * f + j], u0 = h[i * 2 * f + f + j];
+      const double g = std::min(g0, 1.5), u = std::clamp(u0, -1.5, 1.5);
+      clamped_g += g0 > 1.5, clamped_u += std::abs(u0) > 1.5;
+      EXPECT_NEAR(out[i * f + j], g / (1 + std::exp(-1.702 * g)) * (u + 1), 1e-14);
+    }
+  EXPECT_GT(clamped_g, 3);  // both clamps bind somewhere
+  EXPECT_GT(clamped_u, 3);
+  Tensor th = tensor(*be, {n, 2 * f}, h), dh = be->empty({n, 2 * f}, DType::F64);
+  const Outputs g =
+      accumulated_grads(*be, {dh}, [&] { be->swiglu_backward(tensor(*be, {n, f}, r), th, dh, glu); }, "swiglu");
+  const double err = fd_check({&h}, g, [&] { return dot(r, forward(DType::F64)[0]); });
+  report("clamped swiglu backward vs FD", err);
+  EXPECT_LE(err, 1e-6);
+  const double e32 = f32_vs_f64(forward);
+  report("clamped swiglu forward f32 vs f64", e32);
+  EXPECT_LT(e32, 1e-5);
+  EXPECT_THROW(be->swiglu_forward(th, be->empty({n, f}, DType::F64), Backend::GluOpts{1.702, 0}), std::invalid_argument);
+}
+
 TEST(OpCrossEntropy, MatchesNaiveAndFiniteDifferences) {
   auto be = make_cpu_backend();
   const int64_t n = 6, v = 11;

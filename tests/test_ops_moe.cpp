@@ -226,78 +226,112 @@ TEST(OpDispatch, GatherCombineRoundTripAndGradients) {
                std::out_of_range);
 }
 
-TEST(OpGroupedSwiglu, MatchesSequentialExpertsAndFiniteDifferences) {
+// The grouped experts against the same computation one expert at a time through the dense ops,
+// and their backward against finite differences; with biases (GPT-OSS) the bias gradients too.
+void check_grouped_swiglu(const Backend::GluOpts& glu, bool biases, const std::string& tag) {
   auto be = make_cpu_backend();
   const int64_t e = 3, d = 6, f = 5, m = 9;
   const std::vector<int64_t> offsets = {0, 4, 4, 9};  // expert 1 gets no rows
   Vec x = randn(m * d, 1);
-  std::vector<Vec> w13(e), w2(e);
+  std::vector<Vec> w13(e), w2(e), b13(e), b2(e);
   for (int64_t i = 0; i < e; ++i) {
     w13[i] = randn(2 * f * d, 10 + i, 0.5);
     w2[i] = randn(d * f, 20 + i, 0.5);
+    b13[i] = randn(2 * f, 30 + i, 0.5);
+    b2[i] = randn(d, 40 + i, 0.5);
   }
   const Vec r = randn(m * d, 3);
-  auto weights = [&](DType dt, std::vector<Tensor>& t13, std::vector<Tensor>& t2) {
-    t13.clear();
-    t2.clear();
+  struct Weights {
+    std::vector<Tensor> w13, w2, b13, b2;
+  };
+  auto weights = [&](DType dt) {
+    Weights t;
     for (int64_t i = 0; i < e; ++i) {
-      t13.push_back(tensor(*be, {2 * f, d}, w13[i], dt));
-      t2.push_back(tensor(*be, {f, d}, w2[i], dt));
+      t.w13.push_back(tensor(*be, {2 * f, d}, w13[i], dt));
+      t.w2.push_back(tensor(*be, {f, d}, w2[i], dt));
+      if (biases) t.b13.push_back(tensor(*be, {2 * f}, b13[i], dt)), t.b2.push_back(tensor(*be, {d}, b2[i], dt));
     }
+    return t;
   };
   auto run = [&](DType dt) -> Outputs {
-    std::vector<Tensor> t13, t2;
-    weights(dt, t13, t2);
+    const Weights t = weights(dt);
     Tensor h13 = be->empty({m, 2 * f}, dt), a = be->empty({m, f}, dt), y = be->empty({m, d}, dt);
     be->fill(y, std::nan(""));  // every row must be written
-    be->grouped_swiglu_forward(tensor(*be, {m, d}, x, dt), offsets, t13, t2, h13, a, y);
+    be->grouped_swiglu_forward(tensor(*be, {m, d}, x, dt), offsets, t.w13, t.w2, h13, a, y, {glu, t.b13, t.b2});
     return {host(*be, y), host(*be, h13), host(*be, a)};
   };
   const Outputs o = run(DType::F64);
-  // The same computation one expert at a time through the dense ops.
   {
-    std::vector<Tensor> t13, t2;
-    weights(DType::F64, t13, t2);
+    const Weights t = weights(DType::F64);
     Tensor tx = tensor(*be, {m, d}, x), h13 = be->empty({m, 2 * f}, DType::F64), a = be->empty({m, f}, DType::F64),
            y = be->empty({m, d}, DType::F64);
     for (int64_t i = 0; i < e; ++i) {
       const int64_t lo = offsets[i], hi = offsets[i + 1];
       if (lo == hi) continue;
-      be->gemm(tx.rows(lo, hi), false, t13[i], true, h13.rows(lo, hi), 1, 0);
-      be->swiglu_forward(h13.rows(lo, hi), a.rows(lo, hi));
-      be->gemm(a.rows(lo, hi), false, t2[i], false, y.rows(lo, hi), 1, 0);
+      be->gemm(tx.rows(lo, hi), false, t.w13[i], true, h13.rows(lo, hi), 1, 0);
+      Vec hb = host(*be, h13.rows(lo, hi));
+      if (biases)
+        for (int64_t j = 0; j < hi - lo; ++j)
+          for (int64_t c = 0; c < 2 * f; ++c) hb[j * 2 * f + c] += b13[i][c];
+      be->upload(hb.data(), h13.rows(lo, hi));
+      be->swiglu_forward(h13.rows(lo, hi), a.rows(lo, hi), glu);
+      be->gemm(a.rows(lo, hi), false, t.w2[i], false, y.rows(lo, hi), 1, 0);
+      Vec yb = host(*be, y.rows(lo, hi));
+      if (biases)
+        for (int64_t j = 0; j < hi - lo; ++j)
+          for (int64_t c = 0; c < d; ++c) yb[j * d + c] += b2[i][c];
+      be->upload(yb.data(), y.rows(lo, hi));
     }
-    EXPECT_LT(max_rel_err(o[0], host(*be, y)), 1e-14);
-    EXPECT_LT(max_rel_err(o[1], host(*be, h13)), 1e-14);
-    EXPECT_LT(max_rel_err(o[2], host(*be, a)), 1e-14);
+    EXPECT_LT(max_rel_err(o[0], host(*be, y)), 1e-14) << tag;
+    EXPECT_LT(max_rel_err(o[1], host(*be, h13)), 1e-14) << tag;
+    EXPECT_LT(max_rel_err(o[2], host(*be, a)), 1e-14) << tag;
   }
-  std::vector<Tensor> t13, t2, d13, d2;
-  weights(DType::F64, t13, t2);
+  const Weights t = weights(DType::F64);
+  std::vector<Tensor> d13, d2, db13, db2;
   for (int64_t i = 0; i < e; ++i) {
     d13.push_back(be->empty({2 * f, d}, DType::F64));
     d2.push_back(be->empty({f, d}, DType::F64));
+    if (biases) db13.push_back(be->empty({2 * f}, DType::F64)), db2.push_back(be->empty({d}, DType::F64));
   }
   Tensor tx = tensor(*be, {m, d}, x), th = tensor(*be, {m, 2 * f}, o[1]), ta = tensor(*be, {m, f}, o[2]),
          dx = be->empty({m, d}, DType::F64);
   std::vector<Tensor> grads = {dx};
-  for (int64_t i = 0; i < e; ++i) grads.push_back(d13[i]);
-  for (int64_t i = 0; i < e; ++i) grads.push_back(d2[i]);
+  for (auto* v : {&d13, &d2, &db13, &db2})
+    for (const Tensor& g : *v) grads.push_back(g);
   const Outputs g = accumulated_grads(
       *be, grads,
-      [&] { be->grouped_swiglu_backward(tensor(*be, {m, d}, r), tx, offsets, t13, t2, th, ta, dx, d13, d2); },
+      [&] {
+        be->grouped_swiglu_backward(tensor(*be, {m, d}, r), tx, offsets, t.w13, t.w2, th, ta, dx, d13, d2,
+                                    {glu, t.b13, t.b2}, db13, db2);
+      },
       "grouped_swiglu");
   std::vector<Vec*> inputs = {&x};
-  for (auto& w : w13) inputs.push_back(&w);
-  for (auto& w : w2) inputs.push_back(&w);
+  for (auto* v : {&w13, &w2})
+    for (auto& w : *v) inputs.push_back(&w);
+  if (biases)
+    for (auto* v : {&b13, &b2})
+      for (auto& w : *v) inputs.push_back(&w);
   const double err = fd_check(inputs, g, [&] { return dot(r, run(DType::F64)[0]); });
-  report("grouped_swiglu backward vs FD", err);
-  EXPECT_LE(err, 1e-6);
+  report("grouped_swiglu backward vs FD " + tag, err);
+  EXPECT_LE(err, 1e-6) << tag;
   for (double v : g[1 + 1]) EXPECT_EQ(v, 0.0);  // the empty expert gets no gradient
+  if (biases)
+    for (double v : g[1 + 2 * e + 1]) EXPECT_EQ(v, 0.0);  // nor its bias
   const double e32 = f32_vs_f64(run);
-  report("grouped_swiglu forward f32 vs f64", e32);
-  EXPECT_LT(e32, 1e-5);
-  EXPECT_THROW(be->grouped_swiglu_forward(tx, std::vector<int64_t>{0, 4, 4, 8}, t13, t2, th, ta, dx),
+  report("grouped_swiglu forward f32 vs f64 " + tag, e32);
+  EXPECT_LT(e32, 1e-5) << tag;
+  EXPECT_THROW(be->grouped_swiglu_forward(tx, std::vector<int64_t>{0, 4, 4, 8}, t.w13, t.w2, th, ta, dx),
                std::invalid_argument);
+}
+
+TEST(OpGroupedSwiglu, MatchesSequentialExpertsAndFiniteDifferences) {
+  check_grouped_swiglu({}, false, "plain");
+}
+
+// GPT-OSS's experts: biases on gate|up and down, the clamped SwiGLU (a limit the inputs cross).
+TEST(OpGroupedSwiglu, BiasesAndClampedFormMatchSequentialAndFiniteDifferences) {
+  check_grouped_swiglu({}, true, "biases");
+  check_grouped_swiglu({1.702, 0.6}, true, "clamped+biases");
 }
 
 }  // namespace

@@ -93,7 +93,7 @@ TEST(Planner, Mixtral8x7bAtSequence4096FitsOnSixteenH100) {
 TEST(Planner, EveryFamilyRecipeHasAFewestGpuLayout) {
   for (const char* recipe : {"recipes/mixtral/8x7b.toml", "recipes/mixtral/8x22b.toml", "recipes/qwen3-moe/30b-a3b.toml",
                              "recipes/qwen3-moe/235b-a22b.toml", "recipes/olmoe/1b-7b.toml",
-                             "recipes/deepseek-v3/671b.toml"}) {
+                             "recipes/deepseek-v3/671b.toml", "recipes/gpt-oss/20b.toml", "recipes/gpt-oss/120b.toml"}) {
     const PlanRequest req = request(recipe, "h100");
     const FewestGpus f = fewest_gpus(req);
     ASSERT_GT(f.world, 0) << recipe;

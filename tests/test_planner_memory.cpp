@@ -115,6 +115,21 @@ TEST(PlannerMemory, DeepSeekV3Mini) {
   check_case(d, {"recipes/deepseek-v3/671b-mini.toml", 4, lay(1, 1, 1, 4, 4, 1, 2, false, 2, 1)}, "dp4_ep4_zero2");
 }
 
+// Sliding windows, sinks, attention, router and expert biases, the clamped SwiGLU.
+TEST(PlannerMemory, GptOss20bMini) {
+  testing::RunDir d("plan_oss20");
+  check_case(d, {"recipes/gpt-oss/20b-mini.toml", 1, lay(1, 1, 1, 1, 1, 1, 0, false, 2, 1)}, "one");
+  check_case(d, {"recipes/gpt-oss/20b-mini.toml", 2, lay(2, 1, 1, 1, 2, 1, 0, true, 2, 1)}, "tp2sp_ep2");
+  check_case(d, {"recipes/gpt-oss/20b-mini.toml", 4, lay(2, 1, 1, 2, 2, 1, 1, false, 2, 1)}, "tp2_dp2_ep2_zero1");
+}
+
+TEST(PlannerMemory, GptOss120bMini) {
+  testing::RunDir d("plan_oss120");
+  check_case(d, {"recipes/gpt-oss/120b-mini.toml", 2, lay(1, 1, 1, 2, 2, 1, 2, false, 2, 1)}, "dp2_ep2_zero2");
+  check_case(d, {"recipes/gpt-oss/120b-mini.toml", 4, lay(1, 2, 1, 2, 2, 1, 1, false, 2, 2)}, "pp2_dp2_ep2");
+  check_case(d, {"recipes/gpt-oss/120b-mini.toml", 4, lay(1, 2, 3, 2, 2, 1, 0, false, 1, 4)}, "pp2_vpp3_dp2_ep2");
+}
+
 // Shared experts and a first dense layer (the DeepSeek-MoE-style recipe), at its own sequence length.
 TEST(PlannerMemory, FineGrainedMoe) {
   testing::RunDir d("plan_fg");

@@ -32,7 +32,17 @@ std::string config_json(const ModelConfig& c) {
     << c.qk_norm << "\",\"q_lora_rank\":" << c.q_lora_rank << ",\"kv_lora_rank\":" << c.kv_lora_rank
     << ",\"qk_nope_head_dim\":" << c.qk_nope_head_dim << ",\"qk_rope_head_dim\":" << c.qk_rope_head_dim
     << ",\"v_head_dim\":" << c.v_head_dim << ",\"n_expert_groups\":" << c.n_expert_groups
-    << ",\"topk_groups\":" << c.topk_groups << ",\"routed_scaling_factor\":" << c.routed_scaling_factor << "}";
+    << ",\"topk_groups\":" << c.topk_groups << ",\"routed_scaling_factor\":" << c.routed_scaling_factor
+    << ",\"sliding_window\":" << c.sliding_window << ",\"full_attention_every\":" << c.full_attention_every
+    << ",\"attention_sinks\":" << (c.attention_sinks ? "true" : "false")
+    << ",\"attention_bias\":" << (c.attention_bias ? "true" : "false") << ",\"rope_scaling\":\"" << c.rope_scaling
+    << "\",\"rope_factor\":" << c.rope_factor << ",\"rope_original_max_position\":" << c.rope_original_max_position
+    << ",\"yarn_beta_fast\":" << c.yarn_beta_fast << ",\"yarn_beta_slow\":" << c.yarn_beta_slow
+    << ",\"yarn_truncate\":" << (c.yarn_truncate ? "true" : "false") << ",\"yarn_mscale\":" << c.yarn_mscale
+    << ",\"yarn_mscale_all_dim\":" << c.yarn_mscale_all_dim
+    << ",\"router_logit_bias\":" << (c.router_logit_bias ? "true" : "false")
+    << ",\"expert_bias\":" << (c.expert_bias ? "true" : "false") << ",\"swiglu_limit\":" << c.swiglu_limit
+    << ",\"swiglu_alpha\":" << c.swiglu_alpha << "}";
   return o.str();
 }
 
@@ -60,6 +70,14 @@ void compare_with_torch(const ModelConfig& cfg, const std::string& tag) {
       for (size_t e = 0; e < b.size(); ++e) b[e] = 0.05 * double(e % 3);
       upload_f64(*be, b, t);
     }
+  }
+  // Biases start at zero; random ones make the forward pass depend on them.
+  for (size_t i = 0; i < model.params().infos().size(); ++i) {
+    const ParamInfo& p = model.params().infos()[i];
+    if (p.kind != ParamKind::Bias) continue;
+    std::vector<double> b(size_t(p.numel));
+    for (size_t j = 0; j < b.size(); ++j) b[j] = 0.3 * std::sin(double(3 * j + i) + 0.5);
+    upload_f64(*be, b, model.params().value(int(i)));
   }
   const HostBatch batch = testing::random_batch(2, cfg.seq_len, cfg.vocab_size, 13);
   std::vector<std::pair<std::string, HostArray>> arrays;
@@ -152,6 +170,42 @@ TEST(ReferenceTorch, MlaWithGroupLimitedSigmoidRouting) {
     c.router_bias_update_rate = 0.01;
     compare_with_torch(c, "mla_q" + std::to_string(q_rank));
   }
+}
+
+// GPT-OSS's features: sliding windows on every other layer, sinks, attention and router and
+// expert biases, the clamped SwiGLU, YaRN (untruncated ramp); and DeepSeek's YaRN with mscale
+// on MLA.
+TEST(ReferenceTorch, GptOssFeaturesAndYarn) {
+  ModelConfig c = testing::tiny_two_layer_config();
+  c.first_dense_layers = 0;
+  c.n_shared_experts = 0;
+  c.sliding_window = 3;
+  c.full_attention_every = 2;
+  c.attention_sinks = true;
+  c.attention_bias = true;
+  c.rope_scaling = "yarn";
+  c.rope_theta = 150000;
+  c.rope_factor = 8;
+  c.rope_original_max_position = 4;
+  c.yarn_truncate = false;
+  c.router_logit_bias = true;
+  c.expert_bias = true;
+  c.swiglu_limit = 0.8;
+  c.swiglu_alpha = 1.702;
+  compare_with_torch(c, "gpt_oss");
+  ModelConfig m = testing::tiny_two_layer_config();
+  m.n_kv_heads = m.n_heads;
+  m.q_lora_rank = 6;
+  m.kv_lora_rank = 5;
+  m.qk_nope_head_dim = 4;
+  m.qk_rope_head_dim = 4;
+  m.v_head_dim = 3;
+  m.rope_scaling = "yarn";
+  m.rope_factor = 40;
+  m.rope_original_max_position = 4;
+  m.yarn_mscale = 1;
+  m.yarn_mscale_all_dim = 1;
+  compare_with_torch(m, "mla_yarn");
 }
 
 }  // namespace

@@ -61,6 +61,9 @@ void check_layout(const Recipe& r, int world) {
   if (m.mla() && p.tp > 1)
     throw ConfigError("Multi-head Latent Attention (model.kv_lora_rank > 0) is not built for parallel.tp=" +
                       std::to_string(p.tp) + "; use parallel.tp=1 (DeepSeek-V3 trains without TP: pp and ep)");
+  if (m.expert_bias && p.etp > 1)
+    throw ConfigError("model.expert_bias splits with the experts' hidden units under parallel.etp=" +
+                      std::to_string(p.etp) + ", which is not built; use parallel.etp=1");
   if (m.qk_norm == "full" && p.tp > 1)
     throw ConfigError("model.qk_norm=\"full\" normalises over every head, which parallel.tp=" + std::to_string(p.tp) +
                       " splits across ranks; this is not supported yet: use parallel.tp=1 (or qk_norm=\"head\")");

@@ -55,8 +55,10 @@ class CpuBackend final : public Backend {
                           const AttentionOpts& opts, const Tensor& dsinks) override;
 
   // cpu_loss_optim.cpp
-  void swiglu_forward(const Tensor& h, const Tensor& out) override;
-  void swiglu_backward(const Tensor& dout, const Tensor& h, const Tensor& dh) override;
+  using Backend::swiglu_forward;
+  using Backend::swiglu_backward;
+  void swiglu_forward(const Tensor& h, const Tensor& out, const GluOpts& glu) override;
+  void swiglu_backward(const Tensor& dout, const Tensor& h, const Tensor& dh, const GluOpts& glu) override;
   double cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& lse) override;
   void logits_row_max(const Tensor& logits, const Tensor& row_max) override;
   void cross_entropy_shard_sums(const Tensor& logits, const Tensor& targets, const Tensor& global_max,
@@ -80,13 +82,16 @@ class CpuBackend final : public Backend {
   void combine_forward(const Tensor& y, const Tensor& slot_rows, const Tensor& w, const Tensor& out) override;
   void combine_backward(const Tensor& dout, const Tensor& y, const Tensor& slot_rows, const Tensor& w,
                         const Tensor& dy, const Tensor& dw) override;
+  using Backend::grouped_swiglu_forward;
+  using Backend::grouped_swiglu_backward;
   void grouped_swiglu_forward(const Tensor& x, std::span<const int64_t> offsets, std::span<const Tensor> w13,
-                              std::span<const Tensor> w2, const Tensor& h13, const Tensor& a,
-                              const Tensor& y) override;
+                              std::span<const Tensor> w2, const Tensor& h13, const Tensor& a, const Tensor& y,
+                              const ExpertOpts& opts) override;
   void grouped_swiglu_backward(const Tensor& dy, const Tensor& x, std::span<const int64_t> offsets,
                                std::span<const Tensor> w13, std::span<const Tensor> w2, const Tensor& h13,
                                const Tensor& a, const Tensor& dx, std::span<const Tensor> dw13,
-                               std::span<const Tensor> dw2) override;
+                               std::span<const Tensor> dw2, const ExpertOpts& opts, std::span<const Tensor> db13,
+                               std::span<const Tensor> db2) override;
 
  private:
   // Temporary memory reused across calls (the grouped experts' backward), so a training step does

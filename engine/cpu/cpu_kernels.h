@@ -11,6 +11,7 @@
 #include <initializer_list>
 #include <string>
 
+#include "engine/backend.h"
 #include "engine/tensor.h"
 
 // A failing oneDNN call means this backend passed it something inconsistent (a bad leading
@@ -92,9 +93,13 @@ void gemm_raw(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, c
 
 // ---- SwiGLU rows (shared by the dense op and the grouped experts) ------------------------------
 // h [rows, 2F] -> out [rows, F].
-template <class T> void swiglu_rows(const T* h, T* out, int64_t rows, int64_t f);
-// dh (+)= d/dh of <dout, silu(gate) * up>; overwrites when !accumulate.
-template <class T> void swiglu_rows_backward(const T* dout, const T* h, T* dh, int64_t rows, int64_t f, bool accumulate);
+template <class T> void swiglu_rows(const T* h, T* out, int64_t rows, int64_t f, const Backend::GluOpts& glu);
+// GluOpts within range (limit >= 0; alpha 1 for the plain form), or a one-line error.
+void check_glu(const char* op, const Backend::GluOpts& glu);
+// dh = (or += with accumulate) d/dh of <dout, swiglu(h)>.
+template <class T>
+void swiglu_rows_backward(const T* dout, const T* h, T* dh, int64_t rows, int64_t f, bool accumulate,
+                          const Backend::GluOpts& glu);
 
 // Rounds a pointer up to a 64-byte boundary. Scratch rows that start on a cache line spare the
 // vectorised loops their scalar alignment prologue (which costs most in exp-heavy loops).

@@ -1,4 +1,5 @@
 // SwiGLU activation, cross-entropy loss and the AdamW update.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -8,61 +9,91 @@
 namespace sy {
 namespace cpu {
 
-template <class T> void swiglu_rows(const T* h, T* out, int64_t rows, int64_t f) {
+template <class T> void swiglu_rows(const T* h, T* out, int64_t rows, int64_t f, const Backend::GluOpts& glu) {
+  const T alpha = T(glu.alpha), lim = T(glu.limit);
 #pragma omp parallel for schedule(static) if (worth_threads(rows * f))
   for (int64_t i = 0; i < rows; ++i) {
     const T *gate = h + i * 2 * f, *up = gate + f;
     T* o = out + i * f;
-    SY_SIMD16
-    for (int64_t j = 0; j < f; ++j) o[j] = gate[j] * sigmoid(gate[j]) * up[j];
-  }
-}
-
-template <class T>
-void swiglu_rows_backward(const T* dout, const T* h, T* dh, int64_t rows, int64_t f, bool accumulate) {
-#pragma omp parallel for schedule(static) if (worth_threads(rows * f))
-  for (int64_t i = 0; i < rows; ++i) {
-    const T *gate = h + i * 2 * f, *up = gate + f, *d = dout + i * f;
-    T *dg = dh + i * 2 * f, *du = dg + f;
-    // silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g)
-    if (accumulate) {
+    if (!glu.clamped()) {
       SY_SIMD16
-      for (int64_t j = 0; j < f; ++j) {
-        const T s = sigmoid(gate[j]);
-        dg[j] += d[j] * up[j] * s * (T(1) + gate[j] * (T(1) - s));
-        du[j] += d[j] * gate[j] * s;
-      }
+      for (int64_t j = 0; j < f; ++j) o[j] = gate[j] * sigmoid(gate[j]) * up[j];
     } else {
       SY_SIMD16
       for (int64_t j = 0; j < f; ++j) {
-        const T s = sigmoid(gate[j]);
-        dg[j] = d[j] * up[j] * s * (T(1) + gate[j] * (T(1) - s));
-        du[j] = d[j] * gate[j] * s;
+        const T g = std::min(gate[j], lim), u = std::clamp(up[j], -lim, lim);
+        o[j] = g * sigmoid(alpha * g) * (u + T(1));
       }
     }
   }
 }
 
-template void swiglu_rows<float>(const float*, float*, int64_t, int64_t);
-template void swiglu_rows<double>(const double*, double*, int64_t, int64_t);
-template void swiglu_rows_backward<float>(const float*, const float*, float*, int64_t, int64_t, bool);
-template void swiglu_rows_backward<double>(const double*, const double*, double*, int64_t, int64_t, bool);
+// One row's gradient; Acc: add into dg, du (else overwrite them, which may hold garbage).
+template <bool Acc, class T>
+void swiglu_row_backward(const T* gate, const T* up, const T* d, T* dg, T* du, int64_t f, const Backend::GluOpts& glu) {
+  auto put = [](T& dst, T v) { dst = Acc ? dst + v : v; };
+  if (!glu.clamped()) {
+    // silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g)
+    SY_SIMD16
+    for (int64_t j = 0; j < f; ++j) {
+      const T s = sigmoid(gate[j]);
+      put(dg[j], d[j] * up[j] * s * (T(1) + gate[j] * (T(1) - s)));
+      put(du[j], d[j] * gate[j] * s);
+    }
+    return;
+  }
+  // d/dg [g sigmoid(a g)] = s (1 + a g (1 - s)), s = sigmoid(a g); zero where a clamp binds
+  // (torch.clamp's convention: the gradient passes at the bound itself).
+  const T alpha = T(glu.alpha), lim = T(glu.limit);
+  SY_SIMD16
+  for (int64_t j = 0; j < f; ++j) {
+    const T g = std::min(gate[j], lim), u = std::clamp(up[j], -lim, lim), s = sigmoid(alpha * g);
+    const T pass_g = gate[j] <= lim ? T(1) : T(0), pass_u = up[j] >= -lim && up[j] <= lim ? T(1) : T(0);
+    put(dg[j], pass_g * d[j] * (u + T(1)) * s * (T(1) + alpha * g * (T(1) - s)));
+    put(du[j], pass_u * d[j] * g * s);
+  }
+}
+
+template <class T>
+void swiglu_rows_backward(const T* dout, const T* h, T* dh, int64_t rows, int64_t f, bool accumulate,
+                          const Backend::GluOpts& glu) {
+#pragma omp parallel for schedule(static) if (worth_threads(rows * f))
+  for (int64_t i = 0; i < rows; ++i) {
+    const T *gate = h + i * 2 * f, *up = gate + f, *d = dout + i * f;
+    T *dg = dh + i * 2 * f, *du = dg + f;
+    if (accumulate) swiglu_row_backward<true>(gate, up, d, dg, du, f, glu);
+    else swiglu_row_backward<false>(gate, up, d, dg, du, f, glu);
+  }
+}
+
+void check_glu(const char* op, const Backend::GluOpts& glu) {
+  if (!(glu.limit >= 0) || !std::isfinite(glu.alpha) || (!glu.clamped() && glu.alpha != 1.0))
+    fail(op, "GluOpts needs limit >= 0 and, for the plain SwiGLU (limit 0), alpha 1");
+}
+
+template void swiglu_rows<float>(const float*, float*, int64_t, int64_t, const Backend::GluOpts&);
+template void swiglu_rows<double>(const double*, double*, int64_t, int64_t, const Backend::GluOpts&);
+template void swiglu_rows_backward<float>(const float*, const float*, float*, int64_t, int64_t, bool,
+                                          const Backend::GluOpts&);
+template void swiglu_rows_backward<double>(const double*, const double*, double*, int64_t, int64_t, bool,
+                                           const Backend::GluOpts&);
 
 }  // namespace cpu
 
 using namespace cpu;
 
-void CpuBackend::swiglu_forward(const Tensor& h, const Tensor& out) {
+void CpuBackend::swiglu_forward(const Tensor& h, const Tensor& out, const GluOpts& glu) {
   const char* op = "swiglu_forward";
   const DType dt = check_float(op, {{"h", h}, {"out", out}});
   check_rank(op, {"h", h}, 2);
   const int64_t n = h.dim(0), f = h.dim(1) / 2;
   if (h.dim(1) % 2) fail(op, "odd gate|up width: " + describe({{"h", h}}));
   check_shape(op, {"out", out}, {n, f});
-  dispatch(dt, [&]<class T>(T) { swiglu_rows(h.data<T>(), out.data<T>(), n, f); });
+  check_glu(op, glu);
+  dispatch(dt, [&]<class T>(T) { swiglu_rows(h.data<T>(), out.data<T>(), n, f, glu); });
 }
 
-void CpuBackend::swiglu_backward(const Tensor& dout, const Tensor& h, const Tensor& dh) {
+void CpuBackend::swiglu_backward(const Tensor& dout, const Tensor& h, const Tensor& dh, const GluOpts& glu) {
   const char* op = "swiglu_backward";
   const DType dt = check_float(op, {{"dout", dout}, {"h", h}, {"dh", dh}});
   check_rank(op, {"h", h}, 2);
@@ -70,7 +101,8 @@ void CpuBackend::swiglu_backward(const Tensor& dout, const Tensor& h, const Tens
   if (h.dim(1) % 2) fail(op, "odd gate|up width: " + describe({{"h", h}}));
   check_shape(op, {"dout", dout}, {n, f});
   check_shape(op, {"dh", dh}, {n, 2 * f});
-  dispatch(dt, [&]<class T>(T) { swiglu_rows_backward(dout.data<T>(), h.data<T>(), dh.data<T>(), n, f, true); });
+  check_glu(op, glu);
+  dispatch(dt, [&]<class T>(T) { swiglu_rows_backward(dout.data<T>(), h.data<T>(), dh.data<T>(), n, f, true, glu); });
 }
 
 namespace {

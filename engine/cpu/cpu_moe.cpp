@@ -180,15 +180,49 @@ std::vector<Chunk> row_chunks(std::span<const int64_t> offsets, int64_t rows_per
 
 constexpr int64_t kExpertChunk = 128;
 
+// The biases (or their gradients) of the E experts: none, or b13[e] [2F] and b2[e] [D] for all.
+void check_expert_biases(const char* op, std::span<const Tensor> b13, std::span<const Tensor> b2, int64_t e,
+                         int64_t d, int64_t f, DType dt) {
+  if (b13.empty() && b2.empty()) return;
+  if (int64_t(b13.size()) != e || int64_t(b2.size()) != e)
+    fail(op, std::to_string(b13.size()) + " gate|up and " + std::to_string(b2.size()) + " down biases for " +
+                 std::to_string(e) + " experts (need none or E of each)");
+  for (int64_t g = 0; g < e; ++g) {
+    check_dtype(op, {"b13[e]", b13[g]}, dt);
+    check_dtype(op, {"b2[e]", b2[g]}, dt);
+    check_shape(op, {"b13[e]", b13[g]}, {2 * f});
+    check_shape(op, {"b2[e]", b2[g]}, {d});
+  }
+}
+
+// rows x [rows, w] += b [w] on every row.
+template <class T> void add_row_bias(T* x, const T* b, int64_t rows, int64_t w) {
+  for (int64_t r = 0; r < rows; ++r) {
+#pragma omp simd
+    for (int64_t c = 0; c < w; ++c) x[r * w + c] += b[c];
+  }
+}
+
+// db [w] += the column sums of x [rows, w], summed in double.
+template <class T> void add_column_sums(const T* x, T* db, int64_t rows, int64_t w) {
+  std::vector<double> acc(static_cast<size_t>(w), 0.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < w; ++c) acc[size_t(c)] += double(x[r * w + c]);
+  for (int64_t c = 0; c < w; ++c) db[c] += T(acc[size_t(c)]);
+}
+
 }  // namespace
 
 void CpuBackend::grouped_swiglu_forward(const Tensor& x, std::span<const int64_t> offsets,
                                         std::span<const Tensor> w13, std::span<const Tensor> w2, const Tensor& h13,
-                                        const Tensor& a, const Tensor& y) {
+                                        const Tensor& a, const Tensor& y, const ExpertOpts& opts) {
   const char* op = "grouped_swiglu_forward";
   const auto [e, d, f] = check_grouped(op, x, offsets, w13, w2, h13, a);
   const DType dt = check_float(op, {{"x", x}, {"y", y}});
   check_shape(op, {"y", y}, x.shape());
+  check_glu(op, opts.glu);
+  check_expert_biases(op, opts.b13, opts.b2, e, d, f, dt);
+  const bool bias = !opts.b13.empty();
   const std::vector<Chunk> chunks = row_chunks(offsets, kExpertChunk);
   dispatch(dt, [&]<class T>(T) {
     const T* xs = x.data<T>();
@@ -197,8 +231,10 @@ void CpuBackend::grouped_swiglu_forward(const Tensor& x, std::span<const int64_t
     for (size_t c = 0; c < chunks.size(); ++c) {
       const auto [g, lo, rows] = chunks[c];
       gemm_raw(false, true, rows, 2 * f, d, T(1), xs + lo * d, d, w13[g].data<T>(), d, T(0), hs + lo * 2 * f, 2 * f);
-      swiglu_rows(hs + lo * 2 * f, as + lo * f, rows, f);
+      if (bias) add_row_bias(hs + lo * 2 * f, opts.b13[g].data<T>(), rows, 2 * f);
+      swiglu_rows(hs + lo * 2 * f, as + lo * f, rows, f, opts.glu);
       gemm_raw(false, false, rows, d, f, T(1), as + lo * f, f, w2[g].data<T>(), d, T(0), ys + lo * d, d);
+      if (bias) add_row_bias(ys + lo * d, opts.b2[g].data<T>(), rows, d);
     }
   });
 }
@@ -206,7 +242,8 @@ void CpuBackend::grouped_swiglu_forward(const Tensor& x, std::span<const int64_t
 void CpuBackend::grouped_swiglu_backward(const Tensor& dy, const Tensor& x, std::span<const int64_t> offsets,
                                          std::span<const Tensor> w13, std::span<const Tensor> w2, const Tensor& h13,
                                          const Tensor& a, const Tensor& dx, std::span<const Tensor> dw13,
-                                         std::span<const Tensor> dw2) {
+                                         std::span<const Tensor> dw2, const ExpertOpts& opts,
+                                         std::span<const Tensor> db13, std::span<const Tensor> db2) {
   const char* op = "grouped_swiglu_backward";
   const auto [e, d, f] = check_grouped(op, x, offsets, w13, w2, h13, a);
   const DType dt = check_float(op, {{"x", x}, {"dy", dy}, {"dx", dx}});
@@ -221,6 +258,10 @@ void CpuBackend::grouped_swiglu_backward(const Tensor& dy, const Tensor& x, std:
     check_shape(op, {"dw13[e]", dw13[g]}, {2 * f, d});
     check_shape(op, {"dw2[e]", dw2[g]}, {f, d});
   }
+  check_glu(op, opts.glu);
+  check_expert_biases(op, db13, db2, e, d, f, dt);
+  if (opts.b13.empty() != db13.empty())
+    fail(op, "bias gradients must be given exactly when the forward pass had biases");
   const std::vector<Chunk> chunks = row_chunks(offsets, kExpertChunk);
   const int64_t m = x.dim(0);
   dispatch(dt, [&]<class T>(T) {
@@ -236,7 +277,7 @@ void CpuBackend::grouped_swiglu_backward(const Tensor& dy, const Tensor& x, std:
       for (size_t c = 0; c < chunks.size(); ++c) {
         const auto [g, lo, rows] = chunks[c];
         gemm_raw(false, true, rows, f, d, T(1), g_y + lo * d, d, w2[g].data<T>(), d, T(0), da.data(), f);
-        swiglu_rows_backward(da.data(), hs + lo * 2 * f, dh + lo * 2 * f, rows, f, false);
+        swiglu_rows_backward(da.data(), hs + lo * 2 * f, dh + lo * 2 * f, rows, f, false, opts.glu);
         gemm_raw(false, false, rows, d, 2 * f, T(1), dh + lo * 2 * f, 2 * f, w13[g].data<T>(), d, T(1), dxs + lo * d, d);
       }
     }
@@ -246,6 +287,10 @@ void CpuBackend::grouped_swiglu_backward(const Tensor& dy, const Tensor& x, std:
       if (rows == 0) continue;
       gemm_raw(true, false, f, d, rows, T(1), as + lo * f, f, g_y + lo * d, d, T(1), dw2[g].data<T>(), d);
       gemm_raw(true, false, 2 * f, d, rows, T(1), dh + lo * 2 * f, 2 * f, xs + lo * d, d, T(1), dw13[g].data<T>(), d);
+      if (!db13.empty()) {
+        add_column_sums(dh + lo * 2 * f, db13[g].data<T>(), rows, 2 * f);
+        add_column_sums(g_y + lo * d, db2[g].data<T>(), rows, d);
+      }
     }
   });
 }

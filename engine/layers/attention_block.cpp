@@ -3,11 +3,13 @@
 #include <cmath>
 #include <string>
 
+#include "engine/layers/row_bias.h"
+
 namespace sy {
 
 AttentionBlock::AttentionBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer, TpPlace tp)
     : ps_(ps), cfg_(cfg), tp_(tp), heads_(cfg.n_heads / tp.size()), kv_heads_(cfg.n_kv_heads / tp.size()),
-      head_dim_(cfg.resolved_head_dim()) {
+      head_dim_(cfg.resolved_head_dim()), window_(cfg.layer_window(layer)) {
   const std::string p = "layers." + std::to_string(layer);
   const int64_t d = cfg.d_model;
   // Output projections start smaller so the residual stream's variance does not grow with depth.
@@ -19,6 +21,15 @@ AttentionBlock::AttentionBlock(ParamStore& ps, const ModelConfig& cfg, int64_t l
   wk_ = ps.add(p + ".attn.wk", {kv_heads_ * head_dim_, d}, ParamKind::Matrix, cfg.init_std, -1, rows);
   wv_ = ps.add(p + ".attn.wv", {kv_heads_ * head_dim_, d}, ParamKind::Matrix, cfg.init_std, -1, rows);
   wo_ = ps.add(p + ".attn.wo", {heads_ * head_dim_, d}, ParamKind::Matrix, out_std, -1, rows);
+  if (cfg.attention_bias) {
+    bq_ = ps.add(p + ".attn.bq", {heads_ * head_dim_}, ParamKind::Bias, 0, -1, rows);
+    bk_ = ps.add(p + ".attn.bk", {kv_heads_ * head_dim_}, ParamKind::Bias, 0, -1, rows);
+    bv_ = ps.add(p + ".attn.bv", {kv_heads_ * head_dim_}, ParamKind::Bias, 0, -1, rows);
+    // Added to the reduced output rows: each rank's own rows under sp (a partial gradient).
+    bo_ = ps.add(p + ".attn.bo", {d}, ParamKind::Bias, 0, -1,
+                 {tp.seq() ? TpSplit::Partial : TpSplit::Replicated, tp.rank(), tp.size()});
+  }
+  if (cfg.attention_sinks) sinks_ = ps.add(p + ".attn.sinks", {heads_}, ParamKind::Bias, cfg.init_std, -1, rows);
   if (cfg.qk_norm != "none") {
     // Per head: one weight over head_dim, the same on every TP rank, whose gradient each rank
     // collects from its own heads (Partial: summed over TP). Full: over all heads (tp 1 only).
@@ -27,6 +38,14 @@ AttentionBlock::AttentionBlock(ParamStore& ps, const ModelConfig& cfg, int64_t l
     q_norm_ = ps.add(p + ".attn.q_norm.weight", {head ? head_dim_ : heads_ * head_dim_}, ParamKind::Norm, 0, -1, split);
     k_norm_ = ps.add(p + ".attn.k_norm.weight", {head ? head_dim_ : kv_heads_ * head_dim_}, ParamKind::Norm, 0, -1, split);
   }
+}
+
+Backend::AttentionOpts AttentionBlock::opts() const {
+  Backend::AttentionOpts o;
+  o.window = window_;
+  o.scale = cfg_.attention_scale();
+  if (sinks_ >= 0) o.sinks = ps_.weight(sinks_);
+  return o;
 }
 
 Tensor AttentionBlock::qk_rows(const Tensor& t, int64_t heads) const {
@@ -65,7 +84,7 @@ void AttentionBlock::ensure(Backend& be, int64_t batch, int64_t seq, int64_t loc
   }
 }
 
-void AttentionBlock::forward(Backend& be, const Tensor& x, const Tensor& out, const RopeInputs& rope,
+void AttentionBlock::forward(Backend& be, const Tensor& x, const Tensor& out, const AttentionInputs& rope,
                              int64_t batch, int64_t seq) {
   ensure(be, batch, seq, x.dim(0), x.dtype());
   const int64_t n = batch * seq;
@@ -76,28 +95,35 @@ void AttentionBlock::forward(Backend& be, const Tensor& x, const Tensor& out, co
   const Tensor k2 = (qk ? k_raw_ : k_).reshape({n, kv_heads_ * head_dim_});
   be.gemm(xin, false, ps_.weight(wq_), true, q2, 1, 0);
   be.gemm(xin, false, ps_.weight(wk_), true, k2, 1, 0);
+  if (bq_ >= 0) {
+    add_row_bias(be, rope.ones, ps_.weight(bq_), q2);
+    add_row_bias(be, rope.ones, ps_.weight(bk_), k2);
+  }
   if (qk) {
     be.rmsnorm_forward(qk_rows(q_raw_, heads_), ps_.weight(q_norm_), cfg_.norm_eps, qk_rows(q_, heads_), rstd_q_);
     be.rmsnorm_forward(qk_rows(k_raw_, kv_heads_), ps_.weight(k_norm_), cfg_.norm_eps, qk_rows(k_, kv_heads_), rstd_k_);
   }
   be.gemm(xin, false, ps_.weight(wv_), true, v_.reshape({n, kv_heads_ * head_dim_}), 1, 0);
+  if (bv_ >= 0) add_row_bias(be, rope.ones, ps_.weight(bv_), v_.reshape({n, kv_heads_ * head_dim_}));
   const Tensor q3 = q_.reshape({n, heads_, head_dim_}), k3 = k_.reshape({n, kv_heads_, head_dim_});
   be.rope_forward(q3, rope.positions, rope.cos, rope.sin, q3);
   be.rope_forward(k3, rope.positions, rope.cos, rope.sin, k3);
-  be.attention_forward(q_, k_, v_, o_, lse_);
+  be.attention_forward(q_, k_, v_, o_, lse_, opts());
   be.copy(x, out);
   const Tensor o2 = o_.reshape({n, heads_ * head_dim_});
   if (!tp_.on()) {
     be.gemm(o2, false, ps_.weight(wo_), false, out, 1, 1);
-    return;
+  } else {
+    be.gemm(o2, false, ps_.weight(wo_), false, tp_partial(tp_), 1, 0);
+    tp_exit(be, tp_, out);
   }
-  be.gemm(o2, false, ps_.weight(wo_), false, tp_partial(tp_), 1, 0);
-  tp_exit(be, tp_, out);
+  if (bo_ >= 0) add_row_bias(be, rope.ones, ps_.weight(bo_), out);
 }
 
-void AttentionBlock::backward(Backend& be, const Tensor& x, const Tensor& dresid, const RopeInputs& rope) {
+void AttentionBlock::backward(Backend& be, const Tensor& x, const Tensor& dresid, const AttentionInputs& rope) {
   const int64_t n = q_.dim(0) * q_.dim(1);
   const Tensor o2 = o_.reshape({n, heads_ * head_dim_}), do2 = do_.reshape({n, heads_ * head_dim_});
+  if (bo_ >= 0) add_row_bias_grad(be, rope.ones, dresid, ps_.grad(bo_));
   const Tensor dout = tp_exit_backward(tp_, dresid);
   be.gemm(o2, true, dout, false, ps_.grad(wo_), 1, 1);
   be.gemm(dout, false, ps_.weight(wo_), true, do2, 1, 0);
@@ -105,7 +131,7 @@ void AttentionBlock::backward(Backend& be, const Tensor& x, const Tensor& dresid
   be.fill(dq_, 0);
   be.fill(dk_, 0);
   be.fill(dv_, 0);
-  be.attention_backward(do_, q_, k_, v_, o_, lse_, dq_, dk_, dv_);
+  be.attention_backward(do_, q_, k_, v_, o_, lse_, dq_, dk_, dv_, opts(), sinks_ >= 0 ? ps_.grad(sinks_) : Tensor());
   be.fill(dq_pre_, 0);
   be.fill(dk_pre_, 0);
   be.rope_backward(dq_.reshape({n, heads_, head_dim_}), rope.positions, rope.cos, rope.sin,
@@ -124,6 +150,11 @@ void AttentionBlock::backward(Backend& be, const Tensor& x, const Tensor& dresid
   const Tensor dq2 = (q_norm_ >= 0 ? dq_raw_ : dq_pre_).reshape({n, heads_ * head_dim_});
   const Tensor dk2 = (q_norm_ >= 0 ? dk_raw_ : dk_pre_).reshape({n, kv_heads_ * head_dim_});
   const Tensor dv2 = dv_.reshape({n, kv_heads_ * head_dim_});
+  if (bq_ >= 0) {
+    add_row_bias_grad(be, rope.ones, dq2, ps_.grad(bq_));
+    add_row_bias_grad(be, rope.ones, dk2, ps_.grad(bk_));
+    add_row_bias_grad(be, rope.ones, dv2, ps_.grad(bv_));
+  }
   const Tensor xin = tp_enter(tp_, xn_);  // re-gathered with sp: only this rank's rows were kept
   be.gemm(dq2, true, xin, false, ps_.grad(wq_), 1, 1);
   be.gemm(dk2, true, xin, false, ps_.grad(wk_), 1, 1);

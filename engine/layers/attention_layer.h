@@ -11,21 +11,22 @@
 
 namespace sy {
 
-// Inputs every attention layer shares: positions [N] and the RoPE cos/sin tables
-// [T, rope_dim / 2] (ModelConfig::rope_dim).
-struct RopeInputs {
-  Tensor positions, cos, sin;
+// Inputs every attention layer shares: positions [N], the RoPE cos/sin tables
+// [T, rope_dim / 2] (ModelConfig::rope_dim), and, with model.attention_bias, a column of N ones
+// [N, 1] that adds a bias to every row as one GEMM (and sums the rows for its gradient).
+struct AttentionInputs {
+  Tensor positions, cos, sin, ones;
 };
 
 class AttentionLayer {
  public:
   virtual ~AttentionLayer() = default;
   // out = x + attn(norm(x)); x, out [B*T, D] (with sequence parallelism, this rank's B*T/tp rows).
-  virtual void forward(Backend& be, const Tensor& x, const Tensor& out, const RopeInputs& rope, int64_t batch,
+  virtual void forward(Backend& be, const Tensor& x, const Tensor& out, const AttentionInputs& rope, int64_t batch,
                        int64_t seq) = 0;
   // dresid holds d(out) on entry; the branch's gradient w.r.t. x is added to it in place
   // (the identity path's gradient is already there).
-  virtual void backward(Backend& be, const Tensor& x, const Tensor& dresid, const RopeInputs& rope) = 0;
+  virtual void backward(Backend& be, const Tensor& x, const Tensor& dresid, const AttentionInputs& rope) = 0;
 };
 
 std::unique_ptr<AttentionLayer> make_attention_layer(ParamStore& ps, const ModelConfig& cfg, int64_t layer,

@@ -14,7 +14,7 @@ FfnBlock::FfnBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer, Expert
     moe_ = std::make_unique<MoeLayer>(ps, cfg, layer, held_experts, tp);
   } else {
     const double out_std = cfg.init_std / std::sqrt(2.0 * double(cfg.n_layers));
-    dense_ = std::make_unique<SwiGluMlp>(ps, p + ".mlp", cfg.d_model, cfg.d_ff, cfg.init_std, out_std, tp);
+    dense_ = std::make_unique<SwiGluMlp>(ps, p + ".mlp", cfg.d_model, cfg.d_ff, cfg.init_std, out_std, tp, cfg.glu());
   }
 }
 

@@ -19,6 +19,8 @@ std::unique_ptr<AttentionLayer> make_attention_layer(ParamStore& ps, const Model
 MlaBlock::MlaBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer)
     : ps_(ps), cfg_(cfg), heads_(cfg.n_heads), nope_(cfg.qk_nope_head_dim), rope_(cfg.qk_rope_head_dim),
       qk_(cfg.qk_head_dim()), vd_(cfg.v_head_dim), q_rank_(cfg.q_lora_rank), kv_rank_(cfg.kv_lora_rank) {
+  opts_.window = cfg.layer_window(layer);
+  opts_.scale = cfg.attention_scale();
   const std::string p = "layers." + std::to_string(layer);
   const int64_t d = cfg.d_model;
   const double out_std = cfg.init_std / std::sqrt(2.0 * double(cfg.n_layers));
@@ -80,7 +82,7 @@ void MlaBlock::ensure(Backend& be, int64_t batch, int64_t seq, DType dt) {
   dxn_ = be.empty({n, d}, dt);
 }
 
-void MlaBlock::rope_tail(Backend& be, const Tensor& t, int64_t heads, const RopeInputs& rope, bool backward) {
+void MlaBlock::rope_tail(Backend& be, const Tensor& t, int64_t heads, const AttentionInputs& rope, bool backward) {
   const int64_t n = t.numel() / (heads * qk_);
   const Tensor rows = t.reshape({n * heads, qk_});
   const Tensor a = tail_.rows(0, n * heads), b = tail2_.rows(0, n * heads);
@@ -95,7 +97,7 @@ void MlaBlock::rope_tail(Backend& be, const Tensor& t, int64_t heads, const Rope
   be.copy_columns(b, 0, rows, nope_, rope_, false);
 }
 
-void MlaBlock::forward(Backend& be, const Tensor& x, const Tensor& out, const RopeInputs& rope, int64_t batch,
+void MlaBlock::forward(Backend& be, const Tensor& x, const Tensor& out, const AttentionInputs& rope, int64_t batch,
                        int64_t seq) {
   ensure(be, batch, seq, x.dtype());
   const int64_t n = batch * seq;
@@ -125,12 +127,12 @@ void MlaBlock::forward(Backend& be, const Tensor& x, const Tensor& out, const Ro
   const Tensor k2 = k_.reshape({n, heads_ * qk_});
   for (int64_t h = 0; h < heads_; ++h) be.copy_columns(kpe, 0, k2, h * qk_ + nope_, rope_, false);
 
-  be.attention_forward(q_, k_, v_, o_, lse_);
+  be.attention_forward(q_, k_, v_, o_, lse_, opts_);
   be.copy(x, out);
   be.gemm(o_.reshape({n, heads_ * vd_}), false, ps_.weight(wo_), false, out, 1, 1);
 }
 
-void MlaBlock::backward(Backend& be, const Tensor& x, const Tensor& dresid, const RopeInputs& rope) {
+void MlaBlock::backward(Backend& be, const Tensor& x, const Tensor& dresid, const AttentionInputs& rope) {
   const int64_t n = q_.dim(0) * q_.dim(1);
   const Tensor o2 = o_.reshape({n, heads_ * vd_}), do2 = do_.reshape({n, heads_ * vd_});
   be.gemm(o2, true, dresid, false, ps_.grad(wo_), 1, 1);
@@ -138,7 +140,7 @@ void MlaBlock::backward(Backend& be, const Tensor& x, const Tensor& dresid, cons
   be.fill(dq_, 0);
   be.fill(dk_, 0);
   be.fill(dv_, 0);
-  be.attention_backward(do_, q_, k_, v_, o_, lse_, dq_, dk_, dv_);
+  be.attention_backward(do_, q_, k_, v_, o_, lse_, dq_, dk_, dv_, opts_, Tensor());
 
   // Keys and values back to the up-projection's output and the shared rotary key (summed over heads).
   const Tensor dkvb_rows = dkvb_.reshape({n * heads_, nope_ + vd_});

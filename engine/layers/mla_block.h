@@ -15,18 +15,19 @@ namespace sy {
 class MlaBlock : public AttentionLayer {
  public:
   MlaBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer);
-  void forward(Backend& be, const Tensor& x, const Tensor& out, const RopeInputs& rope, int64_t batch,
+  void forward(Backend& be, const Tensor& x, const Tensor& out, const AttentionInputs& rope, int64_t batch,
                int64_t seq) override;
-  void backward(Backend& be, const Tensor& x, const Tensor& dresid, const RopeInputs& rope) override;
+  void backward(Backend& be, const Tensor& x, const Tensor& dresid, const AttentionInputs& rope) override;
 
  private:
   void ensure(Backend& be, int64_t batch, int64_t seq, DType dt);
   // Rotates (or, backward, un-rotates the gradient of) the last qk_rope features of each row of
   // t viewed [rows * heads, qk]: copied out, rotated, copied back.
-  void rope_tail(Backend& be, const Tensor& t, int64_t heads, const RopeInputs& rope, bool backward);
+  void rope_tail(Backend& be, const Tensor& t, int64_t heads, const AttentionInputs& rope, bool backward);
   ParamStore& ps_;
   const ModelConfig& cfg_;
   int64_t heads_, nope_, rope_, qk_, vd_, q_rank_, kv_rank_;
+  Backend::AttentionOpts opts_;  // the layer's window and the (YaRN-adjusted) softmax scale
   int norm_, wo_, wkv_a_, kv_a_norm_, wkv_b_;
   int wq_ = -1;                      // q from the input (q_lora_rank = 0)
   int wq_a_ = -1, q_a_norm_ = -1, wq_b_ = -1;  // q through its latent

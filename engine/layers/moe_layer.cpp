@@ -6,6 +6,7 @@
 #include <string>
 
 #include "engine/host_io.h"
+#include "engine/layers/row_bias.h"
 
 namespace sy {
 
@@ -26,6 +27,11 @@ MoeLayer::MoeLayer(ParamStore& ps, const ModelConfig& cfg, int64_t layer, Expert
   // Each TP rank routes its own token rows, so its router gradient is a partial sum.
   router_ = ps.add(p + ".router.weight", {cfg.n_experts, cfg.d_model}, ParamKind::Matrix, cfg.init_std, -1,
                    {tp.on() ? TpSplit::Partial : TpSplit::Replicated, tp.rank(), tp.size()});
+  if (cfg.router_logit_bias)
+    router_b_ = ps.add(p + ".router.logit_bias", {cfg.n_experts}, ParamKind::Bias, 0, -1,
+                       {tp.on() ? TpSplit::Partial : TpSplit::Replicated, tp.rank(), tp.size()});
+  if (cfg.expert_bias && sliced())
+    throw std::invalid_argument("model.expert_bias is not built for expert tensor parallelism: use etp=1");
   // Under expert tensor parallelism each matrix is this slice's block of rows of the whole
   // tensor, initialised and checkpointed at its global offset like a TP block.
   const ParamSplit part{sliced() ? TpSplit::Rows : TpSplit::Replicated, slice_, slices_};
@@ -36,10 +42,14 @@ MoeLayer::MoeLayer(ParamStore& ps, const ModelConfig& cfg, int64_t layer, Expert
     expert_w1_.push_back(ps.add(q + ".w1", {f_local_, cfg.d_model}, ParamKind::Matrix, cfg.init_std, e, part));
     ps.add(q + ".w3", {f_local_, cfg.d_model}, ParamKind::Matrix, cfg.init_std, e, part);
     ps.add(q + ".w2", {f_local_, cfg.d_model}, ParamKind::Matrix, out_std, e, part);  // [in, out]
+    if (cfg.expert_bias) {
+      ps.add(q + ".b13", {2 * f_local_}, ParamKind::Bias, 0, e);
+      ps.add(q + ".b2", {cfg.d_model}, ParamKind::Bias, 0, e);
+    }
   }
   for (int64_t s = 0; s < cfg.n_shared_experts; ++s)
     shared_.push_back(std::make_unique<SwiGluMlp>(ps, p + ".shared." + std::to_string(s), cfg.d_model,
-                                                  cfg.expert_ffn_dim, cfg.init_std, out_std, tp));
+                                                  cfg.expert_ffn_dim, cfg.init_std, out_std, tp, cfg.glu()));
   load_since_update_.assign(cfg.n_experts, 0);
 }
 
@@ -73,6 +83,10 @@ void MoeLayer::ensure(Backend& be, int64_t n, DType dt) {
   aux_coef_ = be.empty({e}, rt);
   dyp_ = be.empty({cap, d}, dt);
   dxp_ = be.empty({cap, d}, dt);
+  if (router_b_ >= 0) {
+    ones_ = be.empty({n, 1}, rt);
+    be.fill(ones_, 1.0);
+  }
 }
 
 std::vector<Tensor> MoeLayer::expert_w13(bool grad) const {
@@ -84,6 +98,20 @@ std::vector<Tensor> MoeLayer::expert_w13(bool grad) const {
 std::vector<Tensor> MoeLayer::expert_w2(bool grad) const {
   std::vector<Tensor> v;
   for (int id : expert_w1_) v.push_back(grad ? ps_.grad(id + 2) : ps_.weight(id + 2));
+  return v;
+}
+
+std::vector<Tensor> MoeLayer::expert_b13(bool grad) const {
+  std::vector<Tensor> v;
+  if (cfg_.expert_bias)
+    for (int id : expert_w1_) v.push_back(grad ? ps_.grad(id + 3) : ps_.weight(id + 3));
+  return v;
+}
+
+std::vector<Tensor> MoeLayer::expert_b2(bool grad) const {
+  std::vector<Tensor> v;
+  if (cfg_.expert_bias)
+    for (int id : expert_w1_) v.push_back(grad ? ps_.grad(id + 4) : ps_.weight(id + 4));
   return v;
 }
 
@@ -113,6 +141,7 @@ MoeForwardStats MoeLayer::forward(Backend& be, const Tensor& xn, const Tensor& o
 
   // Route.
   be.gemm(x, false, ps_.weight(router_), true, logits_, 1, 0);
+  if (router_b_ >= 0) add_row_bias(be, ones_, ps_.weight(router_b_), logits_);
   const bool use_bias = cfg_.router_bias_update_rate > 0;
   be.router_forward(logits_, use_bias ? bias_ : Tensor(), cfg_.score_fn, int(k), cfg_.norm_topk_prob, scores_, idx_,
                     w_, RouterGroups{int(cfg_.n_expert_groups), int(cfg_.topk_groups)});
@@ -245,6 +274,7 @@ void MoeLayer::backward(Backend& be, const Tensor& dout, const Tensor& xn, const
   be.router_backward(dw_, aux_coef, logits_, scores_, idx_, cfg_.score_fn, cfg_.norm_topk_prob, dlogits_);
   if (cfg_.z_loss_coef > 0) be.zloss_backward(logits_, cfg_.z_loss_coef * loss_scale / double(n_all), dlogits_);
   be.gemm(dlogits_, true, x, false, ps_.grad(router_), 1, 1);
+  if (router_b_ >= 0) add_row_bias_grad(be, ones_, dlogits_, ps_.grad(router_b_));
   be.gemm(dlogits_, false, ps_.weight(router_), false, dx, 1, 1);
   if (chunked) {
     tp_.comm->all_gather_rows(dx_chunk_, tp_dinput(tp_));
@@ -254,29 +284,37 @@ void MoeLayer::backward(Backend& be, const Tensor& dout, const Tensor& xn, const
 
 void MoeLayer::experts_forward(Backend& be) {
   if (rows_ == 0) return;
-  const auto w13 = expert_w13(false), w2 = expert_w2(false);
+  const auto w13 = expert_w13(false), w2 = expert_w2(false), b13 = expert_b13(false), b2 = expert_b2(false);
   const Tensor x = xp_.rows(0, rows_), h13 = h13_.rows(0, rows_), a = a_.rows(0, rows_), y = yp_.rows(0, rows_);
   if (impl_ == ExpertsImpl::Grouped) {
-    be.grouped_swiglu_forward(x, plan_.offsets, w13, w2, h13, a, y);
+    be.grouped_swiglu_forward(x, plan_.offsets, w13, w2, h13, a, y, {cfg_.glu(), b13, b2});
     return;
   }
   // Sequential reference: one expert at a time through the plain dense ops.
   for (int64_t e = 0; e < cfg_.n_experts; ++e) {
     const int64_t lo = plan_.offsets[e], hi = plan_.offsets[e + 1];
     if (lo == hi) continue;
+    Tensor ones;
+    if (!b13.empty()) {
+      ones = be.empty({hi - lo, 1}, x.dtype());
+      be.fill(ones, 1.0);
+    }
     be.gemm(x.rows(lo, hi), false, w13[e], true, h13.rows(lo, hi), 1, 0);
-    be.swiglu_forward(h13.rows(lo, hi), a.rows(lo, hi));
+    if (!b13.empty()) add_row_bias(be, ones, b13[e], h13.rows(lo, hi));
+    be.swiglu_forward(h13.rows(lo, hi), a.rows(lo, hi), cfg_.glu());
     be.gemm(a.rows(lo, hi), false, w2[e], false, y.rows(lo, hi), 1, 0);
+    if (!b2.empty()) add_row_bias(be, ones, b2[e], y.rows(lo, hi));
   }
 }
 
 void MoeLayer::experts_backward(Backend& be) {
   const auto w13 = expert_w13(false), w2 = expert_w2(false);
-  const auto dw13 = expert_w13(true), dw2 = expert_w2(true);
+  const auto dw13 = expert_w13(true), dw2 = expert_w2(true), db13 = expert_b13(true), db2 = expert_b2(true);
+  const auto b13 = expert_b13(false), b2 = expert_b2(false);
   const Tensor x = xp_.rows(0, rows_), h13 = h13_.rows(0, rows_), a = a_.rows(0, rows_);
   const Tensor dy = dyp_.rows(0, rows_), dx = dxp_.rows(0, rows_);
   if (impl_ == ExpertsImpl::Grouped) {
-    be.grouped_swiglu_backward(dy, x, plan_.offsets, w13, w2, h13, a, dx, dw13, dw2);
+    be.grouped_swiglu_backward(dy, x, plan_.offsets, w13, w2, h13, a, dx, dw13, dw2, {cfg_.glu(), b13, b2}, db13, db2);
     return;
   }
   for (int64_t e = 0; e < cfg_.n_experts; ++e) {
@@ -286,7 +324,13 @@ void MoeLayer::experts_backward(Backend& be) {
     Tensor dh13 = be.zeros({hi - lo, 2 * cfg_.expert_ffn_dim}, x.dtype());
     be.gemm(a.rows(lo, hi), true, dy.rows(lo, hi), false, dw2[e], 1, 1);
     be.gemm(dy.rows(lo, hi), false, w2[e], true, da, 1, 0);
-    be.swiglu_backward(da, h13.rows(lo, hi), dh13);
+    be.swiglu_backward(da, h13.rows(lo, hi), dh13, cfg_.glu());
+    if (!db13.empty()) {
+      Tensor ones = be.empty({hi - lo, 1}, x.dtype());
+      be.fill(ones, 1.0);
+      add_row_bias_grad(be, ones, dh13, db13[e]);
+      add_row_bias_grad(be, ones, dy.rows(lo, hi), db2[e]);
+    }
     be.gemm(dh13, true, x.rows(lo, hi), false, dw13[e], 1, 1);
     be.gemm(dh13, false, w13[e], false, dx.rows(lo, hi), 1, 1);
   }
@@ -337,23 +381,24 @@ void MoeLayer::ep_experts_backward(Backend& be) {
 
 void MoeLayer::grouped_forward(Backend& be, const Tensor& x, const Segments& segs, const Tensor& h13, const Tensor& a,
                                const Tensor& y) {
-  const auto w13 = expert_w13(false), w2 = expert_w2(false);
+  const auto w13 = expert_w13(false), w2 = expert_w2(false), b13 = expert_b13(false), b2 = expert_b2(false);
   for (const auto& s : segs) {
     const int64_t lo = s.begin, hi = s.begin + s.offsets.back();
     if (lo == hi) continue;
-    be.grouped_swiglu_forward(x.rows(lo, hi), s.offsets, w13, w2, h13.rows(lo, hi), a.rows(lo, hi), y.rows(lo, hi));
+    be.grouped_swiglu_forward(x.rows(lo, hi), s.offsets, w13, w2, h13.rows(lo, hi), a.rows(lo, hi), y.rows(lo, hi),
+                              {cfg_.glu(), b13, b2});
   }
 }
 
 void MoeLayer::grouped_backward(Backend& be, const Tensor& dy, const Tensor& x, const Segments& segs,
                                 const Tensor& h13, const Tensor& a, const Tensor& dx) {
-  const auto w13 = expert_w13(false), w2 = expert_w2(false);
-  const auto dw13 = expert_w13(true), dw2 = expert_w2(true);
+  const auto w13 = expert_w13(false), w2 = expert_w2(false), b13 = expert_b13(false), b2 = expert_b2(false);
+  const auto dw13 = expert_w13(true), dw2 = expert_w2(true), db13 = expert_b13(true), db2 = expert_b2(true);
   for (const auto& s : segs) {
     const int64_t lo = s.begin, hi = s.begin + s.offsets.back();
     if (lo == hi) continue;
     be.grouped_swiglu_backward(dy.rows(lo, hi), x.rows(lo, hi), s.offsets, w13, w2, h13.rows(lo, hi), a.rows(lo, hi),
-                               dx.rows(lo, hi), dw13, dw2);
+                               dx.rows(lo, hi), dw13, dw2, {cfg_.glu(), b13, b2}, db13, db2);
   }
 }
 

@@ -110,12 +110,16 @@ class MoeLayer {
   // expert tensor parallelism this rank's [2F/etp, D] and [F/etp, D] slices).
   std::vector<Tensor> expert_w13(bool grad) const;
   std::vector<Tensor> expert_w2(bool grad) const;
+  // model.expert_bias: every held expert's [2F] gate|up and [D] down biases (empty without).
+  std::vector<Tensor> expert_b13(bool grad) const;
+  std::vector<Tensor> expert_b2(bool grad) const;
 
   ParamStore& ps_;
   const ModelConfig& cfg_;
   TpPlace tp_;
   int router_;
-  std::vector<int> expert_w1_;  // per held expert: w1 id (w3 = +1, w2 = +2)
+  int router_b_ = -1;           // model.router_logit_bias (-1: none)
+  std::vector<int> expert_w1_;  // per held expert: w1 id (w3 = +1, w2 = +2; with biases b13 = +3, b2 = +4)
   std::vector<std::unique_ptr<SwiGluMlp>> shared_;
   ExpertsImpl impl_ = ExpertsImpl::Grouped;
 
@@ -125,6 +129,7 @@ class MoeLayer {
   std::vector<double> aux_coef_host_;
   // Per-token tensors [N, ...].
   Tensor logits_, scores_, idx_, w_, slot_rows_, dlogits_, dw_, aux_coef_;
+  Tensor ones_;  // [N, 1] of ones: the router's logit bias as a GEMM
   // Per-permuted-row tensors [M, ...] (M = kept assignments; capacity N * k).
   Tensor src_rows_, xp_, h13_, a_, yp_, dyp_, dxp_;
   int64_t rows_ = 0;

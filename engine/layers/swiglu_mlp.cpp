@@ -3,8 +3,8 @@
 namespace sy {
 
 SwiGluMlp::SwiGluMlp(ParamStore& ps, const std::string& prefix, int64_t d_model, int64_t d_ff, double init_std,
-                     double out_std, TpPlace tp)
-    : ps_(ps), tp_(tp), d_model_(d_model), d_ff_(d_ff / tp.size()) {
+                     double out_std, TpPlace tp, Backend::GluOpts glu)
+    : ps_(ps), tp_(tp), glu_(glu), d_model_(d_model), d_ff_(d_ff / tp.size()) {
   const ParamSplit rows{TpSplit::Rows, tp.rank(), tp.size()};
   w1_ = ps.add(prefix + ".w1", {d_ff_, d_model}, ParamKind::Matrix, init_std, -1, rows);
   w3_ = ps.add(prefix + ".w3", {d_ff_, d_model}, ParamKind::Matrix, init_std, -1, rows);
@@ -27,7 +27,7 @@ void SwiGluMlp::forward(Backend& be, const Tensor& xn, const Tensor& out) {
   ensure(be, xn.dim(0), xn.dtype());
   const Tensor xin = tp_enter(tp_, xn);
   be.gemm(xin, false, ps_.fused_weight(w1_, 2), true, h13_, 1, 0);
-  be.swiglu_forward(h13_, a_);
+  be.swiglu_forward(h13_, a_, glu_);
   if (!tp_.on()) {
     be.gemm(a_, false, ps_.weight(w2_), false, out, 1, 1);
     return;
@@ -41,7 +41,7 @@ void SwiGluMlp::backward(Backend& be, const Tensor& dout, const Tensor& xn, cons
   be.gemm(a_, true, dy, false, ps_.grad(w2_), 1, 1);
   be.gemm(dy, false, ps_.weight(w2_), true, da_, 1, 0);
   be.fill(dh13_, 0);
-  be.swiglu_backward(da_, h13_, dh13_);
+  be.swiglu_backward(da_, h13_, dh13_, glu_);
   const Tensor xin = tp_enter(tp_, xn);  // re-gathered with sp
   be.gemm(dh13_, true, xin, false, ps_.fused_grad(w1_, 2), 1, 1);
   if (!tp_.on()) {

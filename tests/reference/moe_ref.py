@@ -30,7 +30,11 @@ class Config:
         # Fields older inputs may lack: QK-norm and Multi-head Latent Attention off.
         self.__dict__.update(dict(qk_norm="none", q_lora_rank=0, kv_lora_rank=0, qk_nope_head_dim=0,
                                   qk_rope_head_dim=0, v_head_dim=0, n_expert_groups=1, topk_groups=1,
-                                  routed_scaling_factor=1.0))
+                                  routed_scaling_factor=1.0, sliding_window=0, full_attention_every=0,
+                                  attention_sinks=False, attention_bias=False, rope_scaling="none", rope_factor=1.0,
+                                  rope_original_max_position=0, yarn_beta_fast=32.0, yarn_beta_slow=1.0,
+                                  yarn_truncate=True, yarn_mscale=0.0, yarn_mscale_all_dim=0.0,
+                                  router_logit_bias=False, expert_bias=False, swiglu_limit=0.0, swiglu_alpha=1.0))
         self.__dict__.update(d)
         if not self.head_dim:
             self.head_dim = self.d_model // self.n_heads
@@ -51,10 +55,14 @@ def param_shapes(cfg):
         if cfg.is_moe(i):
             Fe = cfg.expert_ffn_dim
             out.append((p + "moe.router.weight", (cfg.n_experts, D)))
+            if cfg.router_logit_bias:
+                out.append((p + "moe.router.logit_bias", (cfg.n_experts,)))
             # Every down projection is stored [in, out] (split by rows under tensor parallelism).
             for e in range(cfg.n_experts):
                 q = p + f"moe.experts.{e}."
                 out += [(q + "w1", (Fe, D)), (q + "w3", (Fe, D)), (q + "w2", (Fe, D))]
+                if cfg.expert_bias:
+                    out += [(q + "b13", (2 * Fe,)), (q + "b2", (D,))]
             for s in range(cfg.n_shared_experts):
                 q = p + f"moe.shared.{s}."
                 out += [(q + "w1", (Fe, D)), (q + "w3", (Fe, D)), (q + "w2", (Fe, D))]
@@ -70,6 +78,11 @@ def gqa_shapes(cfg, p):
     D, H, KV, hd = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     out = [(p + "attn.wq", (H * hd, D)), (p + "attn.wk", (KV * hd, D)), (p + "attn.wv", (KV * hd, D)),
            (p + "attn.wo", (H * hd, D))]  # wo stored [in, out]
+    if cfg.attention_bias:
+        out += [(p + "attn.bq", (H * hd,)), (p + "attn.bk", (KV * hd,)), (p + "attn.bv", (KV * hd,)),
+                (p + "attn.bo", (D,))]
+    if cfg.attention_sinks:
+        out.append((p + "attn.sinks", (H,)))
     if cfg.qk_norm == "head":
         out += [(p + "attn.q_norm.weight", (hd,)), (p + "attn.k_norm.weight", (hd,))]
     elif cfg.qk_norm == "full":
@@ -99,48 +112,101 @@ def rmsnorm(x, w, eps):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
 
-def rope(x, theta):
+def yarn_mscale(factor, m):
+    return 1.0 if factor <= 1 else 0.1 * m * math.log(factor) + 1.0
+
+
+def rope_tables(cfg, T, dim):
+    """cos, sin [T, dim/2]: RoPE at positions 0..T-1, with YaRN's frequency blend and amplitude."""
+    half = dim // 2
+    inv_freq = cfg.rope_theta ** (-2.0 * torch.arange(half, dtype=DT) / dim)
+    amp = 1.0
+    if cfg.rope_scaling == "yarn":
+        def corr(rot):
+            return dim * math.log(cfg.rope_original_max_position / (rot * 2 * math.pi)) / (2 * math.log(cfg.rope_theta))
+        low, high = corr(cfg.yarn_beta_fast), corr(cfg.yarn_beta_slow)
+        if cfg.yarn_truncate:
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, dim - 1)
+        if low == high:
+            high += 0.001
+        keep = 1 - torch.clamp((torch.arange(half, dtype=DT) - low) / (high - low), 0, 1)
+        inv_freq = inv_freq / cfg.rope_factor * (1 - keep) + inv_freq * keep
+        if cfg.yarn_mscale and cfg.yarn_mscale_all_dim:
+            amp = yarn_mscale(cfg.rope_factor, cfg.yarn_mscale) / yarn_mscale(cfg.rope_factor, cfg.yarn_mscale_all_dim)
+        else:
+            amp = yarn_mscale(cfg.rope_factor, 1.0)
+    angle = torch.arange(T, dtype=DT)[:, None] * inv_freq[None, :]  # [T, half]
+    return amp * angle.cos(), amp * angle.sin()
+
+
+def rope(x, cfg):
     """Rotate-half RoPE on x [B, T, heads, hd] at positions 0..T-1."""
     T, hd = x.shape[1], x.shape[3]
     half = hd // 2
-    inv_freq = theta ** (-2.0 * torch.arange(half, dtype=DT) / hd)
-    angle = torch.arange(T, dtype=DT)[:, None] * inv_freq[None, :]  # [T, half]
-    cos, sin = angle.cos()[None, :, None, :], angle.sin()[None, :, None, :]
+    cos, sin = rope_tables(cfg, T, hd)
+    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
-def causal_attention(q, k, v, scale):
-    """q, k [B, T, H, hq], v [B, T, H, hv] -> [B, T, H * hv]."""
+def softmax_scale(cfg, qk_dim):
+    s = 1 / math.sqrt(qk_dim)
+    if cfg.rope_scaling == "yarn" and cfg.yarn_mscale_all_dim:
+        s *= yarn_mscale(cfg.rope_factor, cfg.yarn_mscale_all_dim) ** 2
+    return s
+
+
+def causal_attention(q, k, v, scale, window=0, sinks=None):
+    """q, k [B, T, H, hq], v [B, T, H, hv] -> [B, T, H * hv]. window > 0: query t sees keys
+    t - window < s <= t; sinks [H]: a logit per head in each row's softmax, with no value."""
     B, T, H, _ = q.shape
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
     s = q @ k.transpose(-1, -2) * scale
-    future = torch.ones(T, T, dtype=torch.bool).triu(1)
-    s = s.masked_fill(future, float("-inf"))
-    o = torch.softmax(s, dim=-1) @ v
+    t_idx = torch.arange(T)
+    masked = t_idx[None, :] > t_idx[:, None]
+    if window:
+        masked = masked | (t_idx[None, :] <= t_idx[:, None] - window)
+    s = s.masked_fill(masked, float("-inf"))
+    if sinks is not None:
+        s = torch.cat([s, sinks.view(1, H, 1, 1).expand(B, H, T, 1)], dim=-1)
+    p = torch.softmax(s, dim=-1)
+    if sinks is not None:
+        p = p[..., :-1]
+    o = p @ v
     return o.transpose(1, 2).reshape(B, T, -1)
 
 
-def attention(a, P, p, cfg):
+def layer_window(cfg, layer):
+    full = cfg.full_attention_every > 0 and (layer + 1) % cfg.full_attention_every == 0
+    return cfg.sliding_window if cfg.sliding_window > 0 and not full else 0
+
+
+def attention(a, P, p, cfg, layer):
     if cfg.kv_lora_rank:
-        return mla(a, P, p, cfg)
+        return mla(a, P, p, cfg, layer)
     B, T, _ = a.shape
     H, KV, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     q, k = a @ P[p + "wq"].T, a @ P[p + "wk"].T
+    v = a @ P[p + "wv"].T
+    if cfg.attention_bias:
+        q, k, v = q + P[p + "bq"], k + P[p + "bk"], v + P[p + "bv"]
     if cfg.qk_norm == "full":  # over each token's whole q and k
         q, k = rmsnorm(q, P[p + "q_norm.weight"], cfg.norm_eps), rmsnorm(k, P[p + "k_norm.weight"], cfg.norm_eps)
     q, k = q.view(B, T, H, hd), k.view(B, T, KV, hd)
     if cfg.qk_norm == "head":  # over each head's features, one weight shared by the heads
         q, k = rmsnorm(q, P[p + "q_norm.weight"], cfg.norm_eps), rmsnorm(k, P[p + "k_norm.weight"], cfg.norm_eps)
-    q, k = rope(q, cfg.rope_theta), rope(k, cfg.rope_theta)
-    v = (a @ P[p + "wv"].T).view(B, T, KV, hd)
+    q, k = rope(q, cfg), rope(k, cfg)
+    v = v.view(B, T, KV, hd)
     # Query head h reads kv head h // (H / KV): repeat each kv head for its consecutive query heads.
     k = k.repeat_interleave(H // KV, dim=2)
     v = v.repeat_interleave(H // KV, dim=2)
-    return causal_attention(q, k, v, 1 / math.sqrt(hd)) @ P[p + "wo"]
+    o = causal_attention(q, k, v, softmax_scale(cfg, hd), layer_window(cfg, layer),
+                         P[p + "sinks"] if cfg.attention_sinks else None) @ P[p + "wo"]
+    return o + P[p + "bo"] if cfg.attention_bias else o
 
 
-def mla(a, P, p, cfg):
+def mla(a, P, p, cfg, layer):
     """Multi-head Latent Attention (docs/model.md): per-head keys and values from a normed latent,
     a rotary tail on q and on one key shared by every head."""
     B, T, _ = a.shape
@@ -150,16 +216,26 @@ def mla(a, P, p, cfg):
     else:
         q = a @ P[p + "wq"].T
     q = q.view(B, T, H, dn + dr)
-    q = torch.cat([q[..., :dn], rope(q[..., dn:], cfg.rope_theta)], dim=-1)
+    q = torch.cat([q[..., :dn], rope(q[..., dn:], cfg)], dim=-1)
     kva = a @ P[p + "wkv_a"].T
     kv = (rmsnorm(kva[..., :kvr], P[p + "kv_a_norm.weight"], cfg.norm_eps) @ P[p + "wkv_b"].T).view(B, T, H, dn + dv)
-    kpe = rope(kva[..., kvr:].reshape(B, T, 1, dr), cfg.rope_theta).expand(B, T, H, dr)
+    kpe = rope(kva[..., kvr:].reshape(B, T, 1, dr), cfg).expand(B, T, H, dr)
     k = torch.cat([kv[..., :dn], kpe], dim=-1)
-    return causal_attention(q, k, kv[..., dn:], 1 / math.sqrt(dn + dr)) @ P[p + "wo"]
+    return causal_attention(q, k, kv[..., dn:], softmax_scale(cfg, dn + dr), layer_window(cfg, layer)) @ P[p + "wo"]
 
 
-def swiglu(a, P, p):
-    return (F.silu(a @ P[p + "w1"].T) * (a @ P[p + "w3"].T)) @ P[p + "w2"]
+def swiglu(a, P, p, cfg, bias=False):
+    g, u = a @ P[p + "w1"].T, a @ P[p + "w3"].T
+    if bias:  # b13 = gate biases, then up biases
+        F_ = g.shape[-1]
+        g, u = g + P[p + "b13"][:F_], u + P[p + "b13"][F_:]
+    if cfg.swiglu_limit > 0:  # GPT-OSS: clamp, then g sigmoid(alpha g) (u + 1)
+        g, u = g.clamp(max=cfg.swiglu_limit), u.clamp(-cfg.swiglu_limit, cfg.swiglu_limit)
+        h = g * torch.sigmoid(cfg.swiglu_alpha * g) * (u + 1)
+    else:
+        h = F.silu(g) * u
+    y = h @ P[p + "w2"]
+    return y + P[p + "b2"] if bias else y
 
 
 def capacity(cfg, n_tokens):
@@ -174,6 +250,8 @@ def moe(a, P, bias, p, cfg):
     N = a.shape[0]
     E, k = cfg.n_experts, cfg.top_k
     logits = a @ P[p + "router.weight"].T  # [N, E]
+    if cfg.router_logit_bias:
+        logits = logits + P[p + "router.logit_bias"]
     if cfg.score_fn == "softmax":
         scores = torch.softmax(logits, dim=-1)
     elif cfg.score_fn == "sigmoid":
@@ -216,10 +294,10 @@ def moe(a, P, bias, p, cfg):
         if len(rows) == 0:
             continue
         rows_t, slots_t = torch.from_numpy(rows), torch.from_numpy(slots)
-        y = swiglu(a[rows_t], P, p + f"experts.{e}.")
+        y = swiglu(a[rows_t], P, p + f"experts.{e}.", cfg, cfg.expert_bias)
         out = out.index_add(0, rows_t, w[rows_t, slots_t].unsqueeze(1) * y)
     for s in range(cfg.n_shared_experts):
-        out = out + swiglu(a, P, p + f"shared.{s}.")
+        out = out + swiglu(a, P, p + f"shared.{s}.", cfg)
 
     # Load balance: f counts the router's choices before capacity drops and is a constant.
     f = torch.from_numpy(np.bincount(idx.reshape(-1), minlength=E).astype(np.float64)) / (N * k)
@@ -239,7 +317,7 @@ def forward(cfg, P, buffers, input_ids, targets):
     routes = {}
     for i in range(cfg.n_layers):
         p = f"layers.{i}."
-        h = x + attention(rmsnorm(x, P[p + "attn_norm.weight"], cfg.norm_eps), P, p + "attn.", cfg)
+        h = x + attention(rmsnorm(x, P[p + "attn_norm.weight"], cfg.norm_eps), P, p + "attn.", cfg, i)
         a = rmsnorm(h, P[p + "ffn_norm.weight"], cfg.norm_eps)
         if cfg.is_moe(i):
             bias = buffers.get(p + "moe.router.bias", torch.zeros(cfg.n_experts, dtype=DT))
@@ -249,7 +327,7 @@ def forward(cfg, P, buffers, input_ids, targets):
             routes[i] = (idx, kept)
             y = y.view(B, T, D)
         else:
-            y = swiglu(a, P, p + "mlp.")
+            y = swiglu(a, P, p + "mlp.", cfg)
         x = h + y
     w_out = P["embed.weight"] if cfg.tie_embeddings else P["lm_head.weight"]
     logits = (rmsnorm(x, P["final_norm.weight"], cfg.norm_eps) @ w_out.T).reshape(N, cfg.vocab_size)

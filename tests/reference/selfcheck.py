@@ -42,6 +42,14 @@ CONFIGS = {
                          first_dense_layers=1, n_experts=4, top_k=2, expert_ffn_dim=8, n_shared_experts=0,
                          score_fn="softmax", norm_topk_prob=False, capacity_factor=0.0, aux_loss_coef=0.05,
                          z_loss_coef=0.01, qk_norm="full"),
+    "gpt_oss_features": dict(vocab_size=17, d_model=16, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=4,
+                             rope_theta=150000.0, seq_len=6, norm_eps=1e-5, tie_embeddings=False, d_ff=12,
+                             first_dense_layers=0, n_experts=4, top_k=2, expert_ffn_dim=8, n_shared_experts=0,
+                             score_fn="softmax", norm_topk_prob=True, capacity_factor=0.0, aux_loss_coef=0.05,
+                             z_loss_coef=0.01, sliding_window=3, full_attention_every=2, attention_sinks=True,
+                             attention_bias=True, rope_scaling="yarn", rope_factor=8.0, rope_original_max_position=4,
+                             yarn_truncate=False, router_logit_bias=True, expert_bias=True, swiglu_limit=0.8,
+                             swiglu_alpha=1.702),
 }
 
 

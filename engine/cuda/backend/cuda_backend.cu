@@ -216,8 +216,10 @@ GemmType gemm_type(DType dt) { return dt == DType::BF16 ? GemmType::BF16 : GemmT
 // are contiguous, so the SwiGLU kernels run once over all of them.
 void CudaBackend::grouped_swiglu_forward(const Tensor& x, std::span<const int64_t> offsets,
                                          std::span<const Tensor> w13, std::span<const Tensor> w2, const Tensor& h13,
-                                         const Tensor& a, const Tensor& y) {
+                                         const Tensor& a, const Tensor& y, const ExpertOpts& opts) {
   const char* op = "grouped_swiglu_forward";
+  if (opts.glu.clamped() || !opts.b13.empty() || !opts.b2.empty())
+    args::fail(op, "the clamped SwiGLU and expert biases are not built yet on CUDA");
   const Group gr = check_grouped(op, x, offsets, w13, w2, h13, a);
   const int64_t e = gr.e, d = gr.d, f = gr.f;  // named locals: the lambdas below capture them
   const DType dt = gr.dt;
@@ -245,8 +247,11 @@ void CudaBackend::grouped_swiglu_forward(const Tensor& x, std::span<const int64_
 void CudaBackend::grouped_swiglu_backward(const Tensor& dy, const Tensor& x, std::span<const int64_t> offsets,
                                           std::span<const Tensor> w13, std::span<const Tensor> w2, const Tensor& h13,
                                           const Tensor& a, const Tensor& dx, std::span<const Tensor> dw13,
-                                          std::span<const Tensor> dw2) {
+                                          std::span<const Tensor> dw2, const ExpertOpts& opts,
+                                          std::span<const Tensor> db13, std::span<const Tensor> db2) {
   const char* op = "grouped_swiglu_backward";
+  if (opts.glu.clamped() || !db13.empty() || !db2.empty())
+    args::fail(op, "the clamped SwiGLU and expert biases are not built yet on CUDA");
   const Group gr = check_grouped(op, x, offsets, w13, w2, h13, a);
   const int64_t e = gr.e, d = gr.d, f = gr.f;
   const DType dt = gr.dt;

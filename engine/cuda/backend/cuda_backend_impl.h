@@ -53,13 +53,16 @@ class CudaBackend final : public Backend {
   bool all_finite(const Tensor& x) override;
   void gemm(const Tensor& A, bool trans_a, const Tensor& B, bool trans_b, const Tensor& C, double alpha,
             double beta) override;
+  using Backend::grouped_swiglu_forward;
+  using Backend::grouped_swiglu_backward;
   void grouped_swiglu_forward(const Tensor& x, std::span<const int64_t> offsets, std::span<const Tensor> w13,
-                              std::span<const Tensor> w2, const Tensor& h13, const Tensor& a,
-                              const Tensor& y) override;
+                              std::span<const Tensor> w2, const Tensor& h13, const Tensor& a, const Tensor& y,
+                              const ExpertOpts& opts) override;
   void grouped_swiglu_backward(const Tensor& dy, const Tensor& x, std::span<const int64_t> offsets,
                                std::span<const Tensor> w13, std::span<const Tensor> w2, const Tensor& h13,
                                const Tensor& a, const Tensor& dx, std::span<const Tensor> dw13,
-                               std::span<const Tensor> dw2) override;
+                               std::span<const Tensor> dw2, const ExpertOpts& opts, std::span<const Tensor> db13,
+                               std::span<const Tensor> db2) override;
 
   // cuda_backend_ops.cu
   void embedding_forward(const Tensor& table, const Tensor& ids, const Tensor& out) override;
@@ -80,8 +83,10 @@ class CudaBackend final : public Backend {
                           const AttentionOpts& opts, const Tensor& dsinks) override;
   void copy_columns(const Tensor& src, int64_t src_col, const Tensor& dst, int64_t dst_col, int64_t width,
                     bool accumulate) override;
-  void swiglu_forward(const Tensor& h, const Tensor& out) override;
-  void swiglu_backward(const Tensor& dout, const Tensor& h, const Tensor& dh) override;
+  using Backend::swiglu_forward;
+  using Backend::swiglu_backward;
+  void swiglu_forward(const Tensor& h, const Tensor& out, const GluOpts& glu) override;
+  void swiglu_backward(const Tensor& dout, const Tensor& h, const Tensor& dh, const GluOpts& glu) override;
   void router_forward(const Tensor& logits, const Tensor& bias, ScoreFn fn, int k, bool norm_topk,
                       const Tensor& scores, const Tensor& idx, const Tensor& w, RouterGroups grp = {}) override;
   void router_backward(const Tensor& dw, const Tensor& aux_coef, const Tensor& logits, const Tensor& scores,

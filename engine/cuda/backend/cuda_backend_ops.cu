@@ -170,8 +170,9 @@ void CudaBackend::copy_columns(const Tensor& src, int64_t src_col, const Tensor&
   fail("copy_columns", "not built yet");
 }
 
-void CudaBackend::swiglu_forward(const Tensor& h, const Tensor& out) {
+void CudaBackend::swiglu_forward(const Tensor& h, const Tensor& out, const GluOpts& glu) {
   const char* op = "swiglu_forward";
+  if (glu.clamped()) fail(op, "the clamped SwiGLU is not built yet on CUDA");
   const DType dt = floats(op, {{"h", h}, {"out", out}});
   rank(op, {"h", h}, 2);
   if (h.dim(1) % 2) fail(op, "odd gate|up width: " + args::describe({{"h", h}}));
@@ -180,8 +181,9 @@ void CudaBackend::swiglu_forward(const Tensor& h, const Tensor& out) {
   SY_WITH_T(dt, cuda::swiglu_forward(ptr<T>(h), ptr<T>(out), n, f, stream_));
 }
 
-void CudaBackend::swiglu_backward(const Tensor& dout, const Tensor& h, const Tensor& dh) {
+void CudaBackend::swiglu_backward(const Tensor& dout, const Tensor& h, const Tensor& dh, const GluOpts& glu) {
   const char* op = "swiglu_backward";
+  if (glu.clamped()) fail(op, "the clamped SwiGLU is not built yet on CUDA");
   const DType dt = floats(op, {{"dout", dout}, {"h", h}, {"dh", dh}});
   rank(op, {"h", h}, 2);
   if (h.dim(1) % 2) fail(op, "odd gate|up width: " + args::describe({{"h", h}}));
