@@ -1,9 +1,9 @@
 // Hugging Face checkpoints in and out: the families' own tensor names (Mixtral, Qwen3-MoE,
-// OLMoE) against Switchyard's (docs/model.md), safetensors on their side
+// OLMoE, DeepSeek-V3, gpt-oss) against Switchyard's (docs/model.md), safetensors on their side
 // (checkpoint/safetensors.h), a Switchyard weights file on ours (layout-free: train.init_weights
-// loads it at any parallel layout). Shapes agree but for the row-parallel matrices, the attention
-// output projection and every down projection (w2), which Hugging Face stores [out, in] and
-// Switchyard [in, out] (docs/weights-format.md): transposed on the way. Both RoPEs pair dimension i with i + head_dim/2, so q and k need no permutation.
+// loads it at any parallel layout). Where each element goes is trainer/hf_names.h's
+// placement: transposes of the row-parallel matrices, DeepSeek's shared experts as one MLP and
+// its interleaved rotary rows, gpt-oss's fused experts (docs/weights-format.md).
 #pragma once
 
 #include <map>
@@ -13,19 +13,12 @@
 
 #include "checkpoint/weights_io.h"
 #include "engine/model_config.h"
+#include "trainer/hf_names.h"
 
 namespace sy {
 
-// "mixtral", "qwen3_moe" or "olmoe": `requested` if given (ConfigError naming the valid ones
-// otherwise), else from the model's QK-norm (none: mixtral, head: qwen3_moe, full: olmoe).
-std::string hf_family(const ModelConfig& cfg, const std::string& requested);
 
-// The Hugging Face name of a Switchyard parameter, and whether its matrix is transposed between
-// the two; ConfigError for a parameter the family has no tensor for (a dense FFN layer in an
-// all-MoE family, shared experts).
-std::pair<std::string, bool> hf_name_of(const std::string& ours, const std::string& family);
-
-// Every parameter (and buffer: the router biases, zero) of the model `cfg` describes, from the
+// Every parameter (and buffer: the router biases, DeepSeek's e_score_correction_bias or zero) of the model `cfg` describes, from the
 // Hugging Face tensors, as float32 in Switchyard's names and shapes. ConfigError naming the first
 // missing tensor or wrong shape.
 std::vector<std::pair<std::string, HostArray>> import_hf(const ModelConfig& cfg, const std::string& family,
