@@ -29,11 +29,10 @@ SegmentCounts count_params(const ModelConfig& m, const PlanLayout& l, const Pipe
   for (const auto& [b, e] : place.chunks)
     for (int64_t layer = b; layer < e; ++layer) {
       c.n[0] += 2 * d;  // attention and FFN norms
-      if (m.mla()) {     // the latents' norms; the projections (tp 1: all heads)
-        c.n[0] += m.q_lora_rank + m.kv_lora_rank;
-        const int64_t h = m.n_heads, qk = m.qk_head_dim();
-        c.n[1] += (m.q_lora_rank > 0 ? m.q_lora_rank * (d + h * qk) : h * qk * d) +
-                  (m.kv_lora_rank + m.qk_rope_head_dim) * d + h * (m.qk_nope_head_dim + m.v_head_dim) * m.kv_lora_rank +
+      if (m.mla()) {  // the latents' down-projections and norms whole; the per-head matrices by TP
+        const int64_t qr = m.q_lora_rank, h = heads, qk = m.qk_head_dim();
+        c.n[0] += (qr > 0 ? qr * d + qr : 0) + (m.kv_lora_rank + m.qk_rope_head_dim) * d + m.kv_lora_rank;
+        c.n[1] += (qr > 0 ? h * qk * qr : h * qk * d) + h * (m.qk_nope_head_dim + m.v_head_dim) * m.kv_lora_rank +
                   h * m.v_head_dim * d;
       } else {
         if (m.qk_norm == "head") c.n[0] += 2 * hd;
@@ -61,16 +60,17 @@ SegmentCounts count_params(const ModelConfig& m, const PlanLayout& l, const Pipe
   return c;
 }
 
-// Multi-head Latent Attention's buffers (engine/layers/mla_block.cpp, tp 1): kept for the
-// backward pass the normed input, the latents before and after their norms (with rstd), q, k, v,
-// the output and lse; as scratch the kv projections, the rotary tails and every gradient.
-void mla_block_bytes(const ModelConfig& m, int64_t n, int64_t a, int64_t& act, int64_t& ws) {
-  const int64_t d = m.d_model, h = m.n_heads, qk = m.qk_head_dim(), vd = m.v_head_dim, qr = m.q_lora_rank;
+// Multi-head Latent Attention's buffers (engine/layers/mla_block.cpp; h heads of this TP rank,
+// n token rows, nl of them on its residual stream): kept for the backward pass the normed input
+// and its rstd, the latents (every row) before and after their norms, q, k, v, the output and
+// lse; as scratch the kv projections, the rotary tails and every gradient.
+void mla_block_bytes(const ModelConfig& m, int64_t h, int64_t n, int64_t nl, int64_t a, int64_t& act, int64_t& ws) {
+  const int64_t d = m.d_model, qk = m.qk_head_dim(), vd = m.v_head_dim, qr = m.q_lora_rank;
   const int64_t kvr = m.kv_lora_rank, dr = m.qk_rope_head_dim, kvb = h * (m.qk_nope_head_dim + vd);
-  act += n * d * a + n * kAccum + (qr > 0 ? 2 * n * qr * a + n * kAccum : 0) + 2 * n * kvr * a + n * kAccum +
+  act += nl * d * a + nl * kAccum + (qr > 0 ? 2 * n * qr * a + n * kAccum : 0) + 2 * n * kvr * a + n * kAccum +
          2 * n * h * qk * a + 2 * n * h * vd * a + n * h * kAccum;
   ws += 2 * (n * (kvr + dr) + n * kvb) * a + 2 * n * h * dr * a + 2 * n * h * (qk + vd) * a + 2 * n * kvr * a +
-        (qr > 0 ? 2 * n * qr * a : 0) + n * d * a;
+        (qr > 0 ? 2 * n * qr * a : 0) + nl * d * a;
 }
 
 }  // namespace
@@ -216,7 +216,7 @@ StageMemory predict_stage_memory(const MemoryInputs& in, int stage) {
   for (const auto& [b, end] : place.chunks)
     for (int64_t layer = b; layer < end; ++layer) {
       if (m.mla()) {
-        mla_block_bytes(m, n, a, act, ws);
+        mla_block_bytes(m, heads, n, nl, a, act, ws);
       } else {
         // Attention block: norm out + rstd, q k v o, lse; scratch for their gradients.
         act += nl * d * a + nl * kAccum + 2 * (q_el + kv_el) * a + n * heads * kAccum;

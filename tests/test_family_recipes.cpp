@@ -123,6 +123,12 @@ TEST(FamilyRecipes, DeepSeekV3MiniAtPp2Dp2Ep2) {
   check_mini({"recipes/deepseek-v3/671b-mini.toml", 4, 2, 2, " --set parallel.pp=2 --set parallel.ep=2", false},
              "fam_dsv3");
 }
+// MLA's heads split over TP with sequence parallelism: the latents computed whole on each rank.
+TEST(FamilyRecipes, DeepSeekV3MiniAtTp2SpDp2Ep2) {
+  check_mini({"recipes/deepseek-v3/671b-mini.toml", 4, 1, 2,
+              " --set parallel.tp=2 --set parallel.sp=true --set parallel.ep=2", true},
+             "fam_dsv3_tp");
+}
 TEST(FamilyRecipes, GptOss20bMiniAtTp2Dp2Ep2) {
   check_mini({"recipes/gpt-oss/20b-mini.toml", 4, 1, 2, " --set parallel.tp=2 --set parallel.ep=2", true}, "fam_oss20");
 }

@@ -106,13 +106,15 @@ TEST(PlannerMemory, Olmoe1b7bMini) {
   check_case(d, {"recipes/olmoe/1b-7b-mini.toml", 4, lay(1, 1, 1, 4, 2, 2, 1, false, 2, 1)}, "dp4_ep2_etp2");
 }
 
-// Multi-head Latent Attention (no TP) with group-limited routing, a dense first layer and a
+// Multi-head Latent Attention (with and without TP) with group-limited routing, a dense first layer and a
 // shared expert.
 TEST(PlannerMemory, DeepSeekV3Mini) {
   testing::RunDir d("plan_dsv3");
   check_case(d, {"recipes/deepseek-v3/671b-mini.toml", 1, lay(1, 1, 1, 1, 1, 1, 0, false, 2, 1)}, "one");
   check_case(d, {"recipes/deepseek-v3/671b-mini.toml", 4, lay(1, 2, 2, 2, 2, 1, 1, false, 2, 2)}, "pp2_vpp2_dp2_ep2");
   check_case(d, {"recipes/deepseek-v3/671b-mini.toml", 4, lay(1, 1, 1, 4, 4, 1, 2, false, 2, 1)}, "dp4_ep4_zero2");
+  check_case(d, {"recipes/deepseek-v3/671b-mini.toml", 2, lay(2, 1, 1, 1, 2, 1, 0, true, 2, 1)}, "tp2sp_ep2");
+  check_case(d, {"recipes/deepseek-v3/671b-mini.toml", 4, lay(2, 2, 1, 1, 1, 1, 0, false, 2, 2)}, "tp2_pp2");
 }
 
 // Sliding windows, sinks, attention, router and expert biases, the clamped SwiGLU.

@@ -58,9 +58,6 @@ void check_layout(const Recipe& r, int world) {
     if (v % p.tp != 0)
       throw ConfigError("model." + std::string(key) + "=" + std::to_string(v) + " is not divisible by parallel.tp=" +
                         std::to_string(p.tp) + "; choose a tp that divides it (KV heads are not replicated across TP ranks)");
-  if (m.mla() && p.tp > 1)
-    throw ConfigError("Multi-head Latent Attention (model.kv_lora_rank > 0) is not built for parallel.tp=" +
-                      std::to_string(p.tp) + "; use parallel.tp=1 (DeepSeek-V3 trains without TP: pp and ep)");
   if (m.expert_bias && p.etp > 1)
     throw ConfigError("model.expert_bias splits with the experts' hidden units under parallel.etp=" +
                       std::to_string(p.etp) + ", which is not built; use parallel.etp=1");

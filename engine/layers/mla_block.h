@@ -5,7 +5,9 @@
 //
 // Built from the backend's ops: the latents are GEMMs and RMSNorms, the per-head layouts are
 // assembled with copy_columns, and attention runs with q/k head width qk_nope + qk_rope and value
-// width v_head_dim. Tensor parallelism is not built for MLA (tp = 1; the layout check says so).
+// width v_head_dim. Under tensor parallelism each rank holds n_heads / tp heads (their q and kv
+// up-projections and their rows of the output projection) and computes the two latents whole,
+// sending back its heads' share of their gradient (summed over TP at the region entry).
 #pragma once
 
 #include "engine/layers/attention_layer.h"
@@ -14,18 +16,19 @@ namespace sy {
 
 class MlaBlock : public AttentionLayer {
  public:
-  MlaBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer);
+  MlaBlock(ParamStore& ps, const ModelConfig& cfg, int64_t layer, TpPlace tp = {});
   void forward(Backend& be, const Tensor& x, const Tensor& out, const AttentionInputs& rope, int64_t batch,
                int64_t seq) override;
   void backward(Backend& be, const Tensor& x, const Tensor& dresid, const AttentionInputs& rope) override;
 
  private:
-  void ensure(Backend& be, int64_t batch, int64_t seq, DType dt);
+  void ensure(Backend& be, int64_t batch, int64_t seq, int64_t local_rows, DType dt);
   // Rotates (or, backward, un-rotates the gradient of) the last qk_rope features of each row of
   // t viewed [rows * heads, qk]: copied out, rotated, copied back.
   void rope_tail(Backend& be, const Tensor& t, int64_t heads, const AttentionInputs& rope, bool backward);
   ParamStore& ps_;
   const ModelConfig& cfg_;
+  TpPlace tp_;
   int64_t heads_, nope_, rope_, qk_, vd_, q_rank_, kv_rank_;
   Backend::AttentionOpts opts_;  // the layer's window and the (YaRN-adjusted) softmax scale
   int norm_, wo_, wkv_a_, kv_a_norm_, wkv_b_;
