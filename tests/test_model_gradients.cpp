@@ -95,39 +95,19 @@ TEST(ModelGradients, WholeModelWithGroupLimitedScaledRoutingMatchesFiniteDiffere
 // norm, up-projection and the shared rotary key.
 TEST(ModelGradients, WholeModelWithMlaMatchesFiniteDifferences) {
   for (const int64_t q_rank : {int64_t(6), int64_t(0)}) {
-    ModelConfig c = testing::tiny_two_layer_config();
-    c.n_kv_heads = c.n_heads;
-    c.q_lora_rank = q_rank;
-    c.kv_lora_rank = 5;
-    c.qk_nope_head_dim = 4;
-    c.qk_rope_head_dim = 4;
-    c.v_head_dim = 3;
     double n = 0;
-    const double worst = worst_relative_error(c, ExpertsImpl::Grouped, &n);
+    const double worst = worst_relative_error(testing::tiny_mla_config(q_rank), ExpertsImpl::Grouped, &n);
     std::printf("[measured] MLA q_lora_rank=%lld: worst per-tensor relative error %.3e over %.0f entries\n",
                 (long long)q_rank, worst, n);
   }
 }
 
-// GPT-OSS: sliding windows on every other layer, sinks, attention, router and expert biases, the
-// clamped SwiGLU (a limit the hidden units cross) and YaRN.
+// gpt-oss: sliding windows on every other layer, sinks, attention, router and expert biases, the
+// clamped SwiGLU (a limit the hidden units cross) and YaRN, through both expert paths.
 TEST(ModelGradients, WholeModelWithGptOssFeaturesMatchesFiniteDifferences) {
-  ModelConfig c = testing::tiny_two_layer_config();
-  c.first_dense_layers = 0;
-  c.sliding_window = 3;
-  c.full_attention_every = 2;
-  c.attention_sinks = true;
-  c.attention_bias = true;
-  c.router_logit_bias = true;
-  c.expert_bias = true;
-  c.swiglu_limit = 0.5;
-  c.swiglu_alpha = 1.702;
-  c.rope_scaling = "yarn";
-  c.rope_factor = 8;
-  c.rope_original_max_position = 4;
   for (const ExpertsImpl impl : {ExpertsImpl::Grouped, ExpertsImpl::Sequential}) {
     double n = 0;
-    const double worst = worst_relative_error(c, impl, &n);
+    const double worst = worst_relative_error(testing::tiny_gpt_oss_config(), impl, &n);
     std::printf("[measured] GPT-OSS features (%s experts): worst per-tensor relative error %.3e over %.0f entries\n",
                 impl == ExpertsImpl::Grouped ? "grouped" : "sequential", worst, n);
   }

@@ -154,13 +154,7 @@ TEST(ReferenceTorch, QkNormPerHeadAndFull) {
 // shared expert.
 TEST(ReferenceTorch, MlaWithGroupLimitedSigmoidRouting) {
   for (const int64_t q_rank : {int64_t(6), int64_t(0)}) {
-    ModelConfig c = testing::tiny_two_layer_config();
-    c.n_kv_heads = c.n_heads;
-    c.q_lora_rank = q_rank;
-    c.kv_lora_rank = 5;
-    c.qk_nope_head_dim = 4;
-    c.qk_rope_head_dim = 4;
-    c.v_head_dim = 3;
+    ModelConfig c = testing::tiny_mla_config(q_rank);
     c.score_fn = ScoreFn::Sigmoid;
     c.n_experts = 8;
     c.top_k = 3;
@@ -172,34 +166,10 @@ TEST(ReferenceTorch, MlaWithGroupLimitedSigmoidRouting) {
   }
 }
 
-// GPT-OSS's features: sliding windows on every other layer, sinks, attention and router and
-// expert biases, the clamped SwiGLU, YaRN (untruncated ramp); and DeepSeek's YaRN with mscale
-// on MLA.
+// gpt-oss's features (testing::tiny_gpt_oss_config), and DeepSeek's YaRN with mscale on MLA.
 TEST(ReferenceTorch, GptOssFeaturesAndYarn) {
-  ModelConfig c = testing::tiny_two_layer_config();
-  c.first_dense_layers = 0;
-  c.n_shared_experts = 0;
-  c.sliding_window = 3;
-  c.full_attention_every = 2;
-  c.attention_sinks = true;
-  c.attention_bias = true;
-  c.rope_scaling = "yarn";
-  c.rope_theta = 150000;
-  c.rope_factor = 8;
-  c.rope_original_max_position = 4;
-  c.yarn_truncate = false;
-  c.router_logit_bias = true;
-  c.expert_bias = true;
-  c.swiglu_limit = 0.8;
-  c.swiglu_alpha = 1.702;
-  compare_with_torch(c, "gpt_oss");
-  ModelConfig m = testing::tiny_two_layer_config();
-  m.n_kv_heads = m.n_heads;
-  m.q_lora_rank = 6;
-  m.kv_lora_rank = 5;
-  m.qk_nope_head_dim = 4;
-  m.qk_rope_head_dim = 4;
-  m.v_head_dim = 3;
+  compare_with_torch(testing::tiny_gpt_oss_config(), "gpt_oss");
+  ModelConfig m = testing::tiny_mla_config(6);
   m.rope_scaling = "yarn";
   m.rope_factor = 40;
   m.rope_original_max_position = 4;
