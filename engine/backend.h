@@ -114,7 +114,8 @@ class Backend {
     attention_forward(q, k, v, out, lse, AttentionOpts{});
   }
   // Accumulates dq, dk, dv and, with sinks, dsinks [H] (d loss / d sinks[h] = -sum over h's rows of
-  // p_sink * rowsum(dout * out), p_sink = exp(sinks[h] - lse)).
+  // p_sink * rowsum(dout * out), p_sink = exp(sinks[h] - lse)). sinks have q's dtype, dsinks
+  // accum_dtype of it (the parameter's master gradient: float32 under bf16).
   virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                                   const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
                                   const Tensor& dv, const AttentionOpts& opts, const Tensor& dsinks) = 0;

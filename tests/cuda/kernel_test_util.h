@@ -16,7 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend.h"
 #include "engine/cuda/device_buffer.h"
+#include "engine/host_io.h"
 #include "engine/cuda/kernels/kernels.h"
 #include "tests/test_ops_common.h"
 
@@ -93,5 +95,22 @@ class KernelTest : public ::testing::Test {
   void SetUp() override;
   void TearDown() override;
 };
+
+// Backend-level tests: a device tensor of `dt` holding v (a float32 upload, then the backend's
+// own conversion), and a tensor's values back in double (through float32 likewise).
+inline Tensor to_device(Backend& gpu, const Shape& s, const Vec& v, DType dt) {
+  Tensor f = gpu.empty(s, DType::F32);
+  upload_f64(gpu, v, f);
+  if (dt == DType::F32) return f;
+  Tensor t = gpu.empty(s, dt);
+  gpu.convert(f, t);
+  return t;
+}
+inline Vec from_device(Backend& gpu, const Tensor& t) {
+  if (t.dtype() == DType::F32) return download_f64(gpu, t);
+  Tensor f = gpu.empty(t.shape(), DType::F32);
+  gpu.convert(t, f);
+  return download_f64(gpu, f);
+}
 
 }  // namespace sy::cuda::test

@@ -3,6 +3,7 @@
 // honours every stride the wrapper declares: a wrong layout gives wrong numbers here. In the GPU
 // build (sy_cuda_gpu_tests) the same checks run against the real cuDNN.
 #include <cstring>
+#include <functional>
 
 #include "engine/cuda/dnn/dnn.h"
 #include "tests/cuda/kernel_test_util.h"
@@ -53,34 +54,61 @@ struct Half {
 template <class T> DnnType dnn_type() { return std::is_same_v<T, Half> ? DnnType::F16 : DnnType::BF16; }
 template <class T> const char* name16() { return std::is_same_v<T, Half> ? "fp16" : "bf16"; }
 
-struct Shape5 {
-  int64_t b, t, h, kv, hd;
+struct Case {
+  int64_t b, t, h, kv, hd, hv;
+  int64_t window = 0;
+  bool sinks = false;
+  double scale = 0;  // 0: 1/sqrt(hd)
+  std::string str() const {
+    return std::to_string(b) + "x" + std::to_string(t) + "x" + std::to_string(h) + "/" + std::to_string(kv) + "x" +
+           std::to_string(hd) + "/" + std::to_string(hv) + " window " + std::to_string(window) +
+           (sinks ? " sinks" : "") + " scale " + std::to_string(scale);
+  }
 };
-// One token; odd lengths and lengths past a 64- or 128-row tile; H == KV and H == 4 KV; hd 64, 128.
-const Shape5 kShapes[] = {{1, 1, 1, 1, 64}, {2, 7, 4, 4, 64}, {1, 33, 8, 2, 64},
-                          {2, 130, 4, 1, 128}, {1, 67, 2, 2, 128}};
+const Case kCases[] = {
+    // One token; odd lengths and lengths past a 64- or 128-row tile; H == KV and H == 4 KV; hd 64, 128.
+    {1, 1, 1, 1, 64, 64}, {2, 7, 4, 4, 64, 64}, {1, 33, 8, 2, 64, 64}, {2, 130, 4, 1, 128, 128},
+    {1, 67, 2, 2, 128, 128},
+    // The scale; hv != hd (smaller, larger, MLA's 192 / 128).
+    {2, 9, 4, 2, 24, 16, 0, false, 0.3}, {1, 11, 2, 2, 16, 40}, {1, 6, 2, 1, 192, 128},
+    // Sliding windows: 1, below T (past a tile), == T and > T (both the plain causal graph).
+    {2, 11, 2, 1, 16, 16, 1}, {1, 130, 4, 1, 64, 64, 37}, {2, 7, 4, 4, 64, 64, 7}, {1, 9, 2, 1, 32, 32, 100},
+    // Sinks, alone and with everything else.
+    {2, 9, 4, 2, 16, 16, 0, true}, {2, 33, 8, 2, 64, 32, 5, true, 0.2}, {1, 67, 2, 2, 128, 128, 16, true},
+    {1, 6, 2, 1, 192, 128, 2, true},
+};
 
-template <class T> void check_sdpa(ErrorLog& fwd_log, ErrorLog& bwd_log) {
+SdpaDesc desc(const Case& c, DnnType dt) {
+  const double scale = c.scale > 0 ? c.scale : 1.0 / std::sqrt(double(c.hd));
+  return SdpaDesc{c.b, c.t, c.h, c.kv, c.hd, c.hv, float(scale), dt, true, c.window, c.sinks};
+}
+
+template <class T> void check_sdpa(ErrorLog& fwd_log, ErrorLog& bwd_log, ErrorLog& sink_log) {
   if (!Dnn::available()) GTEST_SKIP() << "built without cuDNN's frontend";
   auto cpu = make_cpu_backend();
   Dnn dnn;
   uint64_t seed = 1700;
-  for (const Shape5 c : kShapes) {
-    const std::string what = std::to_string(c.b) + "x" + std::to_string(c.t) + "x" + std::to_string(c.h) + "/" +
-                             std::to_string(c.kv) + "x" + std::to_string(c.hd);
-    const int64_t qn = c.b * c.t * c.h * c.hd, kn = c.b * c.t * c.kv * c.hd;
-    const Shape qs{c.b, c.t, c.h, c.hd}, ks{c.b, c.t, c.kv, c.hd}, ls{c.b, c.h, c.t};
-    const float scale = float(1.0 / std::sqrt(double(c.hd)));
-    ASSERT_TRUE(dnn.sdpa_supported(c.b, c.t, c.h, c.kv, c.hd, scale, true, dnn_type<T>())) << what;
-    const Vec q = random<T>(qn, ++seed), k = random<T>(kn, ++seed), v = random<T>(kn, ++seed),
-              dout = random<T>(qn, ++seed);
-    Tensor tq = tensor(*cpu, qs, q), tk = tensor(*cpu, ks, k), tv = tensor(*cpu, ks, v);
-    Tensor out = cpu->empty(qs, DType::F64), lse = cpu->empty(ls, DType::F64);
-    cpu->attention_forward(tq, tk, tv, out, lse);
-    auto gq = device<T>(q), gk = device<T>(k), gv = device<T>(v), gout = poisoned<T>(qn);
+  for (const Case& c : kCases) {
+    const std::string what = c.str();
+    const int64_t qn = c.b * c.t * c.h * c.hd, kn = c.b * c.t * c.kv * c.hd, vn = c.b * c.t * c.kv * c.hv,
+                  on = c.b * c.t * c.h * c.hv;
+    const Shape qs{c.b, c.t, c.h, c.hd}, ks{c.b, c.t, c.kv, c.hd}, vs{c.b, c.t, c.kv, c.hv}, os{c.b, c.t, c.h, c.hv},
+        ls{c.b, c.h, c.t};
+    const SdpaDesc d = desc(c, dnn_type<T>());
+    std::string why;
+    ASSERT_TRUE(dnn.sdpa_supported(d, &why)) << what << ": " << why;
+    const Vec q = random<T>(qn, ++seed), k = random<T>(kn, ++seed), v = random<T>(vn, ++seed),
+              dout = random<T>(on, ++seed), sinks = random<T>(c.sinks ? c.h : 0, ++seed, 2.0);
+    Backend::AttentionOpts opts;
+    opts.window = c.window, opts.scale = d.scale;  // the float scale cuDNN gets
+    if (c.sinks) opts.sinks = tensor(*cpu, {c.h}, sinks);
+    Tensor tq = tensor(*cpu, qs, q), tk = tensor(*cpu, ks, k), tv = tensor(*cpu, vs, v);
+    Tensor out = cpu->empty(os, DType::F64), lse = cpu->empty(ls, DType::F64);
+    cpu->attention_forward(tq, tk, tv, out, lse, opts);
+    auto gq = device<T>(q), gk = device<T>(k), gv = device<T>(v), gout = poisoned<T>(on);
+    auto gsinks = device<float>(sinks);  // cuDNN's sinks are fp32 whatever the storage type
     auto glse = poisoned<float>(c.b * c.h * c.t);
-    dnn.sdpa_forward(gq.get(), gk.get(), gv.get(), gout.get(), glse.get(), c.b, c.t, c.h, c.kv, c.hd, scale, true,
-                     dnn_type<T>(), nullptr);
+    dnn.sdpa_forward(d, gq.get(), gk.get(), gv.get(), gsinks.get(), gout.get(), glse.get(), nullptr);
     SY_CUDA_CHECK(cudaDeviceSynchronize());
     const double ef = std::max(max_err(fetch(gout), host(*cpu, out)), max_err(fetch(glse), host(*cpu, lse)));
     fwd_log.add(ef);
@@ -89,56 +117,74 @@ template <class T> void check_sdpa(ErrorLog& fwd_log, ErrorLog& bwd_log) {
     // The backward reads the forward's own outputs (o rounded to T, stats float), as the CPU
     // reference does, so both see the same inputs. cuDNN overwrites: the reference starts at zero.
     const Vec got_out = fetch(gout), got_lse = fetch(glse);
-    Tensor dq = cpu->zeros(qs, DType::F64), dk = cpu->zeros(ks, DType::F64), dv = cpu->zeros(ks, DType::F64);
-    cpu->attention_backward(tensor(*cpu, qs, dout), tq, tk, tv, tensor(*cpu, qs, got_out), tensor(*cpu, ls, got_lse),
-                            dq, dk, dv);
-    auto gdout = device<T>(dout), gdq = poisoned<T>(qn), gdk = poisoned<T>(kn), gdv = poisoned<T>(kn);
-    dnn.sdpa_backward(gdout.get(), gq.get(), gk.get(), gv.get(), gout.get(), glse.get(), gdq.get(), gdk.get(),
-                      gdv.get(), c.b, c.t, c.h, c.kv, c.hd, scale, true, dnn_type<T>(), nullptr);
+    Tensor dq = cpu->zeros(qs, DType::F64), dk = cpu->zeros(ks, DType::F64), dv = cpu->zeros(vs, DType::F64);
+    Tensor dsinks = c.sinks ? cpu->zeros({c.h}, DType::F64) : Tensor{};
+    cpu->attention_backward(tensor(*cpu, os, dout), tq, tk, tv, tensor(*cpu, os, got_out), tensor(*cpu, ls, got_lse),
+                            dq, dk, dv, opts, dsinks);
+    auto gdout = device<T>(dout), gdq = poisoned<T>(qn), gdk = poisoned<T>(kn), gdv = poisoned<T>(vn);
+    auto gds = poisoned<float>(c.sinks ? c.h : 0);
+    dnn.sdpa_backward(d, gdout.get(), gq.get(), gk.get(), gv.get(), gout.get(), glse.get(), gsinks.get(), gdq.get(),
+                      gdk.get(), gdv.get(), gds.get(), nullptr);
     SY_CUDA_CHECK(cudaDeviceSynchronize());
     const Vec want_dv = host(*cpu, dv);
     double eb = max_err(fetch(gdv), want_dv);
-    if (c.t > 1) {
+    if ((c.t > 1 && c.window != 1) || c.sinks) {
       eb = std::max({eb, max_err(fetch(gdq), host(*cpu, dq)), max_err(fetch(gdk), host(*cpu, dk))});
     } else {
-      // One token: a softmax over one key has no gradient, so dq and dk are 0 up to the rounding of
-      // rowsum(dO o) against dO v (fp32 in cuDNN): bounded by 1e-5 of dv's size, not relatively.
+      // One key per row (one token, or a window of 1) and no sink: a softmax over one term has no
+      // gradient, so dq and dk are 0 up to the rounding of rowsum(dO o) against dO v (fp32 in
+      // cuDNN): bounded by 1e-5 of dv's size, not relatively.
       double big = 0, worst = 0;
       for (double x : want_dv) big = std::max(big, std::abs(x));
       for (const Vec& g : {fetch(gdq), fetch(gdk)})
         for (double x : g) worst = std::max(worst, std::isfinite(x) ? std::abs(x) : INFINITY);
-      EXPECT_LT(worst, 1e-5 * big) << what << ": dq, dk of one token";
+      EXPECT_LT(worst, 1e-5 * big) << what << ": dq, dk of one key per row";
     }
     bwd_log.add(eb);
     EXPECT_LT(eb, 1e-2) << what;
+    if (c.sinks) {
+      // fp32 in cuDNN: the sum of the rows' terms, held to the fp32 bound.
+      const double es = max_err(fetch(gds), host(*cpu, dsinks));
+      sink_log.add(es);
+      EXPECT_LT(es, 1e-5) << what;
+    }
   }
 }
 
 class DnnAttention : public KernelTest {};
 
 TEST_F(DnnAttention, Bf16MatchesCpu) {
-  ErrorLog f("cuDNN sdpa fwd bf16 (out, lse)"), b("cuDNN sdpa bwd bf16 (dq, dk, dv)");
-  check_sdpa<__nv_bfloat16>(f, b);
+  ErrorLog f("cuDNN sdpa fwd bf16 (out, lse)"), b("cuDNN sdpa bwd bf16 (dq, dk, dv)"), s("cuDNN sdpa bwd bf16 (dsinks)");
+  check_sdpa<__nv_bfloat16>(f, b, s);
 }
 
 TEST_F(DnnAttention, Fp16MatchesCpu) {
-  ErrorLog f("cuDNN sdpa fwd fp16 (out, lse)"), b("cuDNN sdpa bwd fp16 (dq, dk, dv)");
-  check_sdpa<Half>(f, b);
+  ErrorLog f("cuDNN sdpa fwd fp16 (out, lse)"), b("cuDNN sdpa bwd fp16 (dq, dk, dv)"), s("cuDNN sdpa bwd fp16 (dsinks)");
+  check_sdpa<Half>(f, b, s);
 }
 
-// Shapes cuDNN cannot run are refused with its reason; bad head counts before cuDNN is asked.
+// Shapes cuDNN cannot run are refused with its reason; the caller's mistakes before cuDNN is asked.
 TEST_F(DnnAttention, RefusesWhatCudnnCannotRun) {
   if (!Dnn::available()) GTEST_SKIP() << "built without cuDNN's frontend";
   Dnn dnn;
+  const DnnType bf = DnnType::BF16;
   std::string why;
-  EXPECT_FALSE(dnn.sdpa_supported(1, 8, 2, 2, 60, 0.1f, true, DnnType::BF16, &why));  // hd not a multiple of 8
+  EXPECT_FALSE(dnn.sdpa_supported({1, 8, 2, 2, 60, 60, 0.1f, bf}, &why));  // hd not a multiple of 8
   EXPECT_FALSE(why.empty());
-  EXPECT_THROW(dnn.sdpa_forward(nullptr, nullptr, nullptr, nullptr, nullptr, 1, 8, 2, 2, 60, 0.1f, true,
-                                DnnType::BF16, nullptr),
+  EXPECT_FALSE(dnn.sdpa_supported({1, 8, 2, 2, 64, 60, 0.1f, bf}));   // nor hv
+  EXPECT_FALSE(dnn.sdpa_supported({1, 8, 2, 2, 64, 264, 0.1f, bf}));  // hv past 256
+  // One token with sinks: the frontend refuses the forward (decode mode takes no sink token).
+  EXPECT_TRUE(dnn.sdpa_supported({1, 1, 2, 2, 64, 64, 0.1f, bf}));
+  EXPECT_FALSE(dnn.sdpa_supported({1, 1, 2, 2, 64, 64, 0.1f, bf, true, 0, true}, &why));
+  EXPECT_NE(why.find("forward"), std::string::npos) << why;
+  EXPECT_THROW(dnn.sdpa_forward({1, 8, 2, 2, 60, 60, 0.1f, bf}, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                nullptr),
                std::runtime_error);
-  EXPECT_THROW(dnn.sdpa_supported(1, 8, 3, 2, 64, 0.1f, true, DnnType::BF16), std::invalid_argument);
+  EXPECT_THROW(dnn.sdpa_supported({1, 8, 3, 2, 64, 64, 0.1f, bf}), std::invalid_argument);
+  EXPECT_THROW(dnn.sdpa_supported({1, 8, 2, 2, 64, 64, 0.1f, bf, false, 4}), std::invalid_argument);  // window, no mask
+  EXPECT_THROW(dnn.sdpa_supported({1, 8, 2, 2, 64, 64, 0.1f, bf, true, -1}), std::invalid_argument);
   // Empty sizes run nothing (an empty graph is not something cuDNN builds).
-  dnn.sdpa_forward(nullptr, nullptr, nullptr, nullptr, nullptr, 0, 8, 2, 2, 64, 0.1f, true, DnnType::BF16, nullptr);
+  dnn.sdpa_forward({0, 8, 2, 2, 64, 64, 0.1f, bf}, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr);
 }
 
 #if SY_CUDA_EMULATED
@@ -187,6 +233,66 @@ TEST_F(DnnAttention, EmulatedCudnnChecksArguments) {
   EXPECT_EQ(g.g.execute(handle, pack, nullptr).code, fe::error_code_t::INVALID_VARIANT_PACK);  // misaligned
   pack[1] = reinterpret_cast<char*>(q.get()) + 16;
   EXPECT_EQ(g.g.execute(handle, pack, nullptr).code, fe::error_code_t::GRAPH_EXECUTION_FAILED);  // runs past q's buffer
+  SY_CUDNN_CHECK(cudnnDestroy(handle));
+}
+
+// The options the wrapper uses, as the library takes and refuses them: the band's left bound (the
+// sliding window) only inside the causal mask and positive; the sink token fp32 [1, h_q, 1, 1],
+// not with one query row; dSink only with the sink.
+TEST_F(DnnAttention, EmulatedCudnnChecksOptions) {
+  cudnnHandle_t handle = nullptr;
+  SY_CUDNN_CHECK(cudnnCreate(&handle));
+  const int64_t b = 1, h = 2, d = 16;
+  using Attrs = fe::graph::SDPA_attributes;
+  auto tensor = [](fe::graph::Graph& g, int64_t uid, std::vector<int64_t> dim, fe::DataType_t dt) {
+    const std::vector<int64_t> packed{dim[1] * dim[2] * dim[3], dim[2] * dim[3], dim[3], 1};
+    return g.tensor(Tensor_attributes().set_uid(uid).set_dim(dim).set_stride(packed).set_data_type(dt));
+  };
+  // A forward graph of t rows, the attributes set by `opts` (which may add a sink tensor).
+  auto forward = [&](int64_t t, const std::function<void(fe::graph::Graph&, Attrs&)>& opts) {
+    fe::graph::Graph g;
+    g.set_io_data_type(fe::DataType_t::BFLOAT16).set_intermediate_data_type(fe::DataType_t::FLOAT);
+    const auto bf = fe::DataType_t::BFLOAT16;
+    auto q = tensor(g, 1, {b, h, t, d}, bf), k = tensor(g, 2, {b, h, t, d}, bf), v = tensor(g, 3, {b, h, t, d}, bf);
+    Attrs a = Attrs().set_generate_stats(true);
+    opts(g, a);
+    auto r = g.sdpa(q, k, v, a);
+    r[0]->set_output(true).set_uid(4);
+    r[1]->set_output(true).set_uid(5);
+    return g.build(handle, {fe::HeurMode_t::A}).code;
+  };
+  using E = fe::error_code_t;
+  auto causal = [](fe::graph::Graph&, Attrs& a) { a.set_causal_mask(true); };
+  EXPECT_EQ(forward(5, causal), E::OK);
+  EXPECT_EQ(forward(5, [](fe::graph::Graph&, Attrs& a) { a.set_causal_mask(true).set_diagonal_band_left_bound(2); }),
+            E::OK);
+  EXPECT_EQ(forward(5, [](fe::graph::Graph&, Attrs& a) { a.set_causal_mask(true).set_diagonal_band_left_bound(0); }),
+            E::INVALID_VALUE);
+  EXPECT_EQ(forward(5, [](fe::graph::Graph&, Attrs& a) { a.set_diagonal_band_left_bound(2); }),
+            E::GRAPH_NOT_SUPPORTED);  // a band without the causal right bound: not modelled
+  auto sink = [&](fe::DataType_t dt, std::vector<int64_t> dim) {
+    return [&tensor, dt, dim](fe::graph::Graph& g, Attrs& a) {
+      a.set_causal_mask(true).set_sink_token(tensor(g, 6, dim, dt));
+    };
+  };
+  EXPECT_EQ(forward(5, sink(fe::DataType_t::FLOAT, {1, h, 1, 1})), E::OK);
+  EXPECT_EQ(forward(5, sink(fe::DataType_t::BFLOAT16, {1, h, 1, 1})), E::GRAPH_NOT_SUPPORTED);  // fp32 only
+  EXPECT_EQ(forward(5, sink(fe::DataType_t::FLOAT, {1, 1, 1, 1})), E::GRAPH_NOT_SUPPORTED);     // one per query head
+  EXPECT_EQ(forward(1, sink(fe::DataType_t::FLOAT, {1, h, 1, 1})), E::GRAPH_NOT_SUPPORTED);     // decode mode
+
+  // The backward: dSink without the sink it is the gradient of.
+  fe::graph::Graph g;
+  g.set_io_data_type(fe::DataType_t::BFLOAT16).set_intermediate_data_type(fe::DataType_t::FLOAT);
+  const auto bf = fe::DataType_t::BFLOAT16;
+  const int64_t t = 5;
+  auto q = tensor(g, 1, {b, h, t, d}, bf), k = tensor(g, 2, {b, h, t, d}, bf), v = tensor(g, 3, {b, h, t, d}, bf);
+  auto o = tensor(g, 4, {b, h, t, d}, bf), dout = tensor(g, 6, {b, h, t, d}, bf);
+  auto stats = tensor(g, 5, {b, h, t, 1}, fe::DataType_t::FLOAT);
+  auto r = g.sdpa_backward(q, k, v, o, dout, stats,
+                           fe::graph::SDPA_backward_attributes().set_causal_mask(true).set_dsink_token(
+                               tensor(g, 10, {1, h, 1, 1}, fe::DataType_t::FLOAT)));
+  for (int i = 0; i < 3; ++i) r[size_t(i)]->set_output(true).set_uid(7 + i).set_dim(q->get_dim()).set_stride(q->get_stride());
+  EXPECT_EQ(g.build(handle, {fe::HeurMode_t::A}).code, E::ATTRIBUTE_NOT_SET);
   SY_CUDNN_CHECK(cudnnDestroy(handle));
 }
 

@@ -1,5 +1,6 @@
 // Embedding and MoE permutation kernels (gather, its adjoint, combine and its backward) against
-// the CPU backend in float64, on dispatch plans with dropped slots and with every slot dropped.
+// the CPU backend in float64, on dispatch plans with dropped slots and with every slot dropped;
+// the experts' bias rows and bias gradients against their definition in double.
 #include <algorithm>
 #include <numeric>
 
@@ -130,6 +131,94 @@ TEST_F(CudaEmbedding, Fp32MatchesCpu) {
 TEST_F(CudaEmbedding, Bf16MatchesCpu) {
   ErrorLog e("embedding fwd+bwd bf16 (fp32 grad table)");
   check_embedding<__nv_bfloat16>(e);
+}
+
+// Expert row ranges for the bias kernels: `first` rows before expert 0 and 3 after the last belong
+// to no expert (they must keep their values), rows[g] per expert (0: empty).
+struct BiasCase {
+  int64_t w, first;
+  std::vector<int64_t> rows;
+};
+
+std::vector<BiasCase> bias_cases() {
+  std::vector<int64_t> many(70);  // three launches of 32 experts: the middle one all empty (no launch)
+  for (int64_t g = 0; g < 70; ++g) many[g] = g < 32 ? (g * 7) % 5 : g < 64 ? 0 : 11 + g % 3;
+  return {{1, 0, {1}}, {31, 2, {5, 0, 9}}, {33, 0, {0, 1, 17, 0, 40}}, {8, 1, {100}}, {300, 0, many}};
+}
+
+template <class T> void check_expert_bias(ErrorLog& rows_log, ErrorLog& grad_log) {
+  uint64_t seed = 1400;
+  for (const BiasCase& c : bias_cases()) {
+    const int64_t e = int64_t(c.rows.size()), w = c.w;
+    std::vector<int64_t> off{c.first};
+    for (int64_t r : c.rows) off.push_back(off.back() + r);
+    const int64_t total = off.back() + 3;
+    std::vector<Vec> b(static_cast<size_t>(e)), db0(static_cast<size_t>(e));
+    std::vector<DeviceBuffer<T>> gb;
+    std::vector<DeviceBuffer<float>> gdb;
+    std::vector<const T*> bp;
+    std::vector<float*> dbp;
+    for (int64_t g = 0; g < e; ++g) {
+      b[g] = random<T>(w, ++seed), db0[g] = random<float>(w, ++seed);
+      gb.push_back(device<T>(b[g])), gdb.push_back(device<float>(db0[g]));
+      bp.push_back(gb.back().get()), dbp.push_back(gdb.back().get());
+    }
+    const Vec x = random<T>(total * w, ++seed);
+    auto expert_of = [&](int64_t r) {
+      for (int64_t g = 0; g < e; ++g)
+        if (r >= off[g] && r < off[g + 1]) return g;
+      return int64_t(-1);
+    };
+    // Overwrite: expert rows become their bias exactly, the others keep x (NaN would show).
+    auto gx = device<T>(x);
+    expert_bias_rows<T>(gx.get(), bp.data(), off.data(), e, w, false, nullptr);
+    Vec want(x);
+    for (int64_t r = 0; r < total; ++r)
+      if (const int64_t g = expert_of(r); g >= 0)
+        for (int64_t k = 0; k < w; ++k) want[r * w + k] = b[g][k];
+    EXPECT_EQ(fetch(gx), want) << "w " << w << " experts " << e;
+    // Accumulate: x + bias, one rounding.
+    gx = device<T>(x);
+    expert_bias_rows<T>(gx.get(), bp.data(), off.data(), e, w, true, nullptr);
+    for (int64_t r = 0; r < total; ++r)
+      if (const int64_t g = expert_of(r); g >= 0)
+        for (int64_t k = 0; k < w; ++k) want[r * w + k] = x[r * w + k] + b[g][k];
+    const double er = max_err(fetch(gx), want);
+    rows_log.add(er);
+    EXPECT_LT(er, tolerance<T>()) << "w " << w << " experts " << e;
+
+    // Gradient: db[g] += column sums of expert g's rows (float sums: the fp32 bound for both types).
+    gx = device<T>(x);
+    expert_bias_grad<T>(gx.get(), dbp.data(), off.data(), e, w, nullptr);
+    double eg = 0;
+    std::vector<Vec> first_run(static_cast<size_t>(e));
+    for (int64_t g = 0; g < e; ++g) {
+      Vec sum = db0[g];
+      for (int64_t r = off[g]; r < off[g + 1]; ++r)
+        for (int64_t k = 0; k < w; ++k) sum[k] += x[r * w + k];
+      first_run[g] = fetch(gdb[g]);
+      if (c.rows[g] == 0) {
+        EXPECT_EQ(first_run[g], db0[g]) << "empty expert " << g << " touched";
+      }
+      eg = std::max(eg, max_err(first_run[g], sum));
+    }
+    grad_log.add(eg);
+    EXPECT_LT(eg, 1e-5) << "w " << w << " experts " << e;
+    // Deterministic: the same start gives the same bits again (another shuffled schedule).
+    for (int64_t g = 0; g < e; ++g) gdb[g] = device<float>(db0[g]), dbp[g] = gdb[g].get();
+    expert_bias_grad<T>(gx.get(), dbp.data(), off.data(), e, w, nullptr);
+    for (int64_t g = 0; g < e; ++g) EXPECT_EQ(fetch(gdb[g]), first_run[g]) << "expert " << g;
+  }
+}
+
+class CudaExpertBias : public KernelTest {};
+TEST_F(CudaExpertBias, Fp32MatchesDefinition) {
+  ErrorLog r("expert bias rows (+=) fp32"), g("expert bias grad (column sums) fp32");
+  check_expert_bias<float>(r, g);
+}
+TEST_F(CudaExpertBias, Bf16MatchesDefinition) {
+  ErrorLog r("expert bias rows (+=) bf16"), g("expert bias grad (column sums) bf16 -> fp32");
+  check_expert_bias<__nv_bfloat16>(r, g);
 }
 
 }  // namespace

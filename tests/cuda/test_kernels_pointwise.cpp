@@ -1,4 +1,4 @@
-// SwiGLU and RoPE kernels against the CPU backend's ops in float64.
+// SwiGLU (plain and clamped) and RoPE kernels against the CPU backend's ops in float64.
 #include <cmath>
 
 #include "tests/cuda/kernel_test_util.h"
@@ -9,39 +9,103 @@ namespace {
 using optest::host;
 using optest::tensor;
 
-template <class T> void check_swiglu(ErrorLog& fwd_log, ErrorLog& bwd_log) {
+// GPT-OSS's clamped form at a limit the inputs (scale 2) cross on every side, with some gates
+// and ups set exactly to +-limit, where torch.clamp's convention passes the gradient. The limits
+// are exact in bf16, so both sides compare the same values against the same bound.
+void set_at_bounds(Vec& h, int64_t n, int64_t f, double lim) {
+  for (int64_t i = 0; i < n * f; ++i) {
+    const int64_t row = i / f, col = i % f;
+    if (i % 7 == 3) h[row * 2 * f + col] = lim;                              // gate at the limit
+    if (i % 11 == 5) h[row * 2 * f + f + col] = (i % 2 ? lim : -lim);        // up at either bound
+  }
+}
+
+// How many gate and up inputs each clamp changes (above the gate's limit; above, below the up's).
+struct Binds {
+  int gate = 0, up_hi = 0, up_lo = 0, at_bound = 0;
+};
+Binds count_binds(const Vec& h, int64_t n, int64_t f, double lim) {
+  Binds b;
+  for (int64_t row = 0; row < n; ++row)
+    for (int64_t col = 0; col < f; ++col) {
+      const double g = h[row * 2 * f + col], u = h[row * 2 * f + f + col];
+      b.gate += g > lim, b.up_hi += u > lim, b.up_lo += u < -lim;
+      b.at_bound += (g == lim) + (std::abs(u) == lim);
+    }
+  return b;
+}
+
+template <class T> void check_swiglu(const Backend::GluOpts& glu, ErrorLog& fwd_log, ErrorLog& bwd_log) {
   auto cpu = make_cpu_backend();
   uint64_t seed = 300;
+  const GluParams p = glu.clamped() ? GluParams{float(glu.alpha), float(glu.limit)} : GluParams{};
+  Binds all;
   // Widths around the warp, odd row counts, and a size past one grid-stride sweep of the grid.
   for (auto [n, f] : {std::pair<int64_t, int64_t>{1, 1}, {3, 31}, {7, 33}, {37, 300}, {5, 1025}}) {
-    const Vec h = random<T>(n * 2 * f, ++seed, 2.0), dout = random<T>(n * f, ++seed), dh0 = random<T>(n * 2 * f, ++seed);
+    Vec h = random<T>(n * 2 * f, ++seed, 2.0);
+    if (glu.clamped()) set_at_bounds(h, n, f, glu.limit);
+    const Vec dout = random<T>(n * f, ++seed), dh0 = random<T>(n * 2 * f, ++seed);
+    if (glu.clamped()) {
+      const Binds b = count_binds(h, n, f, glu.limit);
+      all.gate += b.gate, all.up_hi += b.up_hi, all.up_lo += b.up_lo, all.at_bound += b.at_bound;
+    }
     Tensor th = tensor(*cpu, {n, 2 * f}, h), out = cpu->empty({n, f}, DType::F64);
-    cpu->swiglu_forward(th, out);
+    cpu->swiglu_forward(th, out, glu);
     auto gh = device<T>(h);
     auto gout = poisoned<T>(n * f);
-    swiglu_forward<T>(gh.get(), gout.get(), n, f, nullptr);
+    swiglu_forward<T>(gh.get(), gout.get(), n, f, nullptr, p);
     const double ef = max_err(fetch(gout), host(*cpu, out));
     fwd_log.add(ef);
     EXPECT_LT(ef, tolerance<T>()) << n << "x" << f;
 
     Tensor dh = tensor(*cpu, {n, 2 * f}, dh0);
-    cpu->swiglu_backward(tensor(*cpu, {n, f}, dout), th, dh);
+    cpu->swiglu_backward(tensor(*cpu, {n, f}, dout), th, dh, glu);
     auto gdout = device<T>(dout), gdh = device<T>(dh0);
-    swiglu_backward<T>(gdout.get(), gh.get(), gdh.get(), n, f, nullptr);
-    const double eb = max_err(fetch(gdh), host(*cpu, dh));
+    swiglu_backward<T>(gdout.get(), gh.get(), gdh.get(), n, f, nullptr, p);
+    const Vec got = fetch(gdh), want = host(*cpu, dh);
+    const double eb = max_err(got, want);
     bwd_log.add(eb);
     EXPECT_LT(eb, tolerance<T>()) << n << "x" << f;
+    if (glu.clamped()) {
+      // Where a clamp binds, the gradient is exactly zero: dh keeps its start value to the bit.
+      for (int64_t i = 0; i < n * f; ++i) {
+        const int64_t gi = (i / f) * 2 * f + i % f, ui = gi + f;
+        if (h[gi] > glu.limit) {
+          EXPECT_EQ(got[gi], dh0[gi]) << "gate " << gi;
+        }
+        if (std::abs(h[ui]) > glu.limit) {
+          EXPECT_EQ(got[ui], dh0[ui]) << "up " << ui;
+        }
+      }
+    }
+  }
+  if (glu.clamped()) {
+    EXPECT_GT(all.gate, 50);
+    EXPECT_GT(all.up_hi, 50);
+    EXPECT_GT(all.up_lo, 50);
+    EXPECT_GT(all.at_bound, 50);
   }
 }
 
 class CudaSwiGlu : public KernelTest {};
 TEST_F(CudaSwiGlu, Fp32MatchesCpu) {
   ErrorLog f("swiglu fwd fp32"), b("swiglu bwd fp32");
-  check_swiglu<float>(f, b);
+  check_swiglu<float>({}, f, b);
 }
 TEST_F(CudaSwiGlu, Bf16MatchesCpu) {
   ErrorLog f("swiglu fwd bf16"), b("swiglu bwd bf16");
-  check_swiglu<__nv_bfloat16>(f, b);
+  check_swiglu<__nv_bfloat16>({}, f, b);
+}
+// GPT-OSS's alpha at two limits (1.5: about a quarter of the inputs clamped on each side).
+TEST_F(CudaSwiGlu, ClampedFp32MatchesCpu) {
+  ErrorLog f("clamped swiglu fwd fp32"), b("clamped swiglu bwd fp32");
+  check_swiglu<float>({1.702, 1.5}, f, b);
+  check_swiglu<float>({0.5, 0.75}, f, b);
+}
+TEST_F(CudaSwiGlu, ClampedBf16MatchesCpu) {
+  ErrorLog f("clamped swiglu fwd bf16"), b("clamped swiglu bwd bf16");
+  check_swiglu<__nv_bfloat16>({1.702, 1.5}, f, b);
+  check_swiglu<__nv_bfloat16>({0.5, 0.75}, f, b);
 }
 
 // cos/sin tables [p, hd/2] as float (what the kernel reads), theta 10000.

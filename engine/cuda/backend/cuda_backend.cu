@@ -1,4 +1,5 @@
-// CudaBackend: memory, transfers, elementwise ops and reductions, GEMM and the grouped experts.
+// CudaBackend: memory, transfers, elementwise ops and reductions, GEMM (the grouped experts are in
+// cuda_backend_experts.cu).
 #include <cstring>
 #include <vector>
 
@@ -177,120 +178,6 @@ void CudaBackend::gemm(const Tensor& A, bool trans_a, const Tensor& B, bool tran
   blas_.gemm(trans_a, trans_b, m, n, k, float(alpha), a32, A.dim(1), b32, B.dim(1), float(beta), c32, n, GemmType::F32,
              GemmType::F32, stream_);
   if (nc) cuda::convert(c32, ptr<__nv_bfloat16>(C), nc, stream_);
-}
-
-// ---- grouped SwiGLU experts: per expert, two GEMMs around the SwiGLU kernel --------------------------
-namespace {
-
-struct Group {
-  int64_t e, d, f;
-  DType dt;  // activations and weights (float32 or bfloat16); gradients of weights are float32
-};
-
-Group check_grouped(const char* op, const Tensor& x, std::span<const int64_t> offsets, std::span<const Tensor> w13,
-                    std::span<const Tensor> w2, const Tensor& h13, const Tensor& a) {
-  const int64_t e = int64_t(w13.size());
-  if (e == 0 || int64_t(w2.size()) != e || int64_t(offsets.size()) != e + 1)
-    args::fail(op, "needs E w13, E w2 and E+1 offsets with E > 0");
-  const DType dt = args::floats(op, {{"x", x}, {"h13", h13}, {"a", a}});
-  args::rank(op, {"x", x}, 2);
-  const int64_t m = x.dim(0), d = x.dim(1), f = w13[0].dim(0) / 2;
-  for (int64_t i = 0; i < e; ++i) {
-    args::floats(op, {{"x", x}, {"w13[e]", w13[i]}, {"w2[e]", w2[i]}});
-    args::shape(op, {"w13[e]", w13[i]}, {2 * f, d});
-    args::shape(op, {"w2[e]", w2[i]}, {f, d});  // stored [in, out]
-  }
-  args::shape(op, {"h13", h13}, {m, 2 * f});
-  args::shape(op, {"a", a}, {m, f});
-  bool ok = offsets[0] == 0 && offsets[e] == m;
-  for (int64_t i = 0; i < e; ++i) ok = ok && offsets[i] <= offsets[i + 1];
-  if (!ok) args::fail(op, "offsets must rise from 0 to the row count of " + args::describe({{"x", x}}));
-  return {e, d, f, dt};
-}
-
-GemmType gemm_type(DType dt) { return dt == DType::BF16 ? GemmType::BF16 : GemmType::F32; }
-
-}  // namespace
-
-// One grouped GEMM per step over every expert (docs/cuda.md, "Grouped GEMM"): the experts' rows
-// are contiguous, so the SwiGLU kernels run once over all of them.
-void CudaBackend::grouped_swiglu_forward(const Tensor& x, std::span<const int64_t> offsets,
-                                         std::span<const Tensor> w13, std::span<const Tensor> w2, const Tensor& h13,
-                                         const Tensor& a, const Tensor& y, const ExpertOpts& opts) {
-  const char* op = "grouped_swiglu_forward";
-  if (opts.glu.clamped() || !opts.b13.empty() || !opts.b2.empty())
-    args::fail(op, "the clamped SwiGLU and expert biases are not built yet on CUDA");
-  const Group gr = check_grouped(op, x, offsets, w13, w2, h13, a);
-  const int64_t e = gr.e, d = gr.d, f = gr.f;  // named locals: the lambdas below capture them
-  const DType dt = gr.dt;
-  args::floats(op, {{"x", x}, {"y", y}});
-  args::shape(op, {"y", y}, x.shape());
-  const int64_t m = x.dim(0);
-  if (m == 0) return;
-  const GemmType g_t = gemm_type(dt);
-  SY_WITH_T(dt, {
-    const T* xs = ptr<T>(x);
-    T *hs = ptr<T>(h13), *as = ptr<T>(a), *ys = ptr<T>(y);
-    const size_t ng = size_t(e);
-    std::vector<GemmGroup> g1(ng), g2(ng);
-    for (int64_t g = 0; g < e; ++g) {
-      const int64_t lo = offsets[g], rows = offsets[g + 1] - lo;
-      g1[g] = {rows, 2 * f, d, xs + lo * d, w13[g].raw(), hs + lo * 2 * f};  // h13_e = x_e w13[e]^T
-      g2[g] = {rows, d, f, as + lo * f, w2[g].raw(), ys + lo * d};            // y_e = a_e w2[e]
-    }
-    blas_.grouped_gemm(false, true, g1, 1.0f, d, d, 0.0f, 2 * f, g_t, g_t, stream_);
-    cuda::swiglu_forward(hs, as, m, f, stream_);
-    blas_.grouped_gemm(false, false, g2, 1.0f, f, d, 0.0f, d, g_t, g_t, stream_);
-  });
-}
-
-void CudaBackend::grouped_swiglu_backward(const Tensor& dy, const Tensor& x, std::span<const int64_t> offsets,
-                                          std::span<const Tensor> w13, std::span<const Tensor> w2, const Tensor& h13,
-                                          const Tensor& a, const Tensor& dx, std::span<const Tensor> dw13,
-                                          std::span<const Tensor> dw2, const ExpertOpts& opts,
-                                          std::span<const Tensor> db13, std::span<const Tensor> db2) {
-  const char* op = "grouped_swiglu_backward";
-  if (opts.glu.clamped() || !db13.empty() || !db2.empty())
-    args::fail(op, "the clamped SwiGLU and expert biases are not built yet on CUDA");
-  const Group gr = check_grouped(op, x, offsets, w13, w2, h13, a);
-  const int64_t e = gr.e, d = gr.d, f = gr.f;
-  const DType dt = gr.dt;
-  args::floats(op, {{"x", x}, {"dy", dy}, {"dx", dx}});
-  args::shape(op, {"dy", dy}, x.shape());
-  args::shape(op, {"dx", dx}, x.shape());
-  if (int64_t(dw13.size()) != e || int64_t(dw2.size()) != e) args::fail(op, "needs E dw13 and E dw2");
-  for (int64_t g = 0; g < e; ++g) {
-    args::f32(op, {{"dw13[e]", dw13[g]}, {"dw2[e]", dw2[g]}});  // float32 gradients under mixed precision
-    args::shape(op, {"dw13[e]", dw13[g]}, {2 * f, d});
-    args::shape(op, {"dw2[e]", dw2[g]}, {f, d});
-  }
-  const int64_t m = x.dim(0);
-  if (m == 0) return;
-  const GemmType g_t = gemm_type(dt);
-  SY_WITH_T(dt, {
-    // da [M, F] and dh13 [M, 2F] for every row, in one scratch buffer (of T: float scratch is
-    // at least as large).
-    T* da = reinterpret_cast<T*>(scratch_f32(size_t(m * 3 * f)));
-    T* dh = da + m * f;
-    const T *g_y = ptr<T>(dy), *xs = ptr<T>(x), *hs = ptr<T>(h13), *as = ptr<T>(a);
-    T* dxs = ptr<T>(dx);
-    const size_t ng = size_t(e);
-    std::vector<GemmGroup> b1(ng), b3(ng), b4(ng), b5(ng);
-    for (int64_t g = 0; g < e; ++g) {
-      const int64_t lo = offsets[g], rows = offsets[g + 1] - lo;
-      b1[g] = {rows, f, d, g_y + lo * d, w2[g].raw(), da + lo * f};             // da_e = dy_e w2[e]^T
-      b3[g] = {rows, d, 2 * f, dh + lo * 2 * f, w13[g].raw(), dxs + lo * d};    // dx_e += dh13_e w13[e]
-      b4[g] = {f, d, rows, as + lo * f, g_y + lo * d, dw2[g].raw()};            // dw2[e] += a_e^T dy_e
-      b5[g] = {2 * f, d, rows, dh + lo * 2 * f, xs + lo * d, dw13[g].raw()};    // dw13[e] += dh13_e^T x_e
-    }
-    blas_.grouped_gemm(false, true, b1, 1.0f, d, d, 0.0f, f, g_t, g_t, stream_);
-    cuda::fill(dh, from_host<T>(0.0f), m * 2 * f, stream_);  // swiglu_backward accumulates
-    cuda::swiglu_backward(da, hs, dh, m, f, stream_);
-    blas_.grouped_gemm(false, false, b3, 1.0f, 2 * f, d, 1.0f, d, g_t, g_t, stream_);
-    // Weight gradients accumulate in float32 (the master gradients), from T operands.
-    blas_.grouped_gemm(true, false, b4, 1.0f, f, d, 1.0f, d, g_t, GemmType::F32, stream_);
-    blas_.grouped_gemm(true, false, b5, 1.0f, 2 * f, d, 1.0f, d, g_t, GemmType::F32, stream_);
-  });
 }
 
 SY_CUDA_NS_END

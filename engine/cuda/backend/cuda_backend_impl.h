@@ -1,7 +1,9 @@
-// The CudaBackend class, shared by its two implementation files: cuda_backend.cu (memory,
-// elementwise ops, GEMM and the grouped experts) and cuda_backend_ops.cu (the layer ops).
+// The CudaBackend class, shared by its implementation files: cuda_backend.cu (memory,
+// elementwise ops, GEMM), cuda_backend_experts.cu (the grouped experts) and cuda_backend_ops.cu
+// (the layer ops).
 #pragma once
 
+#include <cmath>
 #include <string>
 #include <type_traits>
 
@@ -11,6 +13,7 @@
 #include "engine/cuda/blas/blas.h"
 #include "engine/cuda/device_buffer.h"
 #include "engine/cuda/dnn/dnn.h"
+#include "engine/cuda/kernels/kernels.h"
 
 namespace sy::cuda {
 SY_CUDA_NS_BEGIN
@@ -20,6 +23,13 @@ template <class T> T* ptr(const Tensor& t) { return static_cast<T*>(t.raw()); }
 template <class T> T from_host(float x) {
   if constexpr (std::is_same_v<T, float>) return x;
   else return __float2bfloat16(x);
+}
+
+// The SwiGLU's form as the kernels take it, after the CPU reference's check (the same message).
+inline GluParams glu_params(const char* op, const Backend::GluOpts& glu) {
+  if (!(glu.limit >= 0) || !std::isfinite(glu.alpha) || (!glu.clamped() && glu.alpha != 1.0))
+    args::fail(op, "GluOpts needs limit >= 0 and, for the plain SwiGLU (limit 0), alpha 1");
+  return glu.clamped() ? GluParams{float(glu.alpha), float(glu.limit)} : GluParams{};
 }
 
 // Runs `f(std::type_identity<T>{})` with T the device type of `dt` (float or __nv_bfloat16):
@@ -53,6 +63,8 @@ class CudaBackend final : public Backend {
   bool all_finite(const Tensor& x) override;
   void gemm(const Tensor& A, bool trans_a, const Tensor& B, bool trans_b, const Tensor& C, double alpha,
             double beta) override;
+
+  // cuda_backend_experts.cu
   using Backend::grouped_swiglu_forward;
   using Backend::grouped_swiglu_backward;
   void grouped_swiglu_forward(const Tensor& x, std::span<const int64_t> offsets, std::span<const Tensor> w13,
@@ -118,7 +130,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   // Whether attention of this shape and type runs through cuDNN's fused SDPA (bf16 only: cuDNN
   // has no fp32 SDPA); the same answer for the forward and the backward pass.
-  bool fused_attention(DType dt, int64_t b, int64_t t, int64_t h, int64_t kv, int64_t hd);
+  bool fused_attention(DType dt, const AttentionDims& d, bool sinks);
   Blas blas_;
   Dnn dnn_;
   DeviceBuffer<float> scratch_f32_;

@@ -100,97 +100,153 @@ void CudaBackend::rope_backward(const Tensor& dy, const Tensor& positions, const
 }
 
 namespace {
-struct AttnDims {
-  int64_t b, t, h, kv, hd;
-};
-AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                         const Tensor& lse) {
-  floats(op, {{"q", q}, {"k", k}, {"v", v}, {"out", out}});
+// The shape and options of one attention call, checked as the CPU backend checks them.
+AttentionDims check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                              const Tensor& lse, const Backend::AttentionOpts& opts) {
+  const DType dt = floats(op, {{"q", q}, {"k", k}, {"v", v}, {"out", out}});
   f32(op, {{"lse", lse}});
+  if (opts.sinks.defined()) args::check(op, {"sinks", opts.sinks}, dt);
   rank(op, {"q", q}, 4);
   rank(op, {"k", k}, 4);
-  const AttnDims d{q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3)};
+  rank(op, {"v", v}, 4);
+  AttentionDims d{q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3), v.dim(3), opts.scale, opts.window};
   if (d.kv == 0 || d.h % d.kv != 0)
     fail(op, "query heads must be a multiple of kv heads: " + args::describe({{"q", q}, {"k", k}}));
+  if (opts.window < 0) fail(op, "window must be >= 0 (0: no sliding window), got " + std::to_string(opts.window));
+  if (!(opts.scale >= 0) || std::isinf(opts.scale)) fail(op, "scale must be finite and >= 0 (0: 1/sqrt(head_dim))");
+  if (d.scale == 0) d.scale = 1.0 / std::sqrt(double(d.hd));
   shape(op, {"k", k}, {d.b, d.t, d.kv, d.hd});
-  shape(op, {"v", v}, {d.b, d.t, d.kv, d.hd});
-  shape(op, {"out", out}, q.shape());
+  shape(op, {"v", v}, {d.b, d.t, d.kv, d.hv});
+  shape(op, {"out", out}, {d.b, d.t, d.h, d.hv});
   shape(op, {"lse", lse}, {d.b, d.h, d.t});
+  if (opts.sinks.defined()) shape(op, {"sinks", opts.sinks}, {d.h});
   return d;
+}
+
+SdpaDesc sdpa_desc(const AttentionDims& d, bool sinks) {
+  return SdpaDesc{d.b, d.t, d.h, d.kv, d.hd, d.hv, float(d.scale), DnnType::BF16, true, d.window, sinks};
+}
+
+// Carves the backend's scratch into pieces, each 256-byte aligned (cuDNN wants 16).
+struct Carve {
+  char* base;
+  size_t used = 0;
+  template <class T> T* take(int64_t n) {
+    T* p = reinterpret_cast<T*>(base + used);
+    used += (size_t(n) * sizeof(T) + 255) / 256 * 256;
+    return p;
+  }
+};
+size_t carve_bytes(std::initializer_list<size_t> bytes) {
+  size_t total = 0;
+  for (size_t b : bytes) total += (b + 255) / 256 * 256;
+  return total;
 }
 }  // namespace
 
-bool CudaBackend::fused_attention(DType dt, int64_t b, int64_t t, int64_t h, int64_t kv, int64_t hd) {
-  return dt == DType::BF16 && Dnn::available() &&
-         dnn_.sdpa_supported(b, t, h, kv, hd, float(1.0 / std::sqrt(double(hd))), true, DnnType::BF16);
+// bf16 through cuDNN wherever it builds the plans (the key includes every option, so a shape or
+// option cuDNN refuses falls back to the simple kernels); float32 always on the simple kernels.
+bool CudaBackend::fused_attention(DType dt, const AttentionDims& d, bool sinks) {
+  return dt == DType::BF16 && Dnn::available() && dnn_.sdpa_supported(sdpa_desc(d, sinks));
 }
 
 void CudaBackend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                                     const Tensor& lse, const AttentionOpts& opts) {
-  const AttnDims d = check_attention("attention_forward", q, k, v, out, lse);
-  if (opts.window || opts.sinks.defined() || opts.scale) fail("attention_forward", "window, sinks and scale are not built yet");
-  if (d.b == 0 || d.t == 0) return;
-  if (fused_attention(q.dtype(), d.b, d.t, d.h, d.kv, d.hd))
-    return dnn_.sdpa_forward(q.raw(), k.raw(), v.raw(), out.raw(), lse.data<float>(), d.b, d.t, d.h, d.kv, d.hd,
-                             float(1.0 / std::sqrt(double(d.hd))), true, DnnType::BF16, stream_);
-  SY_WITH_T(q.dtype(), cuda::attention_forward(ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<T>(out), lse.data<float>(), d.b,
-                                               d.t, d.h, d.kv, d.hd, stream_));
+  const AttentionDims d = check_attention("attention_forward", q, k, v, out, lse, opts);
+  if (d.b == 0 || d.t == 0 || d.h == 0) return;
+  const bool sk = opts.sinks.defined();
+  if (fused_attention(q.dtype(), d, sk)) {
+    // cuDNN reads the sinks as fp32 [h]; ours are bf16, as q.
+    float* sinks32 = sk ? scratch_f32(size_t(d.h)) : nullptr;
+    if (sk) cuda::convert(ptr<__nv_bfloat16>(opts.sinks), sinks32, d.h, stream_);
+    return dnn_.sdpa_forward(sdpa_desc(d, sk), q.raw(), k.raw(), v.raw(), sinks32, out.raw(), lse.data<float>(),
+                             stream_);
+  }
+  SY_WITH_T(q.dtype(), cuda::attention_forward(ptr<T>(q), ptr<T>(k), ptr<T>(v), sk ? ptr<T>(opts.sinks) : nullptr,
+                                               ptr<T>(out), lse.data<float>(), d, stream_));
 }
 
 void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                                      const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
                                      const Tensor& dv, const AttentionOpts& opts, const Tensor& dsinks) {
   const char* op = "attention_backward";
-  const AttnDims d = check_attention(op, q, k, v, out, lse);
-  if (opts.window || opts.sinks.defined() || opts.scale) fail(op, "window, sinks and scale are not built yet");
+  const AttentionDims d = check_attention(op, q, k, v, out, lse, opts);
   floats(op, {{"q", q}, {"dout", dout}, {"dq", dq}, {"dk", dk}, {"dv", dv}});
-  shape(op, {"dout", dout}, q.shape());
+  const bool sk = opts.sinks.defined();
+  if (sk != dsinks.defined())
+    fail(op, "dsinks must be given exactly when sinks are: " +
+                 args::describe({{"sinks", opts.sinks}, {"dsinks", dsinks}}));
+  // The sinks' gradient is float32 in both precisions: a parameter's (master) gradient, as the
+  // model's ParamStore holds it under bf16 mixed precision.
+  if (sk) f32(op, {{"dsinks", dsinks}});
+  shape(op, {"dout", dout}, out.shape());
   shape(op, {"dq", dq}, q.shape());
   shape(op, {"dk", dk}, k.shape());
   shape(op, {"dv", dv}, v.shape());
-  if (d.b == 0 || d.t == 0) return;
-  if (fused_attention(q.dtype(), d.b, d.t, d.h, d.kv, d.hd)) {
+  if (sk) shape(op, {"dsinks", dsinks}, {d.h});
+  if (d.b == 0 || d.t == 0 || d.h == 0) return;
+  if (fused_attention(q.dtype(), d, sk)) {
     // cuDNN overwrites its gradients and the Backend contract adds: through scratch, then axpy.
-    const int64_t nq = q.numel(), nk = k.numel();
-    __nv_bfloat16* s = reinterpret_cast<__nv_bfloat16*>(scratch_f32(size_t(nq + 2 * nk) / 2 + 1));
-    dnn_.sdpa_backward(dout.raw(), q.raw(), k.raw(), v.raw(), out.raw(), lse.data<float>(), s, s + nq, s + nq + nk,
-                       d.b, d.t, d.h, d.kv, d.hd, float(1.0 / std::sqrt(double(d.hd))), true, DnnType::BF16, stream_);
-    cuda::axpy(1.0f, s, ptr<__nv_bfloat16>(dq), nq, stream_);
-    cuda::axpy(1.0f, s + nq, ptr<__nv_bfloat16>(dk), nk, stream_);
-    cuda::axpy(1.0f, s + nq + nk, ptr<__nv_bfloat16>(dv), nk, stream_);
+    // The sinks' gradient comes back fp32 and is added to the float32 dsinks.
+    using B16 = __nv_bfloat16;
+    const int64_t nq = q.numel(), nk = k.numel(), nv = v.numel(), h = d.h;
+    Carve c{reinterpret_cast<char*>(scratch_f32(
+        carve_bytes({size_t(nq) * 2, size_t(nk) * 2, size_t(nv) * 2, size_t(h) * 4, size_t(h) * 4}) /
+        4))};
+    B16 *gq = c.take<B16>(nq), *gk = c.take<B16>(nk), *gv = c.take<B16>(nv);
+    float *sinks32 = c.take<float>(h), *dsink32 = c.take<float>(h);
+    if (sk) cuda::convert(ptr<B16>(opts.sinks), sinks32, h, stream_);
+    dnn_.sdpa_backward(sdpa_desc(d, sk), dout.raw(), q.raw(), k.raw(), v.raw(), out.raw(), lse.data<float>(),
+                       sk ? sinks32 : nullptr, gq, gk, gv, sk ? dsink32 : nullptr, stream_);
+    cuda::axpy(1.0f, gq, ptr<B16>(dq), nq, stream_);
+    cuda::axpy(1.0f, gk, ptr<B16>(dk), nk, stream_);
+    cuda::axpy(1.0f, gv, ptr<B16>(dv), nv, stream_);
+    if (sk) cuda::axpy(1.0f, dsink32, dsinks.data<float>(), h, stream_);
     return;
   }
   SY_WITH_T(q.dtype(), cuda::attention_backward(ptr<T>(dout), ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<T>(out),
-                                                lse.data<float>(), ptr<T>(dq), ptr<T>(dk), ptr<T>(dv), d.b, d.t, d.h,
-                                                d.kv, d.hd, stream_));
+                                                lse.data<float>(), sk ? ptr<T>(opts.sinks) : nullptr, ptr<T>(dq),
+                                                ptr<T>(dk), ptr<T>(dv), sk ? dsinks.data<float>() : nullptr, d, stream_));
 }
 
 void CudaBackend::copy_columns(const Tensor& src, int64_t src_col, const Tensor& dst, int64_t dst_col, int64_t width,
                                bool accumulate) {
-  fail("copy_columns", "not built yet");
+  const char* op = "copy_columns";
+  const DType dt = floats(op, {{"src", src}, {"dst", dst}});
+  rank(op, {"src", src}, 2);
+  rank(op, {"dst", dst}, 2);
+  shape(op, {"dst", dst}, {src.dim(0), dst.dim(1)});
+  // Each bound on its own, so that no sum of the caller's integers can overflow.
+  if (width < 0 || src_col < 0 || dst_col < 0 || src_col > src.dim(1) - width || dst_col > dst.dim(1) - width)
+    fail(op, "columns [" + std::to_string(src_col) + ", +" + std::to_string(width) + ") -> [" +
+                 std::to_string(dst_col) + ", +" + std::to_string(width) + ") out of range: " +
+                 args::describe({{"src", src}, {"dst", dst}}));
+  if (src.dim(0) == 0 || width == 0) return;
+  SY_WITH_T(dt, cuda::copy_columns(ptr<T>(src) + src_col, src.dim(1), ptr<T>(dst) + dst_col, dst.dim(1), src.dim(0),
+                                   width, accumulate, stream_));
 }
 
 void CudaBackend::swiglu_forward(const Tensor& h, const Tensor& out, const GluOpts& glu) {
   const char* op = "swiglu_forward";
-  if (glu.clamped()) fail(op, "the clamped SwiGLU is not built yet on CUDA");
   const DType dt = floats(op, {{"h", h}, {"out", out}});
   rank(op, {"h", h}, 2);
   if (h.dim(1) % 2) fail(op, "odd gate|up width: " + args::describe({{"h", h}}));
   const int64_t n = h.dim(0), f = h.dim(1) / 2;
   shape(op, {"out", out}, {n, f});
-  SY_WITH_T(dt, cuda::swiglu_forward(ptr<T>(h), ptr<T>(out), n, f, stream_));
+  const GluParams p = glu_params(op, glu);
+  SY_WITH_T(dt, cuda::swiglu_forward(ptr<T>(h), ptr<T>(out), n, f, stream_, p));
 }
 
 void CudaBackend::swiglu_backward(const Tensor& dout, const Tensor& h, const Tensor& dh, const GluOpts& glu) {
   const char* op = "swiglu_backward";
-  if (glu.clamped()) fail(op, "the clamped SwiGLU is not built yet on CUDA");
   const DType dt = floats(op, {{"dout", dout}, {"h", h}, {"dh", dh}});
   rank(op, {"h", h}, 2);
   if (h.dim(1) % 2) fail(op, "odd gate|up width: " + args::describe({{"h", h}}));
   const int64_t n = h.dim(0), f = h.dim(1) / 2;
   shape(op, {"dout", dout}, {n, f});
   shape(op, {"dh", dh}, {n, 2 * f});
-  SY_WITH_T(dt, cuda::swiglu_backward(ptr<T>(dout), ptr<T>(h), ptr<T>(dh), n, f, stream_));
+  const GluParams p = glu_params(op, glu);
+  SY_WITH_T(dt, cuda::swiglu_backward(ptr<T>(dout), ptr<T>(h), ptr<T>(dh), n, f, stream_, p));
 }
 
 void CudaBackend::router_forward(const Tensor& logits, const Tensor& bias, ScoreFn fn, int k, bool norm_topk,

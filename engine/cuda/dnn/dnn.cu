@@ -17,10 +17,13 @@ SY_CUDA_NS_BEGIN
 
 namespace {
 
-void check_heads(const char* op, int64_t h, int64_t kv) {
-  if (kv <= 0 || h <= 0 || h % kv != 0)
-    throw std::invalid_argument(std::string(op) + ": heads (" + std::to_string(h) + ") must be a positive multiple of kv heads (" +
-                                std::to_string(kv) + ")");
+// The caller's mistakes, refused before cuDNN is asked (cuDNN's own refusals are its answers).
+void check_desc(const char* op, const SdpaDesc& d) {
+  auto fail = [op](const std::string& what) { throw std::invalid_argument(std::string(op) + ": " + what); };
+  if (d.kv <= 0 || d.h <= 0 || d.h % d.kv != 0)
+    fail("heads (" + std::to_string(d.h) + ") must be a positive multiple of kv heads (" + std::to_string(d.kv) + ")");
+  if (d.window < 0) fail("window must be >= 0, got " + std::to_string(d.window));
+  if (d.window > 0 && !d.causal) fail("a sliding window needs the causal mask");
 }
 
 }  // namespace
@@ -31,13 +34,14 @@ void check_heads(const char* op, int64_t h, int64_t kv) {
 namespace dnn_detail {
 
 // The tensors' uids in the variant pack; fixed so that a cached graph needs no tensor handles.
-enum Uid : int64_t { kQ = 1, kK, kV, kO, kStats, kdO, kdQ, kdK, kdV };
+enum Uid : int64_t { kQ = 1, kK, kV, kO, kStats, kdO, kdQ, kdK, kdV, kSink, kdSink };
 
 struct Key {
   bool backward;
-  int64_t b, t, h, kv, hd;
+  int64_t b, t, h, kv, hd, hv;
+  int64_t window;  // 0 when none, and when W >= t (the same attention: every row's keys fit in W)
   uint32_t scale_bits;
-  bool causal;
+  bool causal, sinks;
   DnnType dtype;
   bool operator==(const Key&) const = default;
 };
@@ -45,18 +49,17 @@ struct Key {
 struct KeyHash {
   size_t operator()(const Key& k) const {
     size_t s = std::hash<int64_t>()(k.b);
-    for (int64_t v : {k.t, k.h, k.kv, k.hd, int64_t(k.scale_bits), int64_t(k.causal), int64_t(k.dtype),
-                      int64_t(k.backward)})
+    for (int64_t v : {k.t, k.h, k.kv, k.hd, k.hv, k.window, int64_t(k.scale_bits), int64_t(k.causal),
+                      int64_t(k.sinks), int64_t(k.dtype), int64_t(k.backward)})
       s = s * 1000003u ^ std::hash<int64_t>()(v);
     return s;
   }
 };
 
-Key make_key(bool backward, int64_t b, int64_t t, int64_t h, int64_t kv, int64_t hd, float scale, bool causal,
-             DnnType dtype) {
+Key make_key(bool backward, const SdpaDesc& d) {
   uint32_t bits;
-  std::memcpy(&bits, &scale, sizeof bits);
-  return {backward, b, t, h, kv, hd, bits, causal, dtype};
+  std::memcpy(&bits, &d.scale, sizeof bits);
+  return {backward, d.b, d.t, d.h, d.kv, d.hd, d.hv, d.window < d.t ? d.window : 0, bits, d.causal, d.sinks, d.dtype};
 }
 
 // A built graph, or why cuDNN refused it (kept, so a refused shape is not rebuilt at every call).
@@ -66,16 +69,25 @@ struct Plan {
   std::string error;
 };
 
-// Declares our [b, t, heads, hd] row-major buffer as cuDNN's [b, heads, t, hd]: the same memory,
+// Declares our [b, t, heads, d] row-major buffer as cuDNN's [b, heads, t, d]: the same memory,
 // strided, so nothing is transposed.
-void bshd(fe::graph::Tensor_attributes& a, int64_t uid, int64_t b, int64_t t, int64_t heads, int64_t hd) {
-  a.set_uid(uid).set_dim({b, heads, t, hd}).set_stride({t * heads * hd, hd, heads * hd, 1});
+void bshd(fe::graph::Tensor_attributes& a, int64_t uid, int64_t b, int64_t t, int64_t heads, int64_t d) {
+  a.set_uid(uid).set_dim({b, heads, t, d}).set_stride({t * heads * d, d, heads * d, 1});
 }
 
 // Stats [b, h, t, 1] fp32, packed: our lse [b, h, t] (and the only layout backends before 9.26
 // read in the backward).
 void stats_layout(fe::graph::Tensor_attributes& a, int64_t b, int64_t t, int64_t h) {
   a.set_uid(kStats).set_dim({b, h, t, 1}).set_stride({h * t, t, 1, 1}).set_data_type(fe::DataType_t::FLOAT);
+}
+
+// The causal mask as the frontend spells it (set_causal_mask is the same, marked for deprecation):
+// top-left diagonal, right bound 0, so key j <= query i. The window is the band's left bound:
+// key j is kept where j + W > i.
+template <class A> void set_mask(A& attrs, const Key& k) {
+  if (!k.causal) return;
+  attrs.set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT).set_diagonal_band_right_bound(0);
+  if (k.window > 0) attrs.set_diagonal_band_left_bound(int(k.window));
 }
 
 Plan build_plan(cudnnHandle_t handle, const Key& k) {
@@ -85,30 +97,36 @@ Plan build_plan(cudnnHandle_t handle, const Key& k) {
       .set_compute_data_type(fe::DataType_t::FLOAT);
   float scale;
   std::memcpy(&scale, &k.scale_bits, sizeof scale);
-  auto input = [&](const char* name, int64_t uid, int64_t heads) {
+  auto input = [&](const char* name, int64_t uid, int64_t heads, int64_t d) {
     fe::graph::Tensor_attributes a;
-    bshd(a.set_name(name), uid, k.b, k.t, heads, k.hd);
+    bshd(a.set_name(name), uid, k.b, k.t, heads, d);
     return g->tensor(a);
   };
-  auto q = input("q", kQ, k.h), kt = input("k", kK, k.kv), vt = input("v", kV, k.kv);
+  // sink and dsink: fp32 [1, h, 1, 1], packed (the layout the library documents for them).
+  auto per_head = [&](const char* name, int64_t uid) {
+    return g->tensor(fe::graph::Tensor_attributes().set_name(name).set_uid(uid).set_dim({1, k.h, 1, 1})
+                         .set_stride({k.h, 1, 1, 1}).set_data_type(fe::DataType_t::FLOAT));
+  };
+  auto q = input("q", kQ, k.h, k.hd), kt = input("k", kK, k.kv, k.hd), vt = input("v", kV, k.kv, k.hv);
   if (!k.backward) {
     auto attrs = fe::graph::SDPA_attributes().set_name("sdpa").set_generate_stats(true).set_attn_scale(scale);
-    // Top-left diagonal, right bound 0: key j <= query i (both sequences have length t).
-    if (k.causal) attrs.set_causal_mask(true);
+    set_mask(attrs, k);
+    if (k.sinks) attrs.set_sink_token(per_head("sink", kSink));
     auto [o, stats] = g->sdpa(q, kt, vt, attrs);
-    bshd(o->set_output(true), kO, k.b, k.t, k.h, k.hd);
+    bshd(o->set_output(true), kO, k.b, k.t, k.h, k.hv);
     stats_layout(stats->set_output(true), k.b, k.t, k.h);
   } else {
-    auto o = input("o", kO, k.h), dout = input("dout", kdO, k.h);
+    auto o = input("o", kO, k.h, k.hv), dout = input("dout", kdO, k.h, k.hv);
     fe::graph::Tensor_attributes sa;
     stats_layout(sa.set_name("stats"), k.b, k.t, k.h);
     auto stats = g->tensor(sa);
     auto attrs = fe::graph::SDPA_backward_attributes().set_name("sdpa_backward").set_attn_scale(scale);
-    if (k.causal) attrs.set_causal_mask(true);
+    set_mask(attrs, k);
+    if (k.sinks) attrs.set_sink_token(per_head("sink", kSink)).set_dsink_token(per_head("dsink", kdSink));
     auto [dq, dk, dv] = g->sdpa_backward(q, kt, vt, o, dout, stats, attrs);
     bshd(dq->set_output(true), kdQ, k.b, k.t, k.h, k.hd);
     bshd(dk->set_output(true), kdK, k.b, k.t, k.kv, k.hd);
-    bshd(dv->set_output(true), kdV, k.b, k.t, k.kv, k.hd);
+    bshd(dv->set_output(true), kdV, k.b, k.t, k.kv, k.hv);
   }
   Plan p;
   // build = validate, lower to the backend graph, heuristics (mode A), support check, plan build.
@@ -165,7 +183,8 @@ struct Dnn::Impl {
     if (!p.graph)
       throw std::runtime_error(std::string(op) + ": cuDNN refused " + std::to_string(k.b) + "x" + std::to_string(k.t) +
                                "x" + std::to_string(k.h) + "/" + std::to_string(k.kv) + "x" + std::to_string(k.hd) +
-                               ": " + p.error);
+                               "/" + std::to_string(k.hv) + " window " + std::to_string(k.window) +
+                               (k.sinks ? " sinks" : "") + ": " + p.error);
     void* ws = workspace_for(p.workspace);
     SY_CUDNN_CHECK(cudnnSetStream(handle, stream));
     SY_CUDNN_CHECK(p.graph->execute(handle, pack, ws));
@@ -182,11 +201,10 @@ Dnn::~Dnn() {
 
 bool Dnn::available() { return true; }
 
-bool Dnn::sdpa_supported(int64_t b, int64_t t, int64_t h, int64_t kv, int64_t hd, float scale, bool causal,
-                         DnnType dtype, std::string* why) {
-  check_heads("sdpa_supported", h, kv);
+bool Dnn::sdpa_supported(const SdpaDesc& d, std::string* why) {
+  check_desc("sdpa_supported", d);
   for (bool backward : {false, true}) {
-    const Plan& p = impl_->plan(make_key(backward, b, t, h, kv, hd, scale, causal, dtype));
+    const Plan& p = impl_->plan(make_key(backward, d));
     if (!p.graph) {
       if (why) *why = std::string(backward ? "backward: " : "forward: ") + p.error;
       return false;
@@ -195,25 +213,27 @@ bool Dnn::sdpa_supported(int64_t b, int64_t t, int64_t h, int64_t kv, int64_t hd
   return true;
 }
 
-void Dnn::sdpa_forward(const void* q, const void* k, const void* v, void* o, float* stats, int64_t b, int64_t t,
-                       int64_t h, int64_t kv, int64_t hd, float scale, bool causal, DnnType dtype, cudaStream_t stream) {
-  check_heads("sdpa_forward", h, kv);
-  if (b == 0 || t == 0) return;
+void Dnn::sdpa_forward(const SdpaDesc& d, const void* q, const void* k, const void* v, const float* sinks, void* o,
+                       float* stats, cudaStream_t stream) {
+  check_desc("sdpa_forward", d);
+  if (d.b == 0 || d.t == 0) return;
   std::unordered_map<int64_t, void*> pack{{kQ, const_cast<void*>(q)}, {kK, const_cast<void*>(k)},
                                           {kV, const_cast<void*>(v)}, {kO, o}, {kStats, stats}};
-  impl_->run("sdpa_forward", make_key(false, b, t, h, kv, hd, scale, causal, dtype), pack, stream);
+  if (d.sinks) pack[kSink] = const_cast<float*>(sinks);
+  impl_->run("sdpa_forward", make_key(false, d), pack, stream);
 }
 
-void Dnn::sdpa_backward(const void* dout, const void* q, const void* k, const void* v, const void* o,
-                        const float* stats, void* dq, void* dk, void* dv, int64_t b, int64_t t, int64_t h, int64_t kv,
-                        int64_t hd, float scale, bool causal, DnnType dtype, cudaStream_t stream) {
-  check_heads("sdpa_backward", h, kv);
-  if (b == 0 || t == 0) return;
+void Dnn::sdpa_backward(const SdpaDesc& d, const void* dout, const void* q, const void* k, const void* v,
+                        const void* o, const float* stats, const float* sinks, void* dq, void* dk, void* dv,
+                        float* dsinks, cudaStream_t stream) {
+  check_desc("sdpa_backward", d);
+  if (d.b == 0 || d.t == 0) return;
   std::unordered_map<int64_t, void*> pack{
-      {kQ, const_cast<void*>(q)}, {kK, const_cast<void*>(k)},         {kV, const_cast<void*>(v)},
-      {kO, const_cast<void*>(o)}, {kdO, const_cast<void*>(dout)},     {kStats, const_cast<float*>(stats)},
-      {kdQ, dq},                  {kdK, dk},                          {kdV, dv}};
-  impl_->run("sdpa_backward", make_key(true, b, t, h, kv, hd, scale, causal, dtype), pack, stream);
+      {kQ, const_cast<void*>(q)}, {kK, const_cast<void*>(k)},     {kV, const_cast<void*>(v)},
+      {kO, const_cast<void*>(o)}, {kdO, const_cast<void*>(dout)}, {kStats, const_cast<float*>(stats)},
+      {kdQ, dq},                  {kdK, dk},                      {kdV, dv}};
+  if (d.sinks) pack[kSink] = const_cast<float*>(sinks), pack[kdSink] = dsinks;
+  impl_->run("sdpa_backward", make_key(true, d), pack, stream);
 }
 
 #else  // a GPU build without cuDNN's frontend: the fused path reports why it is missing
@@ -230,17 +250,17 @@ struct Dnn::Impl {};
 Dnn::Dnn() : impl_(new Impl) {}
 Dnn::~Dnn() { delete impl_; }
 bool Dnn::available() { return false; }
-bool Dnn::sdpa_supported(int64_t, int64_t, int64_t h, int64_t kv, int64_t, float, bool, DnnType, std::string* why) {
-  check_heads("sdpa_supported", h, kv);
+bool Dnn::sdpa_supported(const SdpaDesc& d, std::string* why) {
+  check_desc("sdpa_supported", d);
   if (why) *why = "cuDNN frontend not found when this was built";
   return false;
 }
-void Dnn::sdpa_forward(const void*, const void*, const void*, void*, float*, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, float, bool, DnnType, cudaStream_t) {
+void Dnn::sdpa_forward(const SdpaDesc&, const void*, const void*, const void*, const float*, void*, float*,
+                       cudaStream_t) {
   missing("sdpa_forward");
 }
-void Dnn::sdpa_backward(const void*, const void*, const void*, const void*, const void*, const float*, void*, void*,
-                        void*, int64_t, int64_t, int64_t, int64_t, int64_t, float, bool, DnnType, cudaStream_t) {
+void Dnn::sdpa_backward(const SdpaDesc&, const void*, const void*, const void*, const void*, const void*,
+                        const float*, const float*, void*, void*, void*, float*, cudaStream_t) {
   missing("sdpa_backward");
 }
 

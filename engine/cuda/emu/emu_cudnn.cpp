@@ -107,9 +107,11 @@ std::vector<int64_t> packed_strides(const std::vector<int64_t>& d) {
 
 template <class A> void Graph::note_mask(const A& a) {
   causal_ = a.right_bound.has_value();
-  if (a.left_bound || (a.right_bound && *a.right_bound != 0) ||
+  left_ = a.left_bound;
+  if ((a.left_bound && !a.right_bound) || (a.right_bound && *a.right_bound != 0) ||
       (a.right_bound && a.alignment != DiagonalAlignment_t::TOP_LEFT))
-    unmodelled_ = "the emulated cuDNN models the causal mask (top-left, right bound 0) and no mask, no other band";
+    unmodelled_ = "the emulated cuDNN models no mask and the causal mask (top-left, right bound 0) with or without a "
+                  "left bound, no other band";
 }
 
 Graph::Tensor Graph::tensor(const Tensor_attributes& t) {
@@ -126,6 +128,7 @@ std::array<Graph::Tensor, 2> Graph::sdpa(Tensor q, Tensor k, Tensor v, SDPA_attr
   port_[O] = tensor(Tensor_attributes().set_name(a.name + "::O").set_is_virtual(true));
   stats_ = a.generate_stats.value_or(false);
   if (stats_) port_[Stats] = tensor(Tensor_attributes().set_name(a.name + "::Stats").set_is_virtual(true));
+  port_[Sink] = a.sink;
   scale_ = a.attn_scale;
   note_mask(a);
   return {port_[O], port_[Stats]};
@@ -140,6 +143,7 @@ std::array<Graph::Tensor, 3> Graph::sdpa_backward(Tensor q, Tensor k, Tensor v, 
   port_[dQ] = tensor(Tensor_attributes().set_name(a.name + "::dQ").set_is_virtual(true));
   port_[dK] = tensor(Tensor_attributes().set_name(a.name + "::dK").set_is_virtual(true));
   port_[dV] = tensor(Tensor_attributes().set_name(a.name + "::dV").set_is_virtual(true));
+  port_[Sink] = a.sink, port_[dSink] = a.dsink;
   stats_ = true;
   scale_ = a.attn_scale;
   note_mask(a);
@@ -176,15 +180,19 @@ error_t Graph::check_tensor(Port p, const char* what, bool needs_layout) {
 
 error_t Graph::check_shapes() {
   const auto &q = port_[Q]->get_dim(), &k = port_[K]->get_dim(), &v = port_[V]->get_dim();
-  const int64_t b = q[0], hq = q[1], sq = q[2], d = q[3], skv = k[2];
-  if (k[0] != b || v[0] != b || v[2] != skv || k[3] != d || v[3] != d)
-    return {E::GRAPH_NOT_SUPPORTED, "Q, K and V disagree on batch, key length or head size (d_v != d_qk is not modelled)"};
+  const int64_t b = q[0], hq = q[1], sq = q[2], d = q[3], dv = v[3], skv = k[2];
+  if (k[0] != b || v[0] != b || v[2] != skv || k[3] != d)
+    return {E::GRAPH_NOT_SUPPORTED, "Q, K and V disagree on batch, key length or head size"};
   if (hq % k[1] != 0 || hq % v[1] != 0)
     return {E::GRAPH_NOT_SUPPORTED, "For group-query attention, number of heads for key and query must be a factor "
                                     "of number of heads for query"};
-  if (d % 8 != 0) return {E::GRAPH_NOT_SUPPORTED, "hidden_dim should be multiple of 8"};
-  if (d > 256) return {E::GRAPH_NOT_SUPPORTED, "hidden_dim above 256 is not supported on Hopper"};
-  const std::vector<int64_t> want_o{b, hq, sq, d}, want_stats{b, hq, sq, 1};
+  if (d % 8 != 0 || dv % 8 != 0) return {E::GRAPH_NOT_SUPPORTED, "hidden_dim should be multiple of 8"};
+  if (d > 256 || dv > 256) return {E::GRAPH_NOT_SUPPORTED, "hidden_dim above 256 is not supported on Hopper"};
+  if (left_ && *left_ <= 0)
+    return {E::INVALID_VALUE, "Left bound (Sliding window length) should be greater than or equals to zero when set."};
+  if (left_ && sq > skv)
+    return {E::GRAPH_NOT_SUPPORTED, "Sliding window attention is only supported with max_s_q <= max_s_kv."};
+  const std::vector<int64_t> want_o{b, hq, sq, dv}, want_stats{b, hq, sq, 1};
   auto same = [](Port p, const std::vector<int64_t>& want, const std::array<Tensor, kPorts>& port) {
     return !port[p] || port[p]->get_dim() == want;
   };
@@ -195,6 +203,24 @@ error_t Graph::check_shapes() {
     return {E::SHAPE_DEDUCTION_FAILED, "Stats must be [b, h_q, s_q, 1]"};
   if (kind_ == Kind::Backward && port_[Stats]->get_stride() != packed_strides(want_stats))
     return {E::GRAPH_NOT_SUPPORTED, "For cuDNN versions below 9.26, the Stats input of sdpa_backward must be packed BHSD"};
+  return {};
+}
+
+// The sink and its gradient: one fp32 logit per query head, [1, h_q, 1, 1].
+error_t Graph::check_sinks() {
+  if (port_[dSink] && !port_[Sink]) return {E::ATTRIBUTE_NOT_SET, "If dsink is set, sink also needs to be set."};
+  const std::vector<int64_t> want{1, port_[Q]->get_dim()[1], 1, 1};
+  for (Port p : {Sink, dSink}) {
+    if (!port_[p]) continue;
+    const Tensor_attributes& t = *port_[p];
+    if (p == Sink && t.get_is_virtual()) return {E::ATTRIBUTE_NOT_SET, t.get_name() + ": an input cannot be virtual"};
+    if (t.get_data_type() != DataType_t::FLOAT)
+      return {E::GRAPH_NOT_SUPPORTED, t.get_name() + ": the sink token and its gradient must be FP32 tensors"};
+    if (t.get_dim() != want || t.get_stride().size() != 4)
+      return {E::GRAPH_NOT_SUPPORTED, t.get_name() + ": the sink token and its gradient must be [1, h_q, 1, 1]"};
+  }
+  if (port_[Sink] && kind_ == Kind::Forward && port_[Q]->get_dim()[2] == 1)
+    return {E::GRAPH_NOT_SUPPORTED, "decode only mode, i.e. s_q == 1, not supported with sink_token"};
   return {};
 }
 
@@ -225,6 +251,7 @@ error_t Graph::validate() {
     }
   }
   if (auto e = check_shapes(); e.is_bad()) return e;
+  if (auto e = check_sinks(); e.is_bad()) return e;
   // Uids: the caller's must be distinct; the rest are assigned, as the frontend does.
   std::unordered_set<int64_t> used;
   for (const Tensor& t : tensors_)
@@ -273,7 +300,7 @@ error_t Graph::execute(cudnnHandle_t handle, std::unordered_map<int64_t, void*>&
     if (it == pack.end() || !it->second)
       return {E::INVALID_VARIANT_PACK, "no device pointer for uid " + std::to_string(t->get_uid()) + " (" +
                                            t->get_name() + ")"};
-    if (p != Stats && reinterpret_cast<uintptr_t>(it->second) % 16 != 0)
+    if (p != Stats && p != Sink && p != dSink && reinterpret_cast<uintptr_t>(it->second) % 16 != 0)
       return {E::INVALID_VARIANT_PACK, t->get_name() + ": pointer not 16-byte aligned"};
     // On a GPU a stride that runs past the buffer reads or writes someone else's memory.
     if (!syemu::is_device_memory(it->second, size_t(extent(*t) * bytes_of(t->get_data_type()))))
@@ -328,29 +355,43 @@ double dot(const double* a, const double* b, int64_t n) {
 }
 }  // namespace
 
+// The keys query i sees: [first, last] (top-left alignment; empty when first > last).
+namespace {
+struct Band {
+  bool causal;
+  std::optional<int64_t> left;
+  int64_t sk;
+  int64_t first(int64_t i) const { return left ? std::max<int64_t>(0, i - *left + 1) : 0; }
+  int64_t last(int64_t i) const { return causal ? std::min(sk - 1, i) : sk - 1; }
+};
+}  // namespace
+
 void Graph::run_forward(const std::array<void*, kPorts>& ptr) const {
   const auto &qd = port_[Q]->get_dim(), &kd = port_[K]->get_dim(), &vd = port_[V]->get_dim();
-  const int64_t B = qd[0], H = qd[1], S = qd[2], D = qd[3], SK = kd[2], gk = H / kd[1], gv = H / vd[1];
+  const int64_t B = qd[0], H = qd[1], S = qd[2], D = qd[3], DV = vd[3], SK = kd[2], gk = H / kd[1], gv = H / vd[1];
   const std::vector<double> q = gather(Q, ptr[Q]), k = gather(K, ptr[K]), v = gather(V, ptr[V]);
-  const Rows rq{H, S, D}, rk{kd[1], SK, D}, rv{vd[1], SK, D}, rs{H, S, 1};
+  const std::vector<double> sink = port_[Sink] ? gather(Sink, ptr[Sink]) : std::vector<double>();
+  const Rows rq{H, S, D}, ro{H, S, DV}, rk{kd[1], SK, D}, rv{vd[1], SK, DV}, rs{H, S, 1};
+  const Band band{causal_, left_, SK};
   const double scale = scale_.value_or(1.0f);
-  std::vector<double> o(q.size()), stats(size_t(B * H * S)), sc(static_cast<size_t>(SK));
+  std::vector<double> o(size_t(B * H * S * DV)), stats(size_t(B * H * S)), sc(static_cast<size_t>(SK));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < S; ++i) {
-        const int64_t last = causal_ ? std::min(SK - 1, i) : SK - 1;  // top-left: key j <= query i
-        double mx = -std::numeric_limits<double>::infinity(), sum = 0;
-        for (int64_t j = 0; j <= last; ++j) {
+        const int64_t first = band.first(i), last = band.last(i);
+        double mx = sink.empty() ? -std::numeric_limits<double>::infinity() : sink[size_t(h)];
+        for (int64_t j = first; j <= last; ++j) {
           sc[size_t(j)] = scale * dot(&q[rq(b, h, i)], &k[rk(b, h / gk, j)], D);
           mx = std::max(mx, sc[size_t(j)]);
         }
-        double* oi = &o[rq(b, h, i)];
-        for (int64_t j = 0; j <= last; ++j) {
+        double sum = sink.empty() ? 0 : std::exp(sink[size_t(h)] - mx);  // the sink's term has no value
+        double* oi = &o[ro(b, h, i)];
+        for (int64_t j = first; j <= last; ++j) {
           const double p = std::exp(sc[size_t(j)] - mx);
           sum += p;
-          for (int64_t d = 0; d < D; ++d) oi[d] += p * v[rv(b, h / gv, j) + size_t(d)];
+          for (int64_t d = 0; d < DV; ++d) oi[d] += p * v[rv(b, h / gv, j) + size_t(d)];
         }
-        for (int64_t d = 0; d < D; ++d) oi[d] /= sum;
+        for (int64_t d = 0; d < DV; ++d) oi[d] /= sum;
         stats[rs(b, h, i)] = mx + std::log(sum);  // natural log, as cuDNN's Stats
       }
   scatter(O, ptr[O], o);
@@ -359,41 +400,44 @@ void Graph::run_forward(const std::array<void*, kPorts>& ptr) const {
 
 void Graph::run_backward(const std::array<void*, kPorts>& ptr, void* workspace) const {
   const auto &qd = port_[Q]->get_dim(), &kd = port_[K]->get_dim(), &vd = port_[V]->get_dim();
-  const int64_t B = qd[0], H = qd[1], S = qd[2], D = qd[3], SK = kd[2], gk = H / kd[1], gv = H / vd[1];
+  const int64_t B = qd[0], H = qd[1], S = qd[2], D = qd[3], DV = vd[3], SK = kd[2], gk = H / kd[1], gv = H / vd[1];
   const std::vector<double> q = gather(Q, ptr[Q]), k = gather(K, ptr[K]), v = gather(V, ptr[V]),
                             o = gather(O, ptr[O]), dout = gather(dO, ptr[dO]), stats = gather(Stats, ptr[Stats]);
-  const Rows rq{H, S, D}, rk{kd[1], SK, D}, rv{vd[1], SK, D}, rs{H, S, 1};
+  const std::vector<double> sink = port_[Sink] ? gather(Sink, ptr[Sink]) : std::vector<double>();
+  const Rows rq{H, S, D}, ro{H, S, DV}, rk{kd[1], SK, D}, rv{vd[1], SK, DV}, rs{H, S, 1};
+  const Band band{causal_, left_, SK};
   const double scale = scale_.value_or(1.0f);
   // The workspace, as the library lays out its own: rowsum(dO O) [B, H, S] and the fp32 dQ
   // accumulator [B, H, S, D]. Written before it is read, so a too-small one fails execute above.
   float* rowsum = static_cast<float*>(workspace);
   float* dq_acc = rowsum + B * H * S;
   for (int64_t r = 0; r < B * H * S; ++r) {
-    rowsum[r] = float(dot(&dout[size_t(r * D)], &o[size_t(r * D)], D));
+    rowsum[r] = float(dot(&dout[size_t(r * DV)], &o[size_t(r * DV)], DV));
     for (int64_t d = 0; d < D; ++d) dq_acc[r * D + d] = 0;
   }
-  std::vector<double> dk(k.size()), dv(v.size());
+  std::vector<double> dk(k.size()), dv(v.size()), dsink(sink.size());
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < S; ++i) {
-        const int64_t last = causal_ ? std::min(SK - 1, i) : SK - 1;
         const double lse = stats[rs(b, h, i)], di = rowsum[rs(b, h, i)];
-        const double *qi = &q[rq(b, h, i)], *doi = &dout[rq(b, h, i)];
+        const double *qi = &q[rq(b, h, i)], *doi = &dout[ro(b, h, i)];
         float* dqi = dq_acc + rq(b, h, i);
-        for (int64_t j = 0; j <= last; ++j) {
+        if (!sink.empty()) dsink[size_t(h)] -= std::exp(sink[size_t(h)] - lse) * di;
+        for (int64_t j = band.first(i); j <= band.last(i); ++j) {
           const double *kj = &k[rk(b, h / gk, j)], *vj = &v[rv(b, h / gv, j)];
-          const double p = std::exp(scale * dot(qi, kj, D) - lse), ds = p * (dot(doi, vj, D) - di);
+          const double p = std::exp(scale * dot(qi, kj, D) - lse), ds = p * (dot(doi, vj, DV) - di);
           double *dkj = &dk[rk(b, h / gk, j)], *dvj = &dv[rv(b, h / gv, j)];
           for (int64_t d = 0; d < D; ++d) {
             dqi[d] += float(scale * ds * kj[d]);
             dkj[d] += scale * ds * qi[d];  // summed over the kv head's query heads
-            dvj[d] += p * doi[d];
           }
+          for (int64_t d = 0; d < DV; ++d) dvj[d] += p * doi[d];
         }
       }
   scatter(dQ, ptr[dQ], std::vector<double>(dq_acc, dq_acc + q.size()));
   scatter(dK, ptr[dK], dk);
   scatter(dV, ptr[dV], dv);
+  if (port_[dSink]) scatter(dSink, ptr[dSink], dsink);
 }
 
 }  // namespace cudnn_frontend::graph

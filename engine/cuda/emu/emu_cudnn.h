@@ -6,21 +6,29 @@
 // library's, so the wrapper's source is the same in both builds; the execute runs on the host.
 //
 // Semantics, from cuDNN's and cudnn-frontend's documentation of SDPA:
-//  * Q [b, h_q, s_q, d], K [b, h_k, s_kv, d], V [b, h_v, s_kv, d], O [b, h_q, s_q, d], each with
-//    its own 4 strides (element (i0..i3) at sum i_n * stride_n), the last stride 1; fp16 or bf16
-//    (the graph's io type where a tensor sets none; fp32 is not supported), 16-byte aligned
-//    pointers and strides. GQA: h_q a multiple of h_k and h_v, query head n reads kv head
-//    n / (h_q / h_k). d a multiple of 8, at most 256 (Hopper).
-//  * S = attn_scale * Q K^T (no scale when none is set); the causal mask (set_causal_mask, or a
-//    top-left diagonal band with right bound 0) keeps key j <= query i; P = softmax(S) per row;
-//    O = P V. Stats [b, h_q, s_q, 1], fp32: the natural-log log-sum-exp max + ln(sum exp) of each
-//    row of S, written when generate_stats is set. An O or Stats the caller leaves without dims and
-//    strides is packed [b, h, s, d] (as the frontend infers it).
+//  * Q [b, h_q, s_q, d_qk], K [b, h_k, s_kv, d_qk], V [b, h_v, s_kv, d_v], O [b, h_q, s_q, d_v],
+//    each with its own 4 strides (element (i0..i3) at sum i_n * stride_n), the last stride 1; fp16
+//    or bf16 (the graph's io type where a tensor sets none; fp32 is not supported), 16-byte
+//    aligned pointers and strides. GQA: h_q a multiple of h_k and h_v, query head n reads kv head
+//    n / (h_q / h_k). d_qk and d_v (which may differ, as in MLA's 192 / 128) multiples of 8, at
+//    most 256 each (Hopper).
+//  * S = attn_scale * Q K^T (no scale when none is set). Masks: none, or the diagonal band with
+//    top-left alignment and right bound 0 (set_causal_mask), keeping key j <= query i, optionally
+//    with a left bound W > 0 (set_diagonal_band_left_bound, the sliding window) that also drops
+//    keys with j + W <= i (the frontend's "column + window > row"). P = softmax(S) per row; O = P V.
+//  * Sink (set_sink_token): fp32 [1, h_q, 1, 1], one logit per query head that joins every row's
+//    softmax denominator (its max and its sum of exponentials) with no value: P = exp(S - Stats),
+//    Stats including the sink. Not with s_q == 1 in the forward, as the frontend refuses.
+//  * Stats [b, h_q, s_q, 1], fp32: the natural-log log-sum-exp max + ln(sum exp) of each row of
+//    S (and the sink), written when generate_stats is set. An O or Stats the caller leaves without
+//    dims and strides is packed [b, h, s, d] (as the frontend infers it).
 //  * The backward reads Q, K, V, O, dO and Stats (packed, as backends before 9.26 require) and
 //    OVERWRITES dQ, dK, dV (their dims and strides must be set): P = exp(S - Stats),
 //    dP = dO V^T, dS = P (dP - rowsum(dO O)), dQ = scale dS K, dK = scale dS^T Q, dV = P^T dO,
-//    dK and dV summed over the query heads of each kv head. Its workspace holds rowsum(dO O) and
-//    an fp32 dQ accumulator, as the library's does.
+//    dK and dV summed over the query heads of each kv head; with set_dsink_token (which needs the
+//    sink too) it overwrites dSink [1, h_q, 1, 1] fp32 = -sum over b and the rows of
+//    exp(sink - Stats) rowsum(dO O). Its workspace holds rowsum(dO O) and an fp32 dQ
+//    accumulator, as the library's does.
 //  * Outputs not marked set_output(true) are virtual: never written.
 //
 // What the library rejects, this rejects with the same error codes (validate / build return
@@ -137,7 +145,7 @@ class Tensor_attributes {
   bool uid_set_ = false, virtual_ = false;
 };
 
-// The mask and scale options both SDPA nodes share.
+// The mask, scale and sink options both SDPA nodes share.
 template <class Self> class SdpaOptions {
  public:
   Self& set_name(const std::string& v) { name = v; return self(); }
@@ -150,11 +158,13 @@ template <class Self> class SdpaOptions {
     if (v) alignment = DiagonalAlignment_t::TOP_LEFT, right_bound = 0;
     return self();
   }
+  Self& set_sink_token(std::shared_ptr<Tensor_attributes> v) { sink = std::move(v); return self(); }
 
   std::string name;
   std::optional<float> attn_scale;
   DiagonalAlignment_t alignment = DiagonalAlignment_t::TOP_LEFT;
   std::optional<int64_t> right_bound, left_bound;
+  std::shared_ptr<Tensor_attributes> sink;
 
  private:
   Self& self() { return static_cast<Self&>(*this); }
@@ -169,7 +179,9 @@ class SDPA_attributes : public SdpaOptions<SDPA_attributes> {
 class SDPA_backward_attributes : public SdpaOptions<SDPA_backward_attributes> {
  public:
   SDPA_backward_attributes& set_deterministic_algorithm(bool v) { deterministic = v; return *this; }
+  SDPA_backward_attributes& set_dsink_token(std::shared_ptr<Tensor_attributes> v) { dsink = std::move(v); return *this; }
   bool deterministic = false;
+  std::shared_ptr<Tensor_attributes> dsink;
 };
 
 class Graph {
@@ -197,10 +209,11 @@ class Graph {
 
  private:
   enum class Kind { None, Forward, Backward };
-  // Ports: Q K V O Stats (forward); Q K V O dO Stats dQ dK dV (backward).
-  enum Port { Q, K, V, O, Stats, dO, dQ, dK, dV, kPorts };
+  // Ports: Q K V O Stats [Sink] (forward); Q K V O dO Stats dQ dK dV [Sink dSink] (backward).
+  enum Port { Q, K, V, O, Stats, dO, dQ, dK, dV, Sink, dSink, kPorts };
   template <class A> void note_mask(const A& a);
   error_t check_tensor(Port p, const char* what, bool needs_layout);
+  error_t check_sinks();
   error_t check_shapes();
   std::vector<double> gather(Port p, const void* ptr) const;
   void scatter(Port p, void* ptr, const std::vector<double>& v) const;
@@ -214,6 +227,7 @@ class Graph {
   int nodes_ = 0;
   std::array<Tensor, kPorts> port_{};
   std::optional<float> scale_;
+  std::optional<int64_t> left_;  // the band's left bound: the sliding window
   bool causal_ = false, stats_ = false, built_ = false;
   std::string unmodelled_;  // why validate refuses a mask this emulator does not compute
 };

@@ -28,9 +28,17 @@ void rmsnorm_backward(const T* dy, const T* x, const T* w, const float* rstd, T*
                       int64_t n, int64_t d, cudaStream_t s);
 
 // ---- SwiGLU (pointwise_kernels.cu) ---------------------------------------------------------------
-// h [n, 2f] = gate | up; out [n, f] = silu(gate) * up; dh += d/dh.
-template <class T> void swiglu_forward(const T* h, T* out, int64_t n, int64_t f, cudaStream_t s);
-template <class T> void swiglu_backward(const T* dout, const T* h, T* dh, int64_t n, int64_t f, cudaStream_t s);
+// h [n, 2f] = gate | up; out [n, f] = silu(gate) * up; dh += d/dh. With glu.limit > 0 GPT-OSS's
+// clamped form (Backend::GluOpts): g = min(gate, limit), u = clamp(up, -limit, limit),
+// out = g * sigmoid(alpha g) * (u + 1), no gradient where a clamp binds (it passes at the bound).
+// fp32 math for either storage type.
+struct GluParams {
+  float alpha = 1.0f, limit = 0.0f;  // limit 0: the plain SwiGLU (alpha unused)
+};
+template <class T>
+void swiglu_forward(const T* h, T* out, int64_t n, int64_t f, cudaStream_t s, GluParams glu = {});
+template <class T>
+void swiglu_backward(const T* dout, const T* h, T* dh, int64_t n, int64_t f, cudaStream_t s, GluParams glu = {});
 
 // ---- RoPE (pointwise_kernels.cu) ------------------------------------------------------------------
 // x, y [n, heads, hd] (y may alias x); pos [n]; cos, sin [P, hd/2] float tables. Backward: dx += R^T dy.
@@ -83,6 +91,11 @@ template <class T> void axpy(float alpha, const T* x, T* y, int64_t n, cudaStrea
 template <class T> void scale(T* x, float alpha, int64_t n, cudaStream_t s);               // x *= alpha
 // count[0] = how many elements are NaN or infinite (count must start at 0).
 void count_nonfinite(const float* x, int64_t n, unsigned* count, cudaStream_t s);
+// Column blocks of row-major matrices: dst[r * ld_dst + c] = (or +=) src[r * ld_src + c] for
+// r < rows, c < width (the pointers already at the first column; Backend::copy_columns).
+template <class T>
+void copy_columns(const T* src, int64_t ld_src, T* dst, int64_t ld_dst, int64_t rows, int64_t width, bool accumulate,
+                  cudaStream_t s);
 
 // ---- embedding (moe_kernels.cu) -----------------------------------------------------------------------
 // out[i, :] = table[ids[i], :]; backward dtable[ids[i], :] += dout[i, :], each column summed over
@@ -118,17 +131,39 @@ template <class T>
 void combine_backward(const T* dout, const T* y, const int32_t* slots, const float* w, T* dy, float* dw, int64_t n,
                       int k, int64_t d, cudaStream_t s);
 
+// ---- MoE expert biases (moe_kernels.cu; GPT-OSS's expert_bias) -----------------------------------
+// Expert g owns rows [offsets[g], offsets[g + 1]) of x [*, w]; `offsets` (E + 1) and the pointer
+// arrays (E device pointers, one vector [w] per expert) are host arrays.
+// expert_bias_rows: every row of expert g = bias[g] (accumulate: += bias[g]).
+// expert_bias_grad: db[g] (float) += the column sums of expert g's rows, summed in float in a
+// fixed order (deterministic, no atomics); an empty expert's db is not touched.
+template <class T>
+void expert_bias_rows(T* x, const T* const* bias, const int64_t* offsets, int64_t e, int64_t w, bool accumulate,
+                      cudaStream_t s);
+template <class T>
+void expert_bias_grad(const T* x, float* const* db, const int64_t* offsets, int64_t e, int64_t w, cudaStream_t s);
+
 // ---- causal GQA attention, the simple fallback kernels (attention_kernels.cu) --------------------------
-// q [b, t, h, hd], k and v [b, t, kv, hd], out [b, t, h, hd], lse [b, h, t] float; scale 1/sqrt(hd).
-// A block per query row (forward, dq) or key row (dk, dv): no atomics, deterministic. The scores of
-// one row live in shared memory: t <= attention_max_seq() (cuDNN's fused attention is the fast path).
-int64_t attention_max_seq(int64_t hd);
+// Backend::attention_forward / attention_backward's semantics: q [b, t, h, hd], k [b, t, kv, hd],
+// v [b, t, kv, hv], out [b, t, h, hv], lse [b, h, t] float (sink included); query t sees keys
+// s <= t, and with window W > 0 only t - W < s <= t. sinks [h] (or null): a logit per query head
+// added to each softmax row's denominator; the backward then adds its gradient to dsinks [h]
+// (float, as every parameter gradient under mixed precision).
+// A block per query row (forward, dq), key row (dk, dv) or head (dsinks): no atomics,
+// deterministic. The scores of one row live in shared memory: a row sees at most
+// attention_max_keys(hd, hv) keys, min(t, W) under a window (cuDNN's fused attention is the fast path).
+struct AttentionDims {
+  int64_t b, t, h, kv, hd, hv;
+  double scale = 0;    // 0: 1/sqrt(hd)
+  int64_t window = 0;  // 0: every earlier key
+};
+int64_t attention_max_keys(int64_t hd, int64_t hv);
 template <class T>
-void attention_forward(const T* q, const T* k, const T* v, T* out, float* lse, int64_t b, int64_t t, int64_t h,
-                       int64_t kv, int64_t hd, cudaStream_t s);
+void attention_forward(const T* q, const T* k, const T* v, const T* sinks, T* out, float* lse, const AttentionDims& d,
+                       cudaStream_t s);
 template <class T>
-void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* out, const float* lse, T* dq, T* dk,
-                        T* dv, int64_t b, int64_t t, int64_t h, int64_t kv, int64_t hd, cudaStream_t s);
+void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* out, const float* lse,
+                        const T* sinks, T* dq, T* dk, T* dv, float* dsinks, const AttentionDims& d, cudaStream_t s);
 
 SY_CUDA_NS_END
 }  // namespace sy::cuda

@@ -1,5 +1,5 @@
 // Whole-buffer elementwise kernels behind the backend's memory ops: fill, dtype conversion,
-// axpy, scale and the non-finite count (grid-stride loops).
+// axpy, scale and the non-finite count (grid-stride loops), and the strided column-block copy.
 #include <type_traits>
 
 #include "engine/cuda/cuda_check.h"
@@ -47,6 +47,20 @@ __global__ void nonfinite_kernel(const float* x, int64_t n, unsigned* count) {
   if (threadIdx.x % 32 == 0 && local) atomicAdd(count, local);
 }
 
+// Element e of the [rows, width] block: row e / width, column e % width, so consecutive threads
+// touch consecutive columns of a row (coalesced) whatever the leading dimensions. bf16 adds in
+// float and rounds once, as axpy.
+template <class T>
+__global__ void copy_columns_kernel(const T* src, int64_t ld_src, T* dst, int64_t ld_dst, int64_t width, int64_t n,
+                                    bool accumulate) {
+  SY_GRID_STRIDE(e, n) {
+    const int64_t r = e / width, c = e - r * width;
+    const T x = src[r * ld_src + c];
+    T& y = dst[r * ld_dst + c];
+    y = accumulate ? from_f32<T>(to_f32(y) + to_f32(x)) : x;
+  }
+}
+
 #undef SY_GRID_STRIDE
 
 }  // namespace
@@ -81,6 +95,16 @@ void count_nonfinite(const float* x, int64_t n, unsigned* count, cudaStream_t s)
   SY_CUDA_CHECK(cudaGetLastError());
 }
 
+template <class T>
+void copy_columns(const T* src, int64_t ld_src, T* dst, int64_t ld_dst, int64_t rows, int64_t width, bool accumulate,
+                  cudaStream_t s) {
+  const int64_t n = rows * width;
+  if (n == 0) return;
+  SY_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, copy_columns_kernel<T>)(src, ld_src, dst, ld_dst, width, n,
+                                                                            accumulate);
+  SY_CUDA_CHECK(cudaGetLastError());
+}
+
 template void fill<float>(float*, float, int64_t, cudaStream_t);
 template void fill<double>(double*, double, int64_t, cudaStream_t);
 template void fill<int32_t>(int32_t*, int32_t, int64_t, cudaStream_t);
@@ -93,6 +117,9 @@ template void axpy<float>(float, const float*, float*, int64_t, cudaStream_t);
 template void axpy<__nv_bfloat16>(float, const __nv_bfloat16*, __nv_bfloat16*, int64_t, cudaStream_t);
 template void scale<float>(float*, float, int64_t, cudaStream_t);
 template void scale<__nv_bfloat16>(__nv_bfloat16*, float, int64_t, cudaStream_t);
+template void copy_columns<float>(const float*, int64_t, float*, int64_t, int64_t, int64_t, bool, cudaStream_t);
+template void copy_columns<__nv_bfloat16>(const __nv_bfloat16*, int64_t, __nv_bfloat16*, int64_t, int64_t, int64_t,
+                                          bool, cudaStream_t);
 
 SY_CUDA_NS_END
 }  // namespace sy::cuda

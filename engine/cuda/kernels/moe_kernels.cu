@@ -1,5 +1,8 @@
 // Row movement: the token embedding and the MoE permutation with capacity (gather into expert
-// order, its adjoint, the weighted combine and its backward). Dropped slots are -1 and skipped.
+// order, its adjoint, the weighted combine and its backward; dropped slots are -1 and skipped),
+// and the experts' biases over their row ranges (GPT-OSS) with their column-sum gradients.
+#include <algorithm>
+
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/kernels/kernel_common.cuh"
 #include "engine/cuda/kernels/kernels.h"
@@ -73,6 +76,65 @@ __global__ void __launch_bounds__(kDotThreads) combine_bwd_kernel(const T* dout,
   if (threadIdx.x == 0) dw[pair] += dot;
 }
 
+// The experts' biases. A launch covers up to kBiasExperts experts, blockIdx.y the expert: its
+// rows and vector travel in the kernel's parameter (half a KiB), so no table has to be copied to
+// the device and ordered against the kernels that read it.
+constexpr int kBiasExperts = 32;
+template <class P> struct ExpertTable {
+  P v[kBiasExperts];                // expert j's vector [w]
+  int64_t lo[kBiasExperts + 1];     // expert j owns rows [lo[j], lo[j + 1])
+};
+
+// x[r, :] = v (accumulate: += v) on each of the expert's rows.
+template <class T>
+__global__ void expert_bias_rows_kernel(T* x, ExpertTable<const T*> tab, int64_t w, bool accumulate) {
+  const int j = int(blockIdx.y);
+  const int64_t lo = tab.lo[j], total = (tab.lo[j + 1] - lo) * w, stride = int64_t(gridDim.x) * blockDim.x;
+  const T* b = tab.v[j];
+  T* xs = x + lo * w;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride)
+    xs[i] = accumulate ? from_f32<T>(to_f32(xs[i]) + to_f32(b[i % w])) : b[i % w];
+}
+
+// db[c] += sum of the expert's rows of column c, in float. A block is a tile of kBiasCols columns
+// by kBiasLanes lanes: lane l sums rows lo + l, lo + l + kBiasLanes, ... in order, then lane 0 adds
+// the lanes' partial sums in lane order. Fixed order, one writer per element: the same bits on
+// every run, no atomics.
+constexpr int kBiasCols = 32, kBiasLanes = 8;
+template <class T>
+__global__ void __launch_bounds__(kBiasCols* kBiasLanes)
+    expert_bias_grad_kernel(const T* x, ExpertTable<float*> tab, int64_t w) {
+  __shared__ float part[kBiasLanes][kBiasCols];
+  const int j = int(blockIdx.y);
+  const int64_t lo = tab.lo[j], hi = tab.lo[j + 1];
+  if (lo == hi) return;  // the whole block (an empty expert): its gradient is left as it was
+  const int cx = int(threadIdx.x) % kBiasCols, lane = int(threadIdx.x) / kBiasCols;
+  const int64_t c = int64_t(blockIdx.x) * kBiasCols + cx;
+  float acc = 0;
+  if (c < w)
+    for (int64_t r = lo + lane; r < hi; r += kBiasLanes) acc += to_f32(x[r * w + c]);
+  part[lane][cx] = acc;
+  __syncthreads();
+  if (lane == 0 && c < w) {
+    float total = part[0][cx];
+    for (int l = 1; l < kBiasLanes; ++l) total += part[l][cx];
+    tab.v[j][c] += total;
+  }
+}
+
+// Fills the table of experts [g0, g0 + count) and returns the most rows any of them owns.
+template <class P>
+int64_t expert_table(ExpertTable<P>& tab, const P* v, const int64_t* offsets, int64_t g0, int count) {
+  int64_t most = 0;
+  for (int j = 0; j < count; ++j) {
+    tab.v[j] = v[g0 + j];
+    tab.lo[j] = offsets[g0 + j];
+    most = std::max(most, offsets[g0 + j + 1] - offsets[g0 + j]);
+  }
+  tab.lo[count] = offsets[g0 + count];
+  return most;
+}
+
 }  // namespace
 
 template <class T> void embedding_forward(const T* table, const int32_t* ids, T* out, int64_t n, int64_t d, cudaStream_t s) {
@@ -116,6 +178,33 @@ void combine_backward(const T* dout, const T* y, const int32_t* slots, const flo
   SY_CUDA_CHECK(cudaGetLastError());
 }
 
+template <class T>
+void expert_bias_rows(T* x, const T* const* bias, const int64_t* offsets, int64_t e, int64_t w, bool accumulate,
+                      cudaStream_t s) {
+  for (int64_t g0 = 0; g0 < e; g0 += kBiasExperts) {
+    const int count = int(std::min<int64_t>(kBiasExperts, e - g0));
+    ExpertTable<const T*> tab{};
+    const int64_t most = expert_table(tab, bias, offsets, g0, count);
+    if (most * w == 0) continue;  // every expert of the chunk empty: no launch (an empty grid)
+    SY_LAUNCH(dim3(grid_for(most * w, kThreads), unsigned(count)), kThreads, 0, s, expert_bias_rows_kernel<T>)(
+        x, tab, w, accumulate);
+    SY_CUDA_CHECK(cudaGetLastError());
+  }
+}
+
+template <class T>
+void expert_bias_grad(const T* x, float* const* db, const int64_t* offsets, int64_t e, int64_t w, cudaStream_t s) {
+  for (int64_t g0 = 0; g0 < e; g0 += kBiasExperts) {
+    const int count = int(std::min<int64_t>(kBiasExperts, e - g0));
+    ExpertTable<float*> tab{};
+    // A chunk with no rows launches nothing, so every launch has a block that reaches the barrier.
+    if (expert_table(tab, db, offsets, g0, count) * w == 0) continue;
+    SY_LAUNCH(dim3(unsigned((w + kBiasCols - 1) / kBiasCols), unsigned(count)), kBiasCols * kBiasLanes, 0, s,
+              expert_bias_grad_kernel<T>)(x, tab, w);
+    SY_CUDA_CHECK(cudaGetLastError());
+  }
+}
+
 #define SY_INSTANTIATE(T)                                                                                          \
   template void embedding_forward<T>(const T*, const int32_t*, T*, int64_t, int64_t, cudaStream_t);                \
   template void embedding_backward<T>(const T*, const int32_t*, float*, int64_t, int64_t, cudaStream_t);           \
@@ -124,7 +213,9 @@ void combine_backward(const T* dout, const T* y, const int32_t* slots, const flo
   template void combine_forward<T>(const T*, const int32_t*, const float*, T*, int64_t, int, int64_t,              \
                                    cudaStream_t);                                                                  \
   template void combine_backward<T>(const T*, const T*, const int32_t*, const float*, T*, float*, int64_t, int,    \
-                                    int64_t, cudaStream_t);
+                                    int64_t, cudaStream_t);                                                        \
+  template void expert_bias_rows<T>(T*, const T* const*, const int64_t*, int64_t, int64_t, bool, cudaStream_t);  \
+  template void expert_bias_grad<T>(const T*, float* const*, const int64_t*, int64_t, int64_t, cudaStream_t);
 SY_INSTANTIATE(float)
 SY_INSTANTIATE(__nv_bfloat16)
 #undef SY_INSTANTIATE
