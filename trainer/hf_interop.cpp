@@ -19,11 +19,9 @@ HostArray as_f32(const HostArray& a) {
 
 // Our array of `shape` gathered from their tensor through the placement.
 HostArray gather(const HfPlacement& pl, const HostArray& theirs, const Shape& shape) {
-  const int64_t rows = shape.size() == 2 ? shape[0] : 1, cols = shape.empty() ? 1 : shape.back();
-  std::vector<float> v(size_t(rows * cols));
+  std::vector<float> v(size_t(shape_numel(shape)));
   const float* src = reinterpret_cast<const float*>(theirs.bytes.data());
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) v[size_t(r * cols + c)] = src[pl.index(r, c)];
+  for_each_placed(pl, shape, [&](int64_t i, int64_t j) { v[size_t(i)] = src[j]; });
   return host_array(shape, v);
 }
 
@@ -67,24 +65,22 @@ std::vector<std::pair<std::string, HostArray>> export_hf(const ModelConfig& cfg,
   std::vector<std::pair<std::string, HostArray>> out;
   std::map<std::string, size_t> slot;    // HF name -> index in out
   std::map<std::string, int64_t> filled;  // elements written into each
-  auto put = [&](const std::string& name, const Shape& shape, const HostArray& a, const HfPlacement& pl) {
+  auto put = [&](const Shape& shape, const HostArray& a, const HfPlacement& pl) {
     auto [it, fresh] = slot.emplace(pl.name, out.size());
     if (fresh) out.emplace_back(pl.name, host_array(pl.shape, std::vector<float>(size_t(shape_numel(pl.shape)), 0.0f)));
     HostArray& dst = out[it->second].second;
     const HostArray src = as_f32(a);
     const float* s = reinterpret_cast<const float*>(src.bytes.data());
     float* d = reinterpret_cast<float*>(dst.bytes.data());
-    const int64_t rows = shape.size() == 2 ? shape[0] : 1, cols = shape.empty() ? 1 : shape.back();
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) d[pl.index(r, c)] = s[r * cols + c];
-    filled[pl.name] += rows * cols;
+    for_each_placed(pl, shape, [&](int64_t i, int64_t j) { d[j] = s[i]; });
+    filled[pl.name] += shape_numel(shape);
   };
   for (const ParamInfo& p : model.params().infos()) {
     auto it = ours.find(p.name);
     if (it == ours.end()) throw ConfigError("the weights file has no " + p.name + "; it was written for another model");
     if (it->second.shape != p.global_shape)
       throw ConfigError(p.name + " has shape " + shape_str(it->second.shape) + ", the recipe needs " + shape_str(p.global_shape));
-    put(p.name, p.global_shape, it->second, hf_placement(p.name, p.global_shape, cfg, family));
+    put(p.global_shape, it->second, hf_placement(p.name, p.global_shape, cfg, family));
   }
   for (auto& [name, t] : model.buffers()) {  // the balancing bias where the family keeps it
     auto it = ours.find(name);
@@ -95,7 +91,7 @@ std::vector<std::pair<std::string, HostArray>> export_hf(const ModelConfig& cfg,
     } catch (const ConfigError&) {
       continue;  // the family has no tensor for it
     }
-    put(name, t.shape(), it->second, pl);
+    put(t.shape(), it->second, pl);
   }
   for (const auto& [name, n] : filled)
     if (n != shape_numel(out[slot.at(name)].second.shape))

@@ -8,16 +8,13 @@ namespace sy {
 
 namespace {
 
-int64_t rows_of(const Shape& s) { return s.size() == 2 ? s[0] : 1; }
-int64_t cols_of(const Shape& s) { return s.empty() ? 1 : s.back(); }
-
 // The same layout on both sides, or transposed ([r, c] here is [c, r] there).
 HfPlacement same(const std::string& name, const Shape& shape) {
-  const int64_t cols = cols_of(shape);
+  const int64_t cols = shape.empty() ? 1 : shape.back();
   return {name, shape, [cols](int64_t r, int64_t c) { return r * cols + c; }};
 }
 HfPlacement transposed(const std::string& name, const Shape& shape) {
-  const int64_t rows = rows_of(shape);
+  const int64_t rows = shape[0];
   return {name, {shape[1], shape[0]}, [rows](int64_t r, int64_t c) { return c * rows + r; }};
 }
 

@@ -22,6 +22,14 @@ struct HfPlacement {
   std::function<int64_t(int64_t r, int64_t c)> index;
 };
 
+// f(i, j) for every element of a parameter of `shape`: i its flat index here, j the flat index of
+// the same element in the placement's tensor. Import gathers and export scatters through it.
+template <class F> void for_each_placed(const HfPlacement& pl, const Shape& shape, F&& f) {
+  const int64_t rows = shape.size() == 2 ? shape[0] : 1, cols = shape.empty() ? 1 : shape.back();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) f(r * cols + c, pl.index(r, c));
+}
+
 // The placement of `ours` (a parameter or buffer of shape `shape`) in `family`'s checkpoint;
 // ConfigError for one the family has no tensor for.
 HfPlacement hf_placement(const std::string& ours, const Shape& shape, const ModelConfig& cfg,

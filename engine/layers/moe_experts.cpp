@@ -15,24 +15,18 @@ std::vector<Tensor> MoeLayer::expert_w13(bool grad) const {
   return v;
 }
 
-std::vector<Tensor> MoeLayer::expert_w2(bool grad) const {
+std::vector<Tensor> MoeLayer::expert_params(int offset, bool grad) const {
   std::vector<Tensor> v;
-  for (int id : expert_w1_) v.push_back(grad ? ps_.grad(id + 2) : ps_.weight(id + 2));
+  for (int id : expert_w1_) v.push_back(grad ? ps_.grad(id + offset) : ps_.weight(id + offset));
   return v;
 }
 
+std::vector<Tensor> MoeLayer::expert_w2(bool grad) const { return expert_params(2, grad); }
 std::vector<Tensor> MoeLayer::expert_b13(bool grad) const {
-  std::vector<Tensor> v;
-  if (cfg_.expert_bias)
-    for (int id : expert_w1_) v.push_back(grad ? ps_.grad(id + 3) : ps_.weight(id + 3));
-  return v;
+  return cfg_.expert_bias ? expert_params(3, grad) : std::vector<Tensor>{};
 }
-
 std::vector<Tensor> MoeLayer::expert_b2(bool grad) const {
-  std::vector<Tensor> v;
-  if (cfg_.expert_bias)
-    for (int id : expert_w1_) v.push_back(grad ? ps_.grad(id + 4) : ps_.weight(id + 4));
-  return v;
+  return cfg_.expert_bias ? expert_params(4, grad) : std::vector<Tensor>{};
 }
 
 void MoeLayer::experts_forward(Backend& be) {

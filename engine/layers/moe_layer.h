@@ -113,6 +113,8 @@ class MoeLayer {
   // model.expert_bias: every held expert's [2F] gate|up and [D] down biases (empty without).
   std::vector<Tensor> expert_b13(bool grad) const;
   std::vector<Tensor> expert_b2(bool grad) const;
+  // Parameter id + offset of every held expert (its w1's id + 2: w2, + 3: b13, + 4: b2).
+  std::vector<Tensor> expert_params(int offset, bool grad) const;
 
   ParamStore& ps_;
   const ModelConfig& cfg_;
