@@ -46,8 +46,9 @@ file(GLOB SY_CU_NCCL CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/parallel/nccl/*.cu)
 sy_emu_wrappers(SY_EMU_NCCL_WRAPPERS ${SY_CU_NCCL})
 add_library(sy_parallel_nccl_emu STATIC ${SY_EMU_NCCL_WRAPPERS})
 target_link_libraries(sy_parallel_nccl_emu PUBLIC sy_parallel sy_cuda_emu_runtime)
-# The trainer offers engine.device = cuda-emu everywhere (trainer/backend_select.cpp).
-target_link_libraries(sy_trainer PUBLIC sy_cuda_emu)
+# The trainer offers engine.device = cuda-emu everywhere (trainer/backend_select.cpp), and
+# parallel.comm = nccl on it (trainer/buffer_comms.cpp).
+target_link_libraries(sy_trainer PUBLIC sy_cuda_emu sy_parallel_nccl_emu)
 
 sy_emu_wrappers(SY_EMU_TEST_WRAPPERS ${SY_CU_TESTS})
 add_executable(sy_cuda_emu_tests ${SY_CUDA_TEST_SRCS} ${SY_EMU_TEST_WRAPPERS})
@@ -144,6 +145,9 @@ if(SY_CUDA AND CMAKE_CUDA_COMPILER)
     target_link_libraries(sy_parallel_nccl PUBLIC sy_parallel CUDA::cudart ${SY_NCCL_LIBRARY})
     add_executable(sy_mpi_nccl_gpu_tests ${CMAKE_SOURCE_DIR}/tests/mpi/nccl_ranks_test.cpp)
     target_link_libraries(sy_mpi_nccl_gpu_tests PRIVATE sy_parallel_nccl GTest::gtest)
+    # engine.device = cuda on several ranks: the trainer's buffers move over NCCL.
+    target_link_libraries(sy_trainer PUBLIC sy_parallel_nccl)
+    target_compile_definitions(sy_trainer PRIVATE SY_HAVE_NCCL_DEVICE=1)
   else()
     message(STATUS "NCCL not found next to the CUDA toolkit: no sy_parallel_nccl")
   endif()

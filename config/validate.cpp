@@ -95,6 +95,7 @@ void validate_parallel(const ParallelConfig& p) {
   if (p.order.empty()) throw ConfigError("parallel.order is empty; set it to e.g. \"tp-cp-dp-pp\"");
   number_at_least("parallel.timeout_s", p.timeout_s, 0, true);
   number_at_least("parallel.bucket_mb", p.bucket_mb, 0, true);
+  one_of("parallel.comm", p.comm, {"auto", "mpi", "nccl"});
 }
 
 void validate_checkpoint(const CheckpointConfig& c) {

@@ -41,6 +41,10 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  // The stream every op is enqueued on (a cudaStream_t for the CUDA backend), for a device
+  // communicator to order its transfers after the ops that produce their buffers; null where ops
+  // complete before they return (the CPU backend).
+  virtual void* native_stream() const { return nullptr; }
 
   // ---- memory -------------------------------------------------------------------------------
   // Allocations are tallied under the category of the innermost MemScope (engine/memory.h).

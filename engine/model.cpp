@@ -43,10 +43,13 @@ Model::Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed, Mo
     embed_ = ps_.add("embed.weight", {vocab_local_, cfg_.d_model}, ParamKind::Embedding, cfg_.init_std, -1, rows);
   attn_.resize(size_t(cfg_.n_layers));
   ffn_.resize(size_t(cfg_.n_layers));
+  layer_params_.resize(size_t(cfg_.n_layers));
   for (const auto& [b, e] : pipe_.chunks)
     for (int64_t l = b; l < e; ++l) {
+      const int first = int(ps_.infos().size());
       attn_[l] = make_attention_layer(ps_, cfg_, l, tp_);
       ffn_[l] = std::make_unique<FfnBlock>(ps_, cfg_, l, shard.experts, tp_);
+      layer_params_[l] = {first, int(ps_.infos().size())};
     }
   if (pipe_.last) {
     final_norm_ = ps_.add("final_norm.weight", {cfg_.d_model}, ParamKind::Norm, 0, -1,
@@ -238,12 +241,18 @@ void Model::run_backward(int c, double loss_scale) {
     }
     be_.fill(dresid_, 0);
     be_.rmsnorm_backward(dxf_, resid_.back(), ps_.weight(final_norm_), rstd_f_, dresid_, ps_.grad(final_norm_));
+    // A tied head's table is complete only after the lookup's gradient (below).
+    if (lm_head_ == embed_) tell({final_norm_});
+    else tell({final_norm_, lm_head_});
   }
   // Each block adds its branch's input gradient into dresid_ in place, walking the residual
   // stream backwards.
   for (int64_t l = l1 - 1; l >= l0; --l) {
     ffn_[l]->backward(be_, resid_[2 * l + 1], dresid_, loss_scale);
     attn_[l]->backward(be_, resid_[2 * l], dresid_, rope_);
+    std::vector<int> ids;
+    for (int id = layer_params_[l].first; id < layer_params_[l].second; ++id) ids.push_back(id);
+    tell(ids);
   }
   if (!first_chunk(c)) return;
   if (!tp_.on()) {
@@ -252,6 +261,11 @@ void Model::run_backward(int c, double loss_scale) {
     const Tensor demb = tp_exit_backward(tp_, dresid_);
     be_.embedding_backward(demb, ids_local_, ps_.grad(embed_));
   }
+  tell({embed_});
+}
+
+void Model::tell(const std::vector<int>& ids) {
+  if (listener_) listener_->gradients_ready(ids);
 }
 
 LossParts Model::forward(const HostBatch& b) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -53,6 +54,18 @@ struct ModelShard {
   PipePlace pipe;
 };
 
+// What the model tells, during a backward, a listener that wants parameters' gradients as soon
+// as they are complete: after the head, the final norm's and an untied head's; after each layer's
+// backward (its attention and feed-forward, token exchanges included), the layer's; after the
+// lookup, the embedding's. A data-parallel reducer starts reducing them while the backward goes
+// on (parallel/data_parallel.h); the gradients are complete for this backward only (a later
+// micro-batch's backward adds to them).
+class GradientListener {
+ public:
+  virtual ~GradientListener() = default;
+  virtual void gradients_ready(std::span<const int> param_ids) = 0;
+};
+
 class Model {
  public:
   Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed, ModelShard shard = {});
@@ -81,6 +94,10 @@ class Model {
   void prepare(int64_t batch, int64_t seq) { ensure(batch, seq); }
   bool holds_layer(int64_t l) const { return attn_[l] != nullptr; }
   const PipePlace& pipe() const { return pipe_; }
+
+  // Told during every backward as the gradients of parameters become complete for it (null: no
+  // one is told); the listener must outlive the backward passes.
+  void set_gradient_listener(GradientListener* l) { listener_ = l; }
 
   // Aux-loss-free balancing: moves every MoE layer's router bias (no-op when the rate is 0).
   void update_router_biases();
@@ -112,6 +129,7 @@ class Model {
   void upload_batch(const HostBatch& b);
   LossParts run_forward(int c, bool recompute);
   void run_backward(int c, double loss_scale);
+  void tell(const std::vector<int>& ids);
   bool first_chunk(int c) const { return c == 0 && pipe_.first; }
   bool last_chunk(int c) const { return c + 1 == chunks() && pipe_.last; }
 
@@ -126,6 +144,8 @@ class Model {
   int embed_ = -1, final_norm_ = -1, lm_head_ = -1;  // -1: on another pipeline stage
   std::vector<std::unique_ptr<AttentionLayer>> attn_;  // by global layer; null: on another stage
   std::vector<std::unique_ptr<FfnBlock>> ffn_;
+  std::vector<std::pair<int, int>> layer_params_;  // by global layer: its parameters' ids [first, end)
+  GradientListener* listener_ = nullptr;
 
   int64_t batch_ = 0, seq_ = 0;
   AttentionInputs rope_;

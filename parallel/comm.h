@@ -49,6 +49,11 @@ struct CommStats {
     ++calls_by_op[op];
   }
   void reset() { *this = CommStats{}; }
+  void add(const CommStats& o) {
+    bytes_sent += o.bytes_sent;
+    for (const auto& [op, b] : o.bytes_by_op) bytes_by_op[op] += b;
+    for (const auto& [op, n] : o.calls_by_op) calls_by_op[op] += n;
+  }
 };
 
 // Told when this rank enters and leaves an operation that waits for other ranks, so a watchdog
@@ -64,6 +69,8 @@ struct CommObserver {
 struct CommRequest {
   int64_t id = -1;
 };
+// The id of a request whose operation completed before it was returned (finish() has nothing to wait for).
+inline constexpr int64_t kCompleted = -2;
 
 class Communicator {
  public:
@@ -93,6 +100,26 @@ class Communicator {
   }
   void recv(void* buf, int64_t count, CommType t, int peer, int tag) {
     CommRequest r = irecv(buf, count, t, peer, tag);
+    wait(r);
+  }
+
+  // An all-reduce the caller need not wait for: the NCCL communicator enqueues it on its own
+  // stream and returns, so the backward can go on computing while it runs (parallel/data_parallel.h).
+  // Host-memory communicators run it before they return. Complete it with finish().
+  virtual CommRequest all_reduce_async(void* buf, int64_t count, CommType t, ReduceOp op) {
+    all_reduce(buf, count, t, op);
+    return CommRequest{kCompleted};
+  }
+  // The device work the caller enqueues from now on runs after the request's operation (the
+  // NCCL communicator: its compute stream waits on the device; the host does not wait, and the
+  // request stays to be finished). Nothing to do where the operation completed in the call.
+  virtual void compute_waits_for(const CommRequest&) {}
+  // Completes a request of all_reduce_async (or isend, irecv): waits, with the timeout.
+  void finish(CommRequest& r) {
+    if (r.id == kCompleted) {
+      r.id = -1;
+      return;
+    }
     wait(r);
   }
 

@@ -5,20 +5,34 @@
 
 namespace sy {
 
-DataParallel::DataParallel(DataParallelGroups groups, Backend& be, ParamStore& ps, int zero, int64_t bucket_elems)
-    : g_(groups), be_(be), ps_(ps), zero_(zero), bucket_elems_(std::max<int64_t>(1, bucket_elems)) {
+DataParallel::DataParallel(DataParallelGroups groups, Backend& be, ParamStore& ps, int zero, int64_t bucket_elems,
+                           bool overlap)
+    : g_(groups), be_(be), ps_(ps), zero_(zero), bucket_elems_(std::max<int64_t>(1, bucket_elems)), overlap_(overlap) {
   if (!g_.dp || !g_.tp || !g_.ep || !g_.edp || !g_.all) throw std::logic_error("DataParallel needs all its groups");
   // The ranks holding the model are TP x DP for the dense part and ETP x EP x EDP for the experts.
   const int etp = g_.etp ? g_.etp->size() : 1, pp = g_.pp ? g_.pp->size() : 1;
   if (g_.all->size() != g_.tp->size() * g_.dp->size() * pp || g_.all->size() != etp * g_.ep->size() * g_.edp->size() * pp)
     throw std::logic_error("the dense and expert groups do not tile the same ranks");
-  setup(seg_[0], *g_.dp, ps.segment(SegmentKind::Replicated), 1.0);
-  setup(seg_[1], *g_.dp, ps.segment(SegmentKind::TpRows), 1.0);
-  setup(seg_[2], *g_.edp, ps.expert_segment(), 1.0 / double(g_.dp->size()));
+  auto buffers = [](Communicator* b, Communicator* host) -> Communicator& {
+    if (b && (b->size() != host->size() || b->rank() != host->rank()))
+      throw std::logic_error("a buffer communicator does not hold its group's ranks in its order");
+    return b ? *b : *host;
+  };
+  Communicator& dp_buf = buffers(g_.dp_buffers, g_.dp);
+  setup(seg_[0], dp_buf, ps.segment(SegmentKind::Replicated), 1.0);
+  setup(seg_[1], dp_buf, ps.segment(SegmentKind::TpRows), 1.0);
+  setup(seg_[2], buffers(g_.edp_buffers, g_.edp), ps.expert_segment(), 1.0 / double(g_.dp->size()));
+  tp_buffers_ = &buffers(g_.tp_buffers, g_.tp);
+  is_partial_.assign(ps.infos().size(), 0);
   for (size_t i = 0; i < ps.infos().size(); ++i)
-    if (ps.infos()[i].tp == TpSplit::Partial && g_.tp->size() > 1) partial_.push_back(int(i));
+    if (ps.infos()[i].tp == TpSplit::Partial && g_.tp->size() > 1) {
+      partial_.push_back(int(i));
+      is_partial_[i] = 1;
+    }
+  if (overlap_ && zero_ < 2) setup_buckets();
 }
 
+// comm: the communicator the segment's buffers move over (its group's ranks, in its order).
 void DataParallel::setup(Segment& s, Communicator& comm, const ParamSegment& range, double post_scale) {
   const int n = comm.size();
   if (range.padded % n != 0) throw std::logic_error("a flat-buffer segment is not padded to its group's size");
@@ -40,6 +54,66 @@ void DataParallel::setup(Segment& s, Communicator& comm, const ParamSegment& ran
   }
   MemScope scope(be_, MemCategory::Gradients);
   if (zero_ >= 2) s.shard_grads = be_.zeros({std::max<int64_t>(1, s.shard_size)}, ps_.values().dtype());
+}
+
+// The buckets are those reduce() cuts each all-reduced segment into: bucket_elems_ runs from the
+// segment's start, over its padding too.
+void DataParallel::setup_buckets() {
+  param_buckets_.assign(ps_.infos().size(), {});
+  for (int k = 0; k < 3; ++k) {
+    const Segment& s = seg_[k];
+    if (s.comm->size() == 1 || s.range.padded == 0) continue;
+    for (int64_t off = 0; off < s.range.padded; off += bucket_elems_)
+      buckets_.push_back(Bucket{k, s.range.begin + off, std::min(bucket_elems_, s.range.padded - off)});
+  }
+  for (size_t i = 0; i < ps_.infos().size(); ++i) {
+    const ParamInfo& p = ps_.infos()[i];
+    for (size_t b = 0; b < buckets_.size(); ++b)
+      if (p.numel > 0 && p.offset < buckets_[b].begin + buckets_[b].n && buckets_[b].begin < p.offset + p.numel)
+        param_buckets_[i].push_back(int(b));
+  }
+}
+
+void DataParallel::arm() {
+  if (!overlap_ || zero_ >= 2) return;
+  for (Bucket& b : buckets_) b.waiting = 0, b.started = false;
+  for (const auto& bs : param_buckets_)
+    for (int b : bs) ++buckets_[size_t(b)].waiting;
+  ready_.assign(ps_.infos().size(), 0);
+  started_.clear();
+  armed_ = true;
+}
+
+void DataParallel::sum_partial(int id) {
+  const Tensor g = ps_.grad(id);
+  CommRequest r = tp_buffers_->all_reduce_async(g.raw(), g.numel(), comm_type_of(g.dtype()), ReduceOp::Sum);
+  tp_buffers_->compute_waits_for(r);  // its bucket's DP reduction, ordered after the compute stream, reads the sum
+  started_.emplace_back(tp_buffers_, r);
+}
+
+void DataParallel::start(Bucket& b) {
+  const Segment& s = seg_[b.seg];
+  const Tensor g = ps_.grads().view(b.begin, {b.n});
+  // Dense segments average over their group (DP); the expert segment sums over EDP and is
+  // scaled by 1/DP afterwards (reduce()).
+  CommRequest r = s.comm->all_reduce_async(g.raw(), b.n, comm_type_of(g.dtype()), s.sum ? ReduceOp::Sum : ReduceOp::Avg);
+  started_.emplace_back(s.comm, r);
+  b.started = true;
+}
+
+void DataParallel::gradients_ready(std::span<const int> param_ids) {
+  if (!armed_) return;
+  std::vector<int> complete;
+  for (int id : param_ids) {
+    if (id < 0 || ready_[size_t(id)]) continue;
+    ready_[size_t(id)] = 1;
+    if (is_partial_[size_t(id)]) sum_partial(id);
+    for (int b : param_buckets_[size_t(id)])
+      if (--buckets_[size_t(b)].waiting == 0) complete.push_back(b);
+  }
+  // In bucket order, whatever order the ids came in: every rank of a group starts the same sequence.
+  std::sort(complete.begin(), complete.end());
+  for (int b : complete) start(buckets_[size_t(b)]);
 }
 
 OptimShard DataParallel::optimizer_shard() {
@@ -71,7 +145,7 @@ OptimShard DataParallel::optimizer_shard() {
   return s;
 }
 
-void DataParallel::reduce(Segment& s) {
+void DataParallel::reduce(Segment& s, bool communicated) {
   if (s.range.padded == 0) return;
   const Tensor g = ps_.grads().view(s.range.begin, {s.range.padded});
   const CommType t = comm_type_of(g.dtype());
@@ -83,7 +157,7 @@ void DataParallel::reduce(Segment& s) {
     reduced = s.shard_grads.view(0, {s.shard_size});
     if (s.comm->size() == 1) be_.copy(g.view(0, {s.shard_size}), reduced);
     else s.comm->reduce_scatter(g.raw(), reduced.raw(), s.shard_size, t, op);
-  } else if (s.comm->size() > 1) {
+  } else if (s.comm->size() > 1 && !communicated) {
     const size_t elem = dtype_size(g.dtype());
     for (int64_t off = 0; off < g.numel(); off += bucket_elems_) {
       const int64_t n = std::min(bucket_elems_, g.numel() - off);
@@ -94,11 +168,26 @@ void DataParallel::reduce(Segment& s) {
 }
 
 void DataParallel::reduce_gradients() {
-  for (int id : partial_) {
-    const Tensor g = ps_.grad(id);
-    g_.tp->all_reduce(g.raw(), g.numel(), comm_type_of(g.dtype()), ReduceOp::Sum);
+  if (!armed_) {
+    for (int id : partial_) {
+      const Tensor g = ps_.grad(id);
+      tp_buffers_->all_reduce(g.raw(), g.numel(), comm_type_of(g.dtype()), ReduceOp::Sum);
+    }
+    for (Segment& s : seg_) reduce(s, false);
+    return;
   }
-  for (Segment& s : seg_) reduce(s);
+  armed_ = false;
+  in_backward_ = 0;
+  for (const Bucket& b : buckets_) in_backward_ += b.started;
+  // What no backward completed (parameters of layers it did not reach), in the same order on
+  // every rank: the partial sums first, then the buckets.
+  for (int id : partial_)
+    if (!ready_[size_t(id)]) sum_partial(id);
+  for (Bucket& b : buckets_)
+    if (!b.started) start(b);
+  for (auto& [comm, r] : started_) comm->finish(r);
+  started_.clear();
+  for (Segment& s : seg_) reduce(s, true);  // the buckets did every all-reduce
 }
 
 void DataParallel::gather_parameters() {

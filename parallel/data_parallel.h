@@ -21,8 +21,11 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
+#include <utility>
 #include <vector>
 
+#include "engine/model.h"
 #include "engine/params.h"
 #include "optim/optimizer.h"
 #include "parallel/comm.h"
@@ -41,19 +44,43 @@ struct DataParallelGroups {
   Communicator* all = nullptr;
   Communicator* etp = nullptr;
   Communicator* pp = nullptr;  // the pipeline group: the gradient norm sums over its stages
+  // The communicators the gradient and parameter buffers move over, where they are not the groups
+  // above: on a GPU the NCCL communicators of the same ranks, while host scalars (the gradient
+  // norm's sums) stay on the groups above. Null: the groups above carry both.
+  Communicator* dp_buffers = nullptr;
+  Communicator* tp_buffers = nullptr;
+  Communicator* edp_buffers = nullptr;
 };
 
-class DataParallel {
+// Overlap (zero 0 and 1): armed before the last micro-batch's backward, it hears from the model
+// as each layer's gradients complete (engine/model.h, GradientListener) and starts the all-reduce
+// of every bucket whose parameters are all complete, so that on the NCCL communicator the
+// reduction of layer i runs on the communication stream during the backward of layer i - 1.
+// reduce_gradients() then starts the buckets no backward completed and waits for all of them.
+// The buckets are the same ranges, reduced by the same operation, as without overlap, so the
+// result is the same to the bit; only the order in which they start differs (the same on every
+// rank of a group, since every rank runs the same backward).
+class DataParallel final : public GradientListener {
  public:
-  DataParallel(DataParallelGroups groups, Backend& be, ParamStore& ps, int zero, int64_t bucket_elems);
+  DataParallel(DataParallelGroups groups, Backend& be, ParamStore& ps, int zero, int64_t bucket_elems,
+               bool overlap = false);
 
   // The optimizer's view: its pieces (one per segment, in segment order, possibly empty), where
   // their reduced gradients live, and the global gradient-norm reduction.
   OptimShard optimizer_shard();
-  // Reduces the gradients (after the last micro-batch's backward).
+  // Overlap: the next backward's completed gradients start their buckets' reduction (call it
+  // before the last micro-batch's backward; a no-op without overlap or at zero 2).
+  void arm();
+  void gradients_ready(std::span<const int> param_ids) override;
+  // Reduces the gradients (after the last micro-batch's backward), waiting for those the
+  // backward started.
   void reduce_gradients();
   // Brings every rank's parameters up to date after the sharded update (no-op for zero 0).
   void gather_parameters();
+  // Overlap: the all-reduced buckets, and how many of them the last armed backward started
+  // (the rest reduce_gradients() did). 0 and 0 without overlap.
+  int64_t buckets() const { return int64_t(buckets_.size()); }
+  int64_t buckets_started_in_backward() const { return in_backward_; }
   // Bytes of reduced gradients this rank keeps for the optimizer (1/group of each segment at zero 2).
   int64_t reduced_gradient_bytes() const;
   // Whether this rank writes the checkpoint's copy of parameter p (the first rank of the group it
@@ -72,16 +99,37 @@ class DataParallel {
     Tensor shard_grads;     // zero 2: the reduce-scatter destination
     Tensor gather_send;     // zero >= 1: this rank's shard, copied out so send and receive do not alias
   };
+  // A run of one all-reduced segment's flat gradients, reduced as one operation.
+  struct Bucket {
+    int seg = 0;
+    int64_t begin = 0, n = 0;  // flat-buffer elements
+    int waiting = 0;           // armed: parameters in it whose gradients are not complete yet
+    bool started = false;
+  };
   void setup(Segment& s, Communicator& comm, const ParamSegment& range, double post_scale);
-  void reduce(Segment& s);
+  void setup_buckets();
+  // The segment's communication (unless its buckets did it), then the experts' 1/DP scale.
+  void reduce(Segment& s, bool communicated);
+  void start(Bucket& b);
+  void sum_partial(int id);  // its TP peers' partial gradients, summed (before its bucket starts)
 
   DataParallelGroups g_;
   Backend& be_;
   ParamStore& ps_;
   int zero_;
   int64_t bucket_elems_;
+  bool overlap_;
   Segment seg_[3];  // by SegmentKind
   std::vector<int> partial_;  // parameters whose gradients are summed over TP first
+  Communicator* tp_buffers_ = nullptr;
+  // Overlap's state: every all-reduced segment's buckets, each parameter's buckets, and what the
+  // armed backward has started (requests finished in reduce_gradients, in starting order).
+  std::vector<Bucket> buckets_;
+  std::vector<std::vector<int>> param_buckets_;
+  std::vector<char> is_partial_, ready_;
+  bool armed_ = false;
+  int64_t in_backward_ = 0;
+  std::vector<std::pair<Communicator*, CommRequest>> started_;
 };
 
 }  // namespace sy

@@ -17,6 +17,13 @@ struct ParallelConfig {
   std::string order = "tp-cp-dp-pp";
   double timeout_s = 600;          // a collective that takes longer fails on every surviving rank
   double bucket_mb = 25;           // gradient all-reduce bucket size
+  // What the backend's buffers (gradients, token rows, TP activations) move over: mpi (host
+  // memory: the CPU backend, the emulator), nccl (device memory: a GPU per rank; under cuda-emu
+  // the emulated NCCL), auto (nccl on GPUs, else mpi). Host scalars always go over MPI.
+  std::string comm = "auto";
+  // Start each gradient bucket's reduction as soon as the last micro-batch's backward has
+  // completed it (zero 0 and 1, no pipeline stages); else after the backward. The same result.
+  bool overlap_grad_reduce = true;
 };
 
 }  // namespace sy

@@ -3,6 +3,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "engine/memory.h"
+
 namespace sy {
 
 namespace {
@@ -10,52 +12,67 @@ CommType type_of(const Tensor& t) { return t.dtype() == DType::I32 ? CommType::I
 
 // bfloat16 moves as its bits but is never reduced as them: the values go through float32, are
 // reduced there (each rank's partial sum added in float32, rounded once at the end, where a
-// bfloat16 reduction would round at every step) and come back rounded to nearest even.
-std::vector<float> widen(const Tensor& t) {
-  std::vector<float> f(size_t(t.numel()));
-  const bfloat16* b = t.data<bfloat16>();
-  for (size_t i = 0; i < f.size(); ++i) f[i] = bf16_to_float(b[i]);
-  return f;
+// bfloat16 reduction would round at every step) and come back rounded to nearest even. Host
+// tensors widen on the host; device tensors through the backend's conversion kernels.
+struct Widened {
+  std::vector<float> host;
+  Tensor device;
+  void* data() { return device.defined() ? device.raw() : static_cast<void*>(host.data()); }
+};
+// A float32 buffer of t's size, where t lives.
+Widened float_buffer(Backend& be, const Tensor& t) {
+  Widened w;
+  if (t.device() == DeviceKind::Host) {
+    w.host.resize(size_t(t.numel()));
+  } else {
+    MemScope scope(be, MemCategory::Communication);
+    w.device = be.empty({t.numel()}, DType::F32);
+  }
+  return w;
 }
-void narrow(const std::vector<float>& f, const Tensor& t) {
+Widened widen(Backend& be, const Tensor& t) {
+  Widened w = float_buffer(be, t);
+  if (w.device.defined()) {
+    be.convert(t.view(0, {t.numel()}), w.device);
+    return w;
+  }
+  const bfloat16* b = t.data<bfloat16>();
+  for (size_t i = 0; i < w.host.size(); ++i) w.host[i] = bf16_to_float(b[i]);
+  return w;
+}
+void narrow(Backend& be, Widened& w, const Tensor& t) {
+  if (w.device.defined()) return be.convert(w.device, t.view(0, {t.numel()}));
   bfloat16* b = t.data<bfloat16>();
-  for (size_t i = 0; i < f.size(); ++i) b[i] = float_to_bf16(f[i]);
+  for (size_t i = 0; i < w.host.size(); ++i) b[i] = float_to_bf16(w.host[i]);
 }
 }  // namespace
 
-// Host memory only, like CommTokenExchange: a device backend pairs with a device communicator.
-void CommTensorParallel::all_reduce_sum(const Tensor& t) {
+void CommTensorParallel::all_reduce(const Tensor& t, ReduceOp op) {
   if (t.dtype() == DType::BF16) {
-    std::vector<float> f = widen(t);
-    comm_.all_reduce(f.data(), t.numel(), CommType::F32, ReduceOp::Sum);
-    return narrow(f, t);
+    Widened f = widen(be_, t);
+    buffers_.all_reduce(f.data(), t.numel(), CommType::F32, op);
+    return narrow(be_, f, t);
   }
-  comm_.all_reduce(t.raw(), t.numel(), type_of(t), ReduceOp::Sum);
+  buffers_.all_reduce(t.raw(), t.numel(), type_of(t), op);
 }
 
-void CommTensorParallel::all_reduce_max(const Tensor& t) {
-  if (t.dtype() == DType::BF16) {
-    std::vector<float> f = widen(t);
-    comm_.all_reduce(f.data(), t.numel(), CommType::F32, ReduceOp::Max);
-    return narrow(f, t);
-  }
-  comm_.all_reduce(t.raw(), t.numel(), type_of(t), ReduceOp::Max);
-}
+void CommTensorParallel::all_reduce_sum(const Tensor& t) { all_reduce(t, ReduceOp::Sum); }
+void CommTensorParallel::all_reduce_max(const Tensor& t) { all_reduce(t, ReduceOp::Max); }
 
 void CommTensorParallel::all_gather_rows(const Tensor& shard, const Tensor& full) {
   if (full.numel() != shard.numel() * comm_.size()) throw std::invalid_argument("all_gather_rows: sizes");
-  comm_.all_gather(shard.raw(), full.raw(), shard.numel(), type_of(shard));
+  buffers_.all_gather(shard.raw(), full.raw(), shard.numel(), type_of(shard));
 }
 
 void CommTensorParallel::reduce_scatter_rows(const Tensor& full, const Tensor& shard) {
   if (full.numel() != shard.numel() * comm_.size()) throw std::invalid_argument("reduce_scatter_rows: sizes");
   if (full.dtype() == DType::BF16) {
-    const std::vector<float> f = widen(full);
-    std::vector<float> mine(size_t(shard.numel()));
-    comm_.reduce_scatter(f.data(), mine.data(), shard.numel(), CommType::F32, ReduceOp::Sum);
-    return narrow(mine, shard);
+    Widened f = widen(be_, full);
+    Widened mine = float_buffer(be_, shard);
+    buffers_.reduce_scatter(f.data(), mine.data(), shard.numel(), CommType::F32, ReduceOp::Sum);
+    return narrow(be_, mine, shard);
   }
-  comm_.reduce_scatter(full.raw(), shard.raw(), shard.numel(), type_of(shard), ReduceOp::Sum);
+  buffers_.reduce_scatter(full.raw(), shard.raw(), shard.numel(), type_of(shard), ReduceOp::Sum);
 }
 
 void CommTensorParallel::all_reduce_host(std::vector<double>& v) {

@@ -1,7 +1,10 @@
 // The engine's TensorParallel over a communicator (the TP group): every region boundary goes
-// through the communicator, so its byte accounting (CommStats) sees every TP transfer.
+// through the communicator, so its byte accounting (CommStats) sees every TP transfer. Host
+// doubles go over `tp`; the backend's tensors over `buffers` where it is given (on a GPU the NCCL
+// communicator of the same ranks), else over `tp` too.
 #pragma once
 
+#include "engine/backend.h"
 #include "engine/layers/tensor_parallel.h"
 #include "parallel/comm.h"
 
@@ -9,7 +12,9 @@ namespace sy {
 
 class CommTensorParallel final : public TensorParallel {
  public:
-  explicit CommTensorParallel(Communicator& tp) : comm_(tp) {}
+  // be: the backend the tensors belong to (bfloat16 is widened through it on a device).
+  CommTensorParallel(Communicator& tp, Backend& be, Communicator* buffers = nullptr)
+      : comm_(tp), buffers_(buffers ? *buffers : tp), be_(be) {}
   int size() const override { return comm_.size(); }
   int rank() const override { return comm_.rank(); }
   void all_reduce_sum(const Tensor& t) override;
@@ -19,7 +24,11 @@ class CommTensorParallel final : public TensorParallel {
   void all_reduce_host(std::vector<double>& v) override;
 
  private:
+  void all_reduce(const Tensor& t, ReduceOp op);
+
   Communicator& comm_;
+  Communicator& buffers_;
+  Backend& be_;
 };
 
 }  // namespace sy

@@ -26,8 +26,8 @@ std::vector<int64_t> CommTokenExchange::exchange_counts(const std::vector<int64_
 
 void CommTokenExchange::exchange_rows(const Tensor& send_rows, std::span<const int64_t> send_counts,
                                       const Tensor& recv_rows, std::span<const int64_t> recv_counts) {
-  // Host memory only: the MPI communicator reads the tensors' storage directly (a device backend
-  // pairs with a device-aware communicator, which fills the same interface).
+  // The MPI communicator reads the tensors' storage directly (host memory, which the CPU backend
+  // and the emulator use); on a GPU rows_ is the NCCL communicator.
   ScopedTimer timer{seconds_};
   const int64_t d = send_rows.dim(1);
   std::vector<int64_t> se(send_counts.begin(), send_counts.end()), re(recv_counts.begin(), recv_counts.end());
@@ -36,7 +36,7 @@ void CommTokenExchange::exchange_rows(const Tensor& send_rows, std::span<const i
   for (auto& c : re) rt += (c *= d);
   if (st != send_rows.numel() || rt != recv_rows.numel())
     throw std::invalid_argument("exchange_rows: counts do not match the row buffers");
-  comm_.all_to_all_v(send_rows.raw(), se, recv_rows.raw(), re, comm_type_of(send_rows.dtype()));
+  rows_.all_to_all_v(send_rows.raw(), se, recv_rows.raw(), re, comm_type_of(send_rows.dtype()));
 }
 
 }  // namespace sy

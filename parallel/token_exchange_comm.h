@@ -1,5 +1,7 @@
 // The engine's TokenExchange over a communicator (the expert-parallel group): counts and rows
-// go through all_to_all_v, so the communicator's byte accounting sees every exchanged row.
+// go through all_to_all_v, so the communicator's byte accounting sees every exchanged row. The
+// counts are host integers; the rows are the backend's tensors, which move over `rows` where it
+// is given (on a GPU the NCCL communicator of the same ranks), else over the same communicator.
 #pragma once
 
 #include "engine/layers/token_exchange.h"
@@ -9,7 +11,7 @@ namespace sy {
 
 class CommTokenExchange final : public TokenExchange {
  public:
-  explicit CommTokenExchange(Communicator& ep) : comm_(ep) {}
+  explicit CommTokenExchange(Communicator& ep, Communicator* rows = nullptr) : comm_(ep), rows_(rows ? *rows : ep) {}
   int n_ranks() const override { return comm_.size(); }
   int rank() const override { return comm_.rank(); }
   std::vector<int64_t> exchange_counts(const std::vector<int64_t>& send, int64_t per_rank) override;
@@ -21,6 +23,7 @@ class CommTokenExchange final : public TokenExchange {
 
  private:
   Communicator& comm_;
+  Communicator& rows_;
   double seconds_ = 0;
 };
 

@@ -60,4 +60,25 @@ inline double expect_same_run(const RunDir& d, const std::string& ref, const std
   return worst;
 }
 
+// Two runs that must agree to the bit: every step's loss, aux and z losses and gradient norm as
+// written (17 significant digits), and every final parameter's bytes.
+inline void expect_bit_identical(const RunDir& d, const std::string& a, const std::string& b, size_t steps) {
+  for (const char* key : {"loss", "aux_loss", "z_loss", "grad_norm"}) {
+    const auto x = d.field(a, key), y = d.field(b, key);
+    EXPECT_EQ(x.size(), steps) << key << "\n" << d.file(a + ".log");
+    EXPECT_EQ(x, y) << b << " vs " << a << ": " << key;
+  }
+  const auto wa = d.weights(a), wb = d.weights(b);
+  EXPECT_EQ(wa.size(), wb.size());
+  EXPECT_FALSE(wa.empty());
+  for (const auto& [name, arr] : wa) {
+    auto it = wb.find(name);
+    if (it == wb.end()) {
+      ADD_FAILURE() << b << " lacks " << name;
+      continue;
+    }
+    EXPECT_TRUE(arr.bytes == it->second.bytes) << b << " vs " << a << ": " << name << " differs";
+  }
+}
+
 }  // namespace sy::testing

@@ -37,7 +37,7 @@ ChosenBackend make_backend_for(const EngineConfig& e, int local_rank, bool bf16)
   // narrowed to one GPU per rank also works).
   const int dev = local_rank % gpus;
 #if SY_HAVE_CUDA_DEVICE
-  return {cuda::make_cuda_backend(dev), "cuda:" + std::to_string(dev)};
+  return {cuda::make_cuda_backend(dev), "cuda:" + std::to_string(dev), dev};
 #else
   (void)dev;
   throw ConfigError("engine.device=\"cuda\": this build has no CUDA; set engine.device=\"cpu\"");

@@ -13,6 +13,7 @@ namespace sy {
 struct ChosenBackend {
   std::unique_ptr<Backend> backend;
   std::string device;  // what engine.device resolved to: cpu, cuda:N or cuda-emu
+  int gpu = -1;        // cuda:N: N
 };
 
 // ConfigError (one line, with the fix) when the device cannot be had: cuda in a build without

@@ -51,6 +51,7 @@ void MetricsLog::write(const StepRecord& r) {
   if (r.dropped_digest >= 0) o << ",\"dropped_digest\":" << r.dropped_digest;
   if (r.tp_bytes >= 0) o << ",\"tp_bytes\":" << r.tp_bytes;
   if (r.etp_bytes >= 0) o << ",\"etp_bytes\":" << r.etp_bytes;
+  if (r.buckets >= 0) o << ",\"grad_buckets\":[" << r.buckets_in_backward << "," << r.buckets << "]";
   if (r.a2a_bytes >= 0) o << ",\"a2a_bytes\":" << r.a2a_bytes << ",\"a2a_bytes_routing\":" << r.a2a_bytes_routing
                          << ",\"a2a_seconds\":" << num(r.a2a_seconds);
   for (auto [key, v] : {std::pair{"a2a_bytes_by_rank", &r.a2a_bytes_by_rank},

@@ -41,6 +41,9 @@ struct StepRecord {
   // Expert tensor parallelism: bytes this rank sent in its ETP group this step (-1: no ETP), the
   // same way (docs/parallel.md).
   int64_t etp_bytes = -1;
+  // Overlap (parallel.overlap_grad_reduce): of the step's gradient buckets, how many the backward
+  // started (all of them when every layer's backward reported its gradients); -1: no overlap.
+  int64_t buckets_in_backward = -1, buckets = -1;
   // Pipeline parallelism, per stage of rank 0's pipeline (empty: no pipeline): the step's idle
   // share measured from the engine's timestamps (the bubble), the most micro-batches forwarded
   // and not yet backwarded, the most chunk inputs kept for backward, and the recomputed forwards.

@@ -18,6 +18,7 @@
 #include "parallel/token_exchange_comm.h"
 #include "trainer/backend_select.h"
 #include "trainer/batch_source.h"
+#include "trainer/buffer_comms.h"
 #include "trainer/checkpoint_writer.h"
 #include "trainer/evaluate.h"
 #include "trainer/exit_codes.h"
@@ -205,16 +206,21 @@ int run_training(const Recipe& r) {
 
   ChosenBackend chosen = make_backend_for(r.engine, ctx.env.local_rank, tc.dtype == "bfloat16");
   Backend* backend = chosen.backend.get();
-  // The collectives run over MPI on the backend's buffers: host memory for cpu and cuda-emu, but
-  // device memory on a GPU, which needs the NCCL communicator (not yet wired into the trainer).
-  if (chosen.device.starts_with("cuda:") && ctx.world->size() > 1)
-    throw ConfigError("engine.device=\"cuda\" on " + std::to_string(ctx.world->size()) +
-                      " ranks needs the NCCL communicator, which the trainer does not use yet; run 1 rank per job "
-                      "or engine.device=\"cuda-emu\"");
+  // The backend's buffers move over MPI (host memory: cpu, cuda-emu) or NCCL (a GPU; cuda-emu
+  // with parallel.comm=nccl); host scalars over the host groups of ctx either way.
+  BufferComms bufs = make_buffer_comms(r, ctx, chosen);
+  auto ep_stats = [&] {
+    CommStats s = ctx.ep->stats();
+    if (bufs.ep) s.add(bufs.ep->stats());
+    return s;
+  };
+  auto bytes_sent = [](Communicator& host, const std::unique_ptr<Communicator>& b) {
+    return host.stats().bytes_sent + (b ? b->stats().bytes_sent : 0);
+  };
   // Expert parallelism: each rank holds and computes its EP rank's run of experts in every MoE
   // layer and exchanges token rows with the rest of its EP group (docs/parallel.md).
   // Tensor parallelism: each rank holds its TP rank's block of every split matrix.
-  CommTensorParallel tp_comm(*ctx.tp);
+  CommTensorParallel tp_comm(*ctx.tp, *backend, bufs.tp.get());
   ModelShard shard{{}, dpc.size(), ctx.edp->size(), TpPlace{&tp_comm, r.parallel.sp}, PipePlace{}};
   if (ctx.ep->size() > 1) {
     const int64_t held = r.model.n_experts / ctx.ep->size();
@@ -224,7 +230,7 @@ int run_training(const Recipe& r) {
   // the layers gather and scatter expert rows over the ETP group.
   shard.experts.slice = ctx.etp->rank();
   shard.experts.slices = ctx.etp->size();
-  CommTokenExchange etp_exchange(*ctx.etp);
+  CommTokenExchange etp_exchange(*ctx.etp, bufs.etp.get());
   // Pipeline parallelism: each rank holds its stage's chunks of layers (docs/parallel.md).
   const int n_pp = ctx.pp->size(), vpp = int(r.parallel.vpp);
   if (n_pp > 1) shard.pipe = pipeline_place(r.model.n_layers, n_pp, vpp, ctx.pp->rank(), r.parallel.pp_layers);
@@ -235,9 +241,14 @@ int run_training(const Recipe& r) {
     model.prepare(tc.micro_batch, r.model.seq_len);  // the chunks' inputs must exist before the first receive
   }
   const int64_t bucket_elems = int64_t(r.parallel.bucket_mb * 1024 * 1024) / int64_t(dtype_size(model.param_dtype()));
-  DataParallel dp({&dpc, ctx.tp.get(), ctx.ep.get(), ctx.edp.get(), ctx.world.get(), ctx.etp.get(), ctx.pp.get()}, *backend,
-                  model.params(), int(r.parallel.zero), bucket_elems);
-  CommTokenExchange exchange(*ctx.ep);
+  // Overlap: the last micro-batch's backward starts each gradient bucket's reduction as it
+  // completes (not across pipeline stages, whose backward the executor interleaves).
+  const bool overlap = r.parallel.overlap_grad_reduce && n_pp == 1;
+  DataParallel dp({&dpc, ctx.tp.get(), ctx.ep.get(), ctx.edp.get(), ctx.world.get(), ctx.etp.get(), ctx.pp.get(),
+                   bufs.dp.get(), bufs.tp.get(), bufs.edp.get()},
+                  *backend, model.params(), int(r.parallel.zero), bucket_elems, overlap);
+  if (overlap) model.set_gradient_listener(&dp);
+  CommTokenExchange exchange(*ctx.ep, bufs.ep.get());
   if (ctx.ep->size() > 1)
     for (auto* m : model.moe_layers()) m->set_token_exchange(&exchange);
   if (ctx.etp->size() > 1)
@@ -264,8 +275,9 @@ int run_training(const Recipe& r) {
   // The watchdog's view of this rank (trainer/heartbeat.h); the NaN guard and the data windows
   // earlier rollbacks skipped (a fresh run starts without any).
   Heartbeat beat(out_dir + "/heartbeat", ctx.world->rank());
-  for (Communicator* c : {ctx.world.get(), ctx.dp.get(), ctx.tp.get(), ctx.ep.get(), ctx.edp.get(), ctx.etp.get(), ctx.pp.get()})
-    c->set_observer(&beat);
+  for (Communicator* c : {ctx.world.get(), ctx.dp.get(), ctx.tp.get(), ctx.ep.get(), ctx.edp.get(), ctx.etp.get(), ctx.pp.get(),
+                          bufs.dp.get(), bufs.tp.get(), bufs.ep.get(), bufs.edp.get(), bufs.etp.get()})
+    if (c) c->set_observer(&beat);
   if (ctx.embed) ctx.embed->set_observer(&beat);
   beat.set_step(step);
   DataSkips skips = step > 0 ? DataSkips::load(out_dir) : DataSkips{};
@@ -284,12 +296,13 @@ int run_training(const Recipe& r) {
   if (n_pp > 1) ctx.pp->all_reduce(&total_params, 1, CommType::I64, ReduceOp::Sum);
   if (rank0) {
     const std::string pp_text = n_pp > 1 ? pipeline_layout_text(r.model.n_layers, n_pp, vpp, r.parallel.pp_layers) : "";
-    std::printf("switchyard: %s | %s %s | %d rank(s), dp=%ld ep=%d tp=%d%s%s%s zero=%ld | %.2fM parameters, %.2fM active per token | "
+    std::printf("switchyard: %s | %s %s | %d rank(s), dp=%ld ep=%d tp=%d%s%s%s zero=%ld%s | %.2fM parameters, %.2fM active per token | "
                 "%.1f MFLOP/token | %ld tokens/step | peak %.0f GFLOP/s\n",
                 r.name.c_str(), chosen.device.c_str(), tc.dtype.c_str(), ctx.world->size(), long(n_dp), ctx.ep->size(), ctx.tp->size(),
                 r.parallel.sp && ctx.tp->size() > 1 ? " sp" : "",
                 ctx.etp->size() > 1 ? (" etp=" + std::to_string(ctx.etp->size())).c_str() : "", pp_text.c_str(),
-                long(r.parallel.zero), total_params / 1e6, model.active_params_per_token() / 1e6, flops_per_token / 1e6,
+                long(r.parallel.zero),
+                ctx.world->size() > 1 ? (" comm=" + bufs.kind + (overlap ? " overlap" : "")).c_str() : "", total_params / 1e6, model.active_params_per_token() / 1e6, flops_per_token / 1e6,
                 long(tokens_per_step), tc.peak_gflops);
     std::fflush(stdout);
   }
@@ -336,9 +349,8 @@ int run_training(const Recipe& r) {
     StepTotals t{std::vector<double>(5, 0.0), std::vector<int64_t>(n_moe * (n_exp + 1) + 1, 0)};
     const int64_t window = skips.window(step);
     const bool nan_fault = nan_fault_for_test(ctx.world->rank(), window);
-    ctx.ep->stats().reset();
-    ctx.tp->stats().reset();
-    ctx.etp->stats().reset();
+    for (Communicator* c : {ctx.ep.get(), ctx.tp.get(), ctx.etp.get(), bufs.ep.get(), bufs.tp.get(), bufs.etp.get()})
+      if (c) c->stats().reset();
     exchange.reset_seconds();
     int64_t rows_off_rank = 0, rows_in_off_rank = 0;
     const double loss_scale = nan_fault ? NAN : 1.0 / double(tc.grad_accum);
@@ -360,7 +372,10 @@ int run_training(const Recipe& r) {
     };
     PipeStepStats pipe_stats;
     if (!pipe) {
-      for (int64_t a = 0; a < tc.grad_accum; ++a) account(a, 0, model.forward_backward(batch_of(int(a)), loss_scale));
+      for (int64_t a = 0; a < tc.grad_accum; ++a) {
+        if (a + 1 == tc.grad_accum) dp.arm();  // only the last backward completes the gradients
+        account(a, 0, model.forward_backward(batch_of(int(a)), loss_scale));
+      }
     } else {
       // Each micro-batch is read once; its chunks' forwards, recomputes and backwards share it.
       std::vector<HostBatch> batches;
@@ -383,7 +398,7 @@ int run_training(const Recipe& r) {
     int64_t a2a[2] = {0, 0};
     if (ctx.ep->size() > 1) {
       const int64_t elem = int64_t(dtype_size(model.dtype())), n_local = n_exp / ctx.ep->size();
-      const CommStats& es = ctx.ep->stats();
+      const CommStats es = ep_stats();
       const int64_t counted = es.bytes_by_op.count("all_to_all_v") ? es.bytes_by_op.at("all_to_all_v") : 0;
       const int64_t mine[3] = {counted,
                                2 * (rows_off_rank + rows_in_off_rank) * r.model.d_model * elem +
@@ -394,16 +409,17 @@ int run_training(const Recipe& r) {
       for (int q = 0; q < ctx.world->size(); ++q)
         for (int j = 0; j < 2; ++j) a2a[j] += a2a_by_rank[3 * q + j];
     }
-    // Checked before the reduction: the optimizer applies its update in the call that computes
-    // the global norm, so the guard must know first.
     // Tied embeddings across stages: the lookup's gradient (first stage) plus the head's (last).
     if (ctx.embed) {
       const Tensor g = model.params().grad(embed_id);
       ctx.embed->all_reduce(g.raw(), g.numel(), comm_type_of(g.dtype()), ReduceOp::Sum);
     }
+    dp.reduce_gradients();
+    // For the guard, before the update: the optimizer applies it in the call that computes the
+    // global norm, so the guard must know first. Of the reduced gradients (a non-finite value on
+    // any rank reaches them all): with overlap the reduction had started in the backward.
     t.losses[4] = backend->sum_squares(model.params().grads());
     if (n_pp > 1) ctx.pp->all_reduce(&t.losses[4], 1, CommType::F64, ReduceOp::Sum);
-    dp.reduce_gradients();
     t.losses[3] = exchange.seconds();
     dpc.all_reduce(t.losses.data(), 5, CommType::F64, ReduceOp::Avg);
     if (!t.counts.empty()) dpc.all_reduce(t.counts.data(), int64_t(t.counts.size()), CommType::I64, ReduceOp::Sum);
@@ -419,7 +435,7 @@ int run_training(const Recipe& r) {
     if (verdict == StepVerdict::Update) {
       upd = opt.step();
       dp.gather_parameters();
-      tp_bytes = ctx.tp->stats().bytes_sent;
+      tp_bytes = bytes_sent(*ctx.tp, bufs.tp);
       // The aux-free bias follows the global load (as one rank with every micro-batch sees it), so
       // every rank moves its copy of the bias identically.
       if (dpc.size() > 1 && r.model.router_bias_update_rate > 0)
@@ -495,7 +511,8 @@ int run_training(const Recipe& r) {
         rec.a2a_seconds = t.losses[3];
       }
       if (ctx.tp->size() > 1) rec.tp_bytes = tp_bytes;
-      if (ctx.etp->size() > 1) rec.etp_bytes = ctx.etp->stats().bytes_sent;
+      if (ctx.etp->size() > 1) rec.etp_bytes = bytes_sent(*ctx.etp, bufs.etp);
+      if (dp.buckets() > 0) rec.buckets_in_backward = dp.buckets_started_in_backward(), rec.buckets = dp.buckets();
       record_memory_peaks(*ctx.world, backend->memory(), rec);
       if (n_pp > 1) record_pipeline_stats(*ctx.pp, pipe_stats, rec);
       if (eval_now) beat.set_phase("evaluate");

@@ -4,6 +4,7 @@
 // against the emulator (sy_parallel_nccl_emu, which the multi-rank tests run; there the emulated
 // NCCL moves the data through a transport over the bootstrap communicator).
 #include "parallel/nccl/comm_nccl_impl.h"
+#include "parallel/nccl/nccl_factory.h"
 
 #if SY_CUDA_EMULATED
 #include "parallel/nccl/emu_transport.h"
@@ -199,4 +200,14 @@ std::unique_ptr<NcclComm> make_nccl_comm(Communicator& bootstrap, const NcclOpti
 }
 
 SY_CUDA_NS_END
+
+#if SY_CUDA_EMULATED
+std::unique_ptr<Communicator> make_emulated_nccl_comm(Communicator& bootstrap, void* compute_stream) {
+  return make_nccl_comm(bootstrap, {0, static_cast<cudaStream_t>(compute_stream)});
+}
+#else
+std::unique_ptr<Communicator> make_device_nccl_comm(Communicator& bootstrap, int gpu, void* compute_stream) {
+  return make_nccl_comm(bootstrap, {gpu, static_cast<cudaStream_t>(compute_stream)});
+}
+#endif
 }  // namespace sy::nccl

@@ -148,6 +148,7 @@ class NcclCommImpl final : public NcclComm {
   }
   void wait(CommRequest& r) override { wait_until(r, deadline_after(timeout_s_)); }
   void stream_wait(const CommRequest& r, cudaStream_t s) override;
+  void compute_waits_for(const CommRequest& r) override { stream_wait(r, compute_); }
   bool test(const CommRequest& r) override;
 
   std::unique_ptr<Communicator> subgroup(const std::vector<int>& members, const std::string& name) override {

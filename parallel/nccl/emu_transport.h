@@ -61,7 +61,8 @@ class CommTransport final : public syemu::NcclTransport {
       case ncclFloat64: return CommType::F64;
       case ncclInt32: return CommType::I32;
       case ncclInt64: return CommType::I64;
-      default: throw std::invalid_argument("the emulated NCCL transport moves float32, float64, int32 and int64 only");
+      case ncclBfloat16: return CommType::BF16;  // moved (token rows), never reduced: the host communicator refuses that
+      default: throw std::invalid_argument("the emulated NCCL transport moves float32, float64, int32, int64 and bfloat16 only");
     }
   }
   static ReduceOp reduce(ncclRedOp_t op) {

@@ -49,6 +49,7 @@ class CudaBackend final : public Backend {
   explicit CudaBackend(int device);
   ~CudaBackend() override;
   std::string name() const override { return SY_CUDA_EMULATED ? "cuda-emu" : "cuda"; }
+  void* native_stream() const override { return stream_; }
 
   // cuda_backend.cu
   Tensor empty(const Shape& shape, DType dtype) override;
