@@ -30,6 +30,31 @@ echo "== compute-sanitizer memcheck"
 echo "== compute-sanitizer racecheck (shared memory hazards)"
 "$SAN" --tool racecheck --racecheck-report hazard --error-exitcode 1 "$BUILD/sy_cuda_gpu_tests" --gtest_filter="$KERNELS"
 
+# The trainer on NCCL needs two GPUs (NCCL refuses two ranks on one device): dp 2 over NCCL
+# against one GPU with the same global batch (two micro-batches), 5 steps, float32, every loss
+# within 1e-5 relative, and the NCCL communicator's own multi-rank tests.
+NGPU=$(nvidia-smi -L | wc -l)
+if [ "$NGPU" -ge 2 ] && command -v mpirun >/dev/null; then
+  echo "== the NCCL communicator and the trainer on it, $NGPU GPUs"
+  cmake --build "$BUILD" -j "$(nproc)" --target switchyard sy_mpi_nccl_gpu_tests
+  MPI="mpirun --oversubscribe -np"
+  $MPI "$NGPU" "$BUILD/sy_mpi_nccl_gpu_tests"
+  out=$(mktemp -d)
+  test -f data/fortunes.train.tok || "$BUILD/switchyard" data prepare --fortunes --out data/fortunes
+  run=(train recipes/tiny-moe.toml --set engine.device=cuda --set train.steps=5 --set train.log_every=1
+       --set train.eval_every=0 --set checkpoint.every_steps=0 --set train.max_minutes=0)
+  "$BUILD/switchyard" "${run[@]}" --set train.grad_accum=2 --set train.out_dir="$out/one"
+  $MPI 2 "$BUILD/switchyard" "${run[@]}" --set parallel.comm=nccl --set train.out_dir="$out/nccl"
+  python3 - "$out/one/metrics.jsonl" "$out/nccl/metrics.jsonl" <<'PY'
+import json, sys
+a, b = ([json.loads(l)["loss"] for l in open(f)] for f in sys.argv[1:])
+bad = [(i + 1, x, y) for i, (x, y) in enumerate(zip(a, b)) if abs(x - y) > 1e-5 * abs(x)]
+assert len(a) == len(b) == 5 and not bad, f"dp 2 over NCCL differs from one GPU: {bad or (len(a), len(b))}"
+print("gpu-check: dp 2 over NCCL matches one GPU:", ", ".join(f"{x:.6f}/{y:.6f}" for x, y in zip(a, b)))
+PY
+else
+  echo "gpu-check: $NGPU GPU(s) or no mpirun: the trainer on NCCL is not run (it needs two GPUs)"
+fi
 echo "== benchmark"
 RECIPE=${RECIPE:-bench/cuda/moe-1b.toml}
 row=$("$BUILD/bench/bench_cuda" "$RECIPE" --steps "${STEPS:-10}")

@@ -62,7 +62,14 @@ class RunDir {
   RunResult train(const std::string& name, int ranks, const std::string& sets, const std::string& env = "",
                   const std::string& recipe = "tests/recipes/tiny-test.toml") const {
     const fs::path out = dir_ / name;
-    std::string cmd = "cd '" + dir_.string() + "' && " + env + " ";
+    // One thread per process unless the test says otherwise: oneDNN's GEMMs round differently at
+    // different thread counts on some CPUs (AVX2 EPYC: up to 5x the 1e-5 element bound after 10
+    // AdamW steps, which magnify the last bits of near-zero gradients), and a 1-rank reference
+    // would otherwise run two threads where each of its N-rank twin's ranks runs 2/N. With the
+    // same threads everywhere the equivalence tests measure the parallel algorithm (a pipeline
+    // run is then the 1-rank run to the bit).
+    const std::string threads = env.find("OMP_NUM_THREADS=") == std::string::npos ? "OMP_NUM_THREADS=1 " : "";
+    std::string cmd = "cd '" + dir_.string() + "' && " + threads + env + " ";
     if (ranks > 0)
       cmd += "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 300 mpirun --oversubscribe --mca btl "
              "self,vader -quiet -np " + std::to_string(ranks) + " ";

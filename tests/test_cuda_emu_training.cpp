@@ -43,8 +43,11 @@ const char* kTiny = "recipes/tiny-moe.toml";
 // name in `features` among them (so that the architecture's own parameters are shown trained).
 // `warm` > 0: the step starts from the weights of that many AdamW steps on the CPU (lr 1e-2), not
 // from the initialisation, whose zero biases would hide a forward pass that drops them.
+// `ranks` > 0: cuda-emu on that many ranks with `layout`, the CPU backend on one rank with as many
+// micro-batches (the same global batch).
 void check_step1(const std::string& tag, const char* recipe, const std::string& sets, int min_checked,
-                 const std::vector<std::string>& features = {}, int warm = 0) {
+                 const std::vector<std::string>& features = {}, int warm = 0, int ranks = 0,
+                 const std::string& layout = "") {
   testing::RunDir d(tag);
   std::string one = std::string(kTinyShort) + kSgd1 + " --set train.steps=1" + sets;
   if (warm > 0) {
@@ -58,9 +61,10 @@ void check_step1(const std::string& tag, const char* recipe, const std::string& 
   // p0: the starting weights (lr 1e-30 moves no float32 weight; lr 0 is not a valid recipe).
   auto r = d.train("p0", 0, one + " --set optim.lr=1e-30 --set optim.min_lr=0", "", recipe);
   ASSERT_EQ(r.code, 0) << r.output;
-  r = d.train("cpu", 0, one + " --set optim.lr=1e4 --set optim.min_lr=0", "", recipe);
+  const std::string accum = ranks > 0 ? " --set train.grad_accum=" + std::to_string(ranks) : "";
+  r = d.train("cpu", 0, one + accum + " --set optim.lr=1e4 --set optim.min_lr=0", "", recipe);
   ASSERT_EQ(r.code, 0) << r.output;
-  r = d.train("emu", 0, one + " --set optim.lr=1e4 --set optim.min_lr=0" + kEmu, "", recipe);
+  r = d.train("emu", ranks, one + layout + " --set optim.lr=1e4 --set optim.min_lr=0" + kEmu, "", recipe);
   ASSERT_EQ(r.code, 0) << r.output;
   ASSERT_NE(r.output.find("| cuda-emu float32 |"), std::string::npos) << r.output;
 
@@ -144,12 +148,23 @@ TEST(CudaEmuTraining, GptOssStepOneLossAndEveryGradientEqualTheCpuBackend) {
               {".attn.sinks", ".attn.bq", ".attn.bk", ".attn.bv", ".attn.bo", ".router.logit_bias", ".b13", ".b2"}, 2);
 }
 
-// dp 2 x ep 2 on 4 ranks, every rank on the emulated CUDA backend, against one CPU rank with the
-// same global batch: losses and final parameters within 1e-5 relative.
-void check_emu_dp2_ep2(const std::string& optim, const std::string& tag) {
+// Step 1 at dp 2 x ep 2 on 4 ranks of cuda-emu against one CPU rank with the same 128 tokens:
+// the loss and every gradient within 1e-5.
+TEST(CudaEmuTraining, Dp2Ep2OnFourRanksStepOneLossAndEveryGradientEqualTheCpuBackend) {
+  check_step1("emu_step1_dp2ep2", kTiny, "", 41, {}, 0, 4, " --set parallel.ep=2");
+}
+
+// dp 2 x ep 2 on 4 ranks, every rank on the emulated CUDA backend, against one rank with the same
+// global batch over 4 steps: losses and final parameters within 1e-5 relative. SGD against the
+// CPU backend; AdamW against cuda-emu's own 1-rank run, because AdamW's normalisation magnifies
+// the last bits of near-zero gradients, and the two backends' GEMMs sum in different orders (at
+// 4 steps one element of layers.3.attn.wo lands 1.2e-5 of the tensor's largest away from the
+// CPU run's on an AVX2 EPYC, with the whole tensor within 2.2e-7); the backends' gradients are
+// held to each other at step 1 above.
+void check_emu_dp2_ep2(const std::string& optim, const std::string& tag, const std::string& ref_device) {
   testing::RunDir d(tag);
   const std::string sets = std::string(kTinyShort) + optim + " --set train.steps=4";
-  auto r = d.train("ref", 0, sets + " --set train.grad_accum=4", "", kTiny);
+  auto r = d.train("ref", 0, sets + " --set train.grad_accum=4" + ref_device, "", kTiny);
   ASSERT_EQ(r.code, 0) << r.output;
   r = d.train("emu", 4, sets + " --set parallel.ep=2" + kEmu, "", kTiny);
   ASSERT_EQ(r.code, 0) << r.output;
@@ -158,9 +173,9 @@ void check_emu_dp2_ep2(const std::string& optim, const std::string& tag) {
   EXPECT_EQ(d.field("emu", "expert_tokens"), d.field("ref", "expert_tokens"));
 }
 
-TEST(CudaEmuTraining, AdamWDp2Ep2OnFourRanksMatchesOneCpuRank) { check_emu_dp2_ep2("", "emu_a22"); }
+TEST(CudaEmuTraining, AdamWDp2Ep2OnFourRanksMatchesOneEmuRank) { check_emu_dp2_ep2("", "emu_a22", kEmu); }
 TEST(CudaEmuTraining, SgdDp2Ep2OnFourRanksMatchesOneCpuRank) {
-  check_emu_dp2_ep2(std::string(kSgd1) + " --set optim.lr=0.1", "emu_s22");
+  check_emu_dp2_ep2(std::string(kSgd1) + " --set optim.lr=0.1", "emu_s22", "");
 }
 
 // bfloat16 mixed precision (bf16 activations and weight copy, float32 master weights, gradients
