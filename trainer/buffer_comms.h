@@ -20,11 +20,6 @@ struct BufferComms {
   std::string kind = "mpi";  // what parallel.comm resolved to: mpi or nccl
   // nccl: a group's NCCL communicator (null for a group of one rank); mpi: all null.
   std::unique_ptr<Communicator> dp, tp, ep, edp, etp;
-  // The communicator a group's buffers move over: its NCCL one, else the host one.
-  static Communicator& of(const std::unique_ptr<Communicator>& buffers, Communicator& host) {
-    return buffers ? *buffers : host;
-  }
-  static Communicator* maybe(const std::unique_ptr<Communicator>& buffers) { return buffers.get(); }
 };
 
 // parallel.comm against the device and the layout; ConfigError naming the key and the fix when
