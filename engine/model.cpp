@@ -49,7 +49,7 @@ Model::Model(const ModelConfig& cfg, Backend& be, DType dtype, uint64_t seed, Mo
       const int first = int(ps_.infos().size());
       attn_[l] = make_attention_layer(ps_, cfg_, l, tp_);
       ffn_[l] = std::make_unique<FfnBlock>(ps_, cfg_, l, shard.experts, tp_);
-      layer_params_[l] = {first, int(ps_.infos().size())};
+      for (int id = first; id < int(ps_.infos().size()); ++id) layer_params_[l].push_back(id);
     }
   if (pipe_.last) {
     final_norm_ = ps_.add("final_norm.weight", {cfg_.d_model}, ParamKind::Norm, 0, -1,
@@ -250,9 +250,7 @@ void Model::run_backward(int c, double loss_scale) {
   for (int64_t l = l1 - 1; l >= l0; --l) {
     ffn_[l]->backward(be_, resid_[2 * l + 1], dresid_, loss_scale);
     attn_[l]->backward(be_, resid_[2 * l], dresid_, rope_);
-    std::vector<int> ids;
-    for (int id = layer_params_[l].first; id < layer_params_[l].second; ++id) ids.push_back(id);
-    tell(ids);
+    tell(layer_params_[l]);
   }
   if (!first_chunk(c)) return;
   if (!tp_.on()) {

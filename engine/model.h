@@ -144,7 +144,7 @@ class Model {
   int embed_ = -1, final_norm_ = -1, lm_head_ = -1;  // -1: on another pipeline stage
   std::vector<std::unique_ptr<AttentionLayer>> attn_;  // by global layer; null: on another stage
   std::vector<std::unique_ptr<FfnBlock>> ffn_;
-  std::vector<std::pair<int, int>> layer_params_;  // by global layer: its parameters' ids [first, end)
+  std::vector<std::vector<int>> layer_params_;  // by global layer: its parameters' ids
   GradientListener* listener_ = nullptr;
 
   int64_t batch_ = 0, seq_ = 0;

@@ -23,12 +23,8 @@ DataParallel::DataParallel(DataParallelGroups groups, Backend& be, ParamStore& p
   setup(seg_[1], dp_buf, ps.segment(SegmentKind::TpRows), 1.0);
   setup(seg_[2], buffers(g_.edp_buffers, g_.edp), ps.expert_segment(), 1.0 / double(g_.dp->size()));
   tp_buffers_ = &buffers(g_.tp_buffers, g_.tp);
-  is_partial_.assign(ps.infos().size(), 0);
   for (size_t i = 0; i < ps.infos().size(); ++i)
-    if (ps.infos()[i].tp == TpSplit::Partial && g_.tp->size() > 1) {
-      partial_.push_back(int(i));
-      is_partial_[i] = 1;
-    }
+    if (ps.infos()[i].tp == TpSplit::Partial && g_.tp->size() > 1) partial_.push_back(int(i));
   if (overlap_ && zero_ < 2) setup_buckets();
 }
 
@@ -59,18 +55,22 @@ void DataParallel::setup(Segment& s, Communicator& comm, const ParamSegment& ran
 // The buckets are those reduce() cuts each all-reduced segment into: bucket_elems_ runs from the
 // segment's start, over its padding too.
 void DataParallel::setup_buckets() {
-  param_buckets_.assign(ps_.infos().size(), {});
+  int first[3] = {-1, -1, -1};  // each all-reduced segment's first bucket
   for (int k = 0; k < 3; ++k) {
     const Segment& s = seg_[k];
     if (s.comm->size() == 1 || s.range.padded == 0) continue;
+    first[k] = int(buckets_.size());
     for (int64_t off = 0; off < s.range.padded; off += bucket_elems_)
       buckets_.push_back(Bucket{k, s.range.begin + off, std::min(bucket_elems_, s.range.padded - off)});
   }
+  param_buckets_.assign(ps_.infos().size(), {});
   for (size_t i = 0; i < ps_.infos().size(); ++i) {
     const ParamInfo& p = ps_.infos()[i];
-    for (size_t b = 0; b < buckets_.size(); ++b)
-      if (p.numel > 0 && p.offset < buckets_[b].begin + buckets_[b].n && buckets_[b].begin < p.offset + p.numel)
-        param_buckets_[i].push_back(int(b));
+    const int k = int(p.segment());  // seg_ is indexed by SegmentKind
+    if (p.numel == 0 || first[k] < 0) continue;
+    const int64_t at = p.offset - seg_[k].range.begin;
+    for (int64_t b = at / bucket_elems_; b <= (at + p.numel - 1) / bucket_elems_; ++b)
+      param_buckets_[i].push_back(first[k] + int(b));
   }
 }
 
@@ -107,7 +107,7 @@ void DataParallel::gradients_ready(std::span<const int> param_ids) {
   for (int id : param_ids) {
     if (id < 0 || ready_[size_t(id)]) continue;
     ready_[size_t(id)] = 1;
-    if (is_partial_[size_t(id)]) sum_partial(id);
+    if (ps_.infos()[size_t(id)].tp == TpSplit::Partial && tp_buffers_->size() > 1) sum_partial(id);
     for (int b : param_buckets_[size_t(id)])
       if (--buckets_[size_t(b)].waiting == 0) complete.push_back(b);
   }
@@ -168,26 +168,22 @@ void DataParallel::reduce(Segment& s, bool communicated) {
 }
 
 void DataParallel::reduce_gradients() {
-  if (!armed_) {
-    for (int id : partial_) {
-      const Tensor g = ps_.grad(id);
-      tp_buffers_->all_reduce(g.raw(), g.numel(), comm_type_of(g.dtype()), ReduceOp::Sum);
-    }
-    for (Segment& s : seg_) reduce(s, false);
-    return;
-  }
+  const bool overlapped = armed_;
   armed_ = false;
-  in_backward_ = 0;
-  for (const Bucket& b : buckets_) in_backward_ += b.started;
-  // What no backward completed (parameters of layers it did not reach), in the same order on
-  // every rank: the partial sums first, then the buckets.
+  // What no backward started (everything, without overlap), in the same order on every rank:
+  // the partial sums first, then the buckets.
   for (int id : partial_)
-    if (!ready_[size_t(id)]) sum_partial(id);
-  for (Bucket& b : buckets_)
-    if (!b.started) start(b);
+    if (!overlapped || !ready_[size_t(id)]) sum_partial(id);
+  if (overlapped) {
+    in_backward_ = 0;
+    for (Bucket& b : buckets_) {
+      in_backward_ += b.started;
+      if (!b.started) start(b);
+    }
+  }
   for (auto& [comm, r] : started_) comm->finish(r);
   started_.clear();
-  for (Segment& s : seg_) reduce(s, true);  // the buckets did every all-reduce
+  for (Segment& s : seg_) reduce(s, overlapped);  // overlapped: the buckets did every all-reduce
 }
 
 void DataParallel::gather_parameters() {

@@ -126,7 +126,7 @@ class DataParallel final : public GradientListener {
   // armed backward has started (requests finished in reduce_gradients, in starting order).
   std::vector<Bucket> buckets_;
   std::vector<std::vector<int>> param_buckets_;
-  std::vector<char> is_partial_, ready_;
+  std::vector<char> ready_;  // armed: parameters whose gradients the backward completed
   bool armed_ = false;
   int64_t in_backward_ = 0;
   std::vector<std::pair<Communicator*, CommRequest>> started_;

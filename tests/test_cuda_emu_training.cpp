@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "emu_run_sets.h"
 #include "equivalence_check.h"
 #include "run_harness.h"
 
@@ -28,14 +29,12 @@ namespace {
 
 // The tiny recipe (recipes/tiny-moe.toml: d 256, 4 layers, 8 heads / 4 KV, 8 experts top-2 of
 // width 512) at sequence 32 and one sequence per micro-batch.
-const char* kTinyShort =
-    " --set model.seq_len=32 --set train.micro_batch=1 --set train.log_every=1 --set train.eval_every=0"
-    " --set train.eval_batches=1 --set train.max_minutes=0 --set checkpoint.every_steps=0";
+using testing::kEmu;
+using testing::kTiny;
+using testing::kTinyShort;
 const char* kSgd1 =
     " --set optim.name=sgd --set optim.grad_clip=0 --set optim.schedule=constant --set optim.warmup_steps=0"
     " --set optim.weight_decay=0";
-const char* kEmu = " --set engine.device=cuda-emu";
-const char* kTiny = "recipes/tiny-moe.toml";
 
 // Step 1 of `recipe` with `sets` (on top of kTinyShort and one SGD step) on the CPU backend and on
 // cuda-emu, both float32: the loss within 1e-5 and every parameter's gradient within 1e-5

@@ -16,19 +16,19 @@
 //  * a layout NCCL cannot carry: a one-line error naming the key and the fix.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <string>
 
+#include "emu_run_sets.h"
 #include "equivalence_check.h"
 #include "run_harness.h"
 
 namespace sy {
 namespace {
 
-const char* kTiny = "recipes/tiny-moe.toml";
-const char* kShort =
-    " --set model.seq_len=32 --set train.micro_batch=1 --set train.log_every=1 --set train.eval_every=0"
-    " --set train.eval_batches=1 --set train.max_minutes=0 --set checkpoint.every_steps=0";
-const char* kEmu = " --set engine.device=cuda-emu";
+using testing::kEmu;
+using testing::kTiny;
+const char* kShort = testing::kTinyShort;
 const char* kNccl = " --set parallel.comm=nccl";
 const char* kMpi = " --set parallel.comm=mpi";
 
